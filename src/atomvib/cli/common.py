@@ -1,0 +1,55 @@
+"""Options shared by several subcommands, mapped onto :class:`~atomvib.settings.PhononSettings`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..settings import PhononSettings
+
+
+def add_phonon_options(p) -> None:
+    g = p.add_argument_group("force engine and relaxation")
+    g.add_argument("--engine", "-e", help="force engine (see `atomvib engines`); default sevennet for crystals, xtb for molecules")
+    g.add_argument("--no-relax", action="store_true", help="keep the input geometry (no relaxation)")
+    g.add_argument("--fix-cell", action="store_true", help="relax positions only, keep the cell")
+    g.add_argument("--fmax", type=float, default=1e-3, metavar="EV_PER_A", help="relaxation force threshold in eV/Å (default 1e-3)")
+    g.add_argument("--relax-steps", type=int, default=300, metavar="N", help="maximum relaxation steps (default 300)")
+    g = p.add_argument_group("harmonic phonons")
+    g.add_argument("--supercell", type=int, nargs="+", metavar="N",
+                   help="supercell of the conventional/input cell: 3 integers or a 3×3 matrix (9 integers); default: automatic")
+    g.add_argument("--min-length", type=float, default=10.0, metavar="A",
+                   help="automatic supercell: minimum width in Å (default 10)")
+    g.add_argument("--displacement", type=float, default=0.01, metavar="A", help="displacement amplitude in Å (default 0.01)")
+    g.add_argument("--no-primitive", action="store_true", help="do not reduce a crystal to its primitive cell first")
+    g.add_argument("--symprec", type=float, default=1e-3, metavar="A", help="symmetry tolerance in Å (default 1e-3)")
+    g.add_argument("--mesh-density", type=float, default=100.0, metavar="L",
+                   help="q-mesh density (phonopy length, Å) for DOS and thermal properties (default 100)")
+    g.add_argument("--dos-step", type=float, default=0.02, metavar="THZ", help="DOS frequency step in THz (default 0.02)")
+    g.add_argument("--dos-sigma", type=float, default=None, metavar="THZ", help="Gaussian DOS smearing in THz (default: tetrahedron method)")
+    g.add_argument("--temperature", type=float, default=300.0, metavar="K", help="temperature reported in summary.json (default 300)")
+    g.add_argument("--tmax", type=float, default=1000.0, metavar="K", help="highest temperature of thermal.csv (default 1000)")
+    g.add_argument("--tstep", type=float, default=10.0, metavar="K", help="temperature step of thermal.csv (default 10)")
+    g.add_argument("--max-supercell-atoms", type=int, default=2000, metavar="N", help="refuse larger supercells (default 2000)")
+
+
+def settings_from_args(args) -> PhononSettings:
+    temps = np.arange(0.0, args.tmax + 0.5 * args.tstep, args.tstep)
+    temps = np.union1d(temps, [args.temperature])
+    return PhononSettings(
+        engine=args.engine,
+        relax=not args.no_relax,
+        relax_cell=not args.fix_cell,
+        fmax_ev_per_a=args.fmax,
+        relax_steps=args.relax_steps,
+        supercell=tuple(args.supercell) if args.supercell else None,
+        min_supercell_length_a=args.min_length,
+        displacement_a=args.displacement,
+        primitive=not args.no_primitive,
+        symprec=args.symprec,
+        mesh_density=args.mesh_density,
+        dos_step_thz=args.dos_step,
+        dos_sigma_thz=args.dos_sigma,
+        temperatures_k=tuple(temps),
+        summary_temperature_k=args.temperature,
+        max_supercell_atoms=args.max_supercell_atoms,
+    )

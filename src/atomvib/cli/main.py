@@ -1,0 +1,77 @@
+"""The ``atomvib`` command: a thin dispatcher over subcommand modules, imported lazily.
+
+Each subcommand module defines ``add_parser(subparsers)`` and ``run(args) -> int``. Any
+:class:`~atomvib.errors.AtomvibError` becomes one line on stderr and its exit code; nothing else is
+caught, so real bugs still show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+#: subcommand → module under atomvib.cli
+COMMANDS = {
+    "phonons": "phonons",
+    "engines": "engines",
+    "ins": "spectra",
+    "ir": "spectra",
+    "raman": "spectra",
+    "compare": "spectra",
+    "predict": "predict",
+    "train": "predict",
+    "batch": "batch",
+    "db": "batch",
+}
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="atomvib",
+        description="Atomic vibrations and vibrational spectra of crystals and molecules "
+        "from machine-learning potentials, xTB, DFT or your own phonopy forces.",
+        epilog="Run 'atomvib COMMAND --help' for the options of each command.",
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"atomvib {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    seen = set()
+    for mod_name in dict.fromkeys(COMMANDS.values()):
+        try:
+            mod = importlib.import_module(f"atomvib.cli.{mod_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"atomvib.cli.{mod_name}":
+                continue  # subcommand not part of this build
+            raise
+        mod.add_parser(sub)
+        seen.add(mod_name)
+    return parser
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    from ..errors import AtomvibError
+
+    try:
+        return int(args.func(args) or 0)
+    except AtomvibError as exc:
+        print(f"atomvib {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"atomvib {args.command}: interrupted; results written so far are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""``atomvib phonons``: harmonic vibrations of crystals and molecules."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .common import add_phonon_options, settings_from_args
+
+EPILOG = """examples:
+  atomvib phonons examples/Si.cif                      # SevenNet-0, relaxed, automatic supercell
+  atomvib phonons NaCl.cif --engine chgnet --out nacl  # another engine, chosen output directory
+  atomvib phonons water.xyz                            # a molecule: GFN2-xTB normal modes
+  atomvib phonons phonopy_disp.yaml --forces FORCE_SETS --born BORN   # your own DFT forces
+  atomvib phonons a.cif b.cif c.cif --out results      # several inputs, model loaded once
+
+outputs (in DIR, default INPUT_atomvib next to the input):
+  summary.json   engine, structure, supercell, omega_max_thz, imaginary modes, thermal at --temperature
+                 (per mole of the analysed primitive cell; formula_units given), or molecular frequencies
+  dos.csv        frequency_thz, total and per-element DOS (states/THz per primitive cell)
+  band.json      dispersion along seekpath's standard path;  thermal.csv  F, S, Cv, E vs T
+  phonopy.yaml   loadable by phonopy (force constants inside);  band_dos.png  the figure
+exit codes: 0 done, 1 computation failed, 2 bad input (message says how to fix it)"""
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "phonons",
+        help="phonon dispersion, DOS and thermal properties (crystals) or normal modes (molecules)",
+        description="Harmonic vibrations from a structure file (CIF, POSCAR, extxyz, XYZ, any ASE format) "
+        "with a force engine, or from forces you already have (phonopy_disp.yaml + FORCE_SETS).",
+        epilog=EPILOG,
+        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="structure file(s), or phonopy_disp.yaml/phonopy_params.yaml")
+    p.add_argument("--out", "-o", metavar="DIR", help="output directory (several inputs: one subdirectory each)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output directory")
+    p.add_argument("--forces", metavar="FORCE_SETS", help="phonopy FORCE_SETS for a phonopy_disp.yaml input")
+    p.add_argument("--born", metavar="BORN", help="phonopy BORN file: Born charges and dielectric tensor (LO-TO splitting)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, only errors")
+    p.add_argument("--no-plot", action="store_true", help="skip band_dos.png")
+    add_phonon_options(p)
+    p.set_defaults(func=run)
+
+
+def _out_dir(inp: str, args, multiple: bool) -> Path:
+    from ..output import default_out_dir
+
+    if args.out:
+        return Path(args.out) / Path(inp).stem if multiple else Path(args.out)
+    return default_out_dir(inp)
+
+
+def run(args) -> int:
+    from ..errors import AtomvibError
+    from ..output import prepare_out_dir, write_result
+    from ..workflow import phonons
+
+    settings = settings_from_args(args)
+    multiple = len(args.inputs) > 1
+    failures = 0
+    for inp in args.inputs:
+        out = _out_dir(inp, args, multiple)
+        try:
+            prepare_out_dir(out, args.force)
+            result = phonons(
+                inp, settings=settings, forces=args.forces, born=args.born,
+                checkpoint_dir=out, progress=not args.quiet,
+            )
+            write_result(result, out, plot=not args.no_plot)
+            (out / "forces_checkpoint.npz").unlink(missing_ok=True)
+        except AtomvibError as exc:
+            _keep_partial(exc, out)
+            if not multiple:
+                raise
+            print(f"atomvib phonons: {inp}: error: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        if not args.quiet:
+            print(_report(inp, result, out))
+    return 2 if failures else 0
+
+
+def _keep_partial(exc, out: Path) -> None:
+    """Write whatever the failed step had computed (e.g. the unconverged relaxed structure)."""
+    partial = getattr(exc, "partial", None) or {}
+    rel = partial.get("relaxation")
+    if rel is not None and out.exists():
+        from ase.io import write
+
+        write(out / "relaxed_unconverged.extxyz", rel.structure.to_ase())
+
+
+def _report(inp, r, out: Path) -> str:
+    s = r.summary()
+    eng = s["engine"]
+    lines = [f"{inp}: {s['structure']['cell_formula']} ({s['kind']}, {eng['name']} {eng.get('version', '')})"]
+    if s["kind"] == "crystal":
+        th = s["thermal"]
+        lines.append(
+            f"  space group {s['structure']['spacegroup']}, supercell {s['n_supercell_atoms']} atoms, "
+            f"{s['n_displacements']} displacements, mesh {'x'.join(map(str, s['mesh']))}"
+        )
+        lines.append(f"  omega_max {s['omega_max_thz']:.3f} THz, lowest {s['min_frequency_thz']:.3f} THz")
+        lines.append(
+            f"  at {th['temperature_K']:.0f} K per mol {s['structure']['cell_formula']}: "
+            f"F {th['free_energy_kJ_per_mol']:.3f} kJ/mol, S {th['entropy_J_per_K_per_mol']:.3f} J/K/mol, "
+            f"Cv {th['heat_capacity_J_per_K_per_mol']:.3f} J/K/mol"
+        )
+        if s["has_imaginary"]:
+            lines.append(f"  UNSTABLE: {s['instability']['message']}")
+    else:
+        f = s["frequencies_cm1"]
+        lines.append(f"  {len(f)} modes, {min(f):.1f}–{max(f):.1f} cm^-1, ZPE {s['zero_point_energy_eV']:.4f} eV")
+        if s["has_imaginary"]:
+            lines.append("  WARNING: imaginary modes (not a minimum: check the relaxation)")
+    lines.append(f"  written to {out}/")
+    return "\n".join(lines)

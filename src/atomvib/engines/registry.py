@@ -1,0 +1,126 @@
+"""Engines by name: ``get_engine("sevennet")``, ``get_engine("mace:/path/model")``, ...
+
+One engine object per spec per process, so a model is loaded once however many structures follow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..errors import AtomvibError, EngineError
+from .base import Engine
+
+#: default engines; crystals: chosen by measurement, see docs/validation.md
+DEFAULT_CRYSTAL_ENGINE = "sevennet"
+DEFAULT_MOLECULE_ENGINE = "xtb"
+
+
+def _sevennet(arg):
+    from .mlip import SevenNetEngine
+
+    return SevenNetEngine(arg)
+
+
+def _chgnet(arg):
+    from .mlip import CHGNetEngine
+
+    return CHGNetEngine(arg)
+
+
+def _mace(arg):
+    from .mlip import MACEEngine
+
+    return MACEEngine(arg)
+
+
+def _xtb(arg):
+    from .quantum import XTBEngine
+
+    return XTBEngine(arg)
+
+
+def _pyscf(arg):
+    from .quantum import PySCFEngine
+
+    return PySCFEngine(arg)
+
+
+def _emt(arg):
+    from .ase_calc import EMTEngine
+
+    return EMTEngine()
+
+
+def _lj(arg):
+    from .ase_calc import LJEngine
+
+    if not arg:
+        return LJEngine()
+    try:
+        sigma, eps = (float(x) for x in arg.split(","))
+    except ValueError:
+        raise EngineError(f"lj:{arg} is not 'sigma,epsilon'", fix="e.g. --engine lj:3.4,0.0104") from None
+    return LJEngine(sigma=sigma, epsilon=eps, rc=2.5 * sigma)
+
+
+def _ase(arg):
+    from .ase_calc import ASECalculatorEngine
+
+    if not arg:
+        raise EngineError("'ase' needs a calculator", fix="use ase:module:Class, e.g. ase:ase.calculators.emt:EMT")
+    return ASECalculatorEngine(arg)
+
+
+#: name → (factory(arg), one-line description, example spec)
+ENGINES: dict[str, tuple[Callable[[str | None], Engine], str, str]] = {
+    "sevennet": (_sevennet, "SevenNet-0 universal MLIP (weights bundled); sevennet:PATH for your own model", "sevennet"),
+    "chgnet": (_chgnet, "CHGNet 0.3.0 universal MLIP (weights bundled; float32)", "chgnet"),
+    "mace": (_mace, "MACE model file you have (optional extra atomvib[mace])", "mace:/path/model.model"),
+    "xtb": (_xtb, "GFN2-xTB tight binding via tblite (default for molecules)", "xtb"),
+    "pyscf": (_pyscf, "DFT/HF via PySCF for small molecules; pyscf:XC/BASIS", "pyscf:b3lyp/def2-svp"),
+    "emt": (_emt, "ASE effective-medium theory (Al, Cu, Ag, Au, Ni, Pd, Pt, H, C, N, O): tests", "emt"),
+    "lj": (_lj, "Lennard-Jones (lj:sigma,epsilon in Å, eV): tests", "lj:3.4,0.0104"),
+    "ase": (_ase, "any ASE calculator constructed without arguments: ase:module:Class", "ase:ase.calculators.emt:EMT"),
+}
+
+_cache: dict[str, Engine] = {}
+
+
+def get_engine(spec: str | Engine) -> Engine:
+    """Engine for a spec ``name`` or ``name:arg`` (an :class:`Engine` is returned as is)."""
+    if isinstance(spec, Engine):
+        return spec
+    spec = spec.strip()
+    if spec in _cache:
+        return _cache[spec]
+    name, _, arg = spec.partition(":")
+    key = name.lower()
+    if key not in ENGINES:
+        raise EngineError(f"unknown engine '{name}'", fix=f"choose one of {', '.join(ENGINES)} (see `atomvib engines`)")
+    engine = ENGINES[key][0](arg or None)
+    _cache[spec] = engine
+    return engine
+
+
+def default_engine_spec(is_molecule: bool) -> str:
+    return DEFAULT_MOLECULE_ENGINE if is_molecule else DEFAULT_CRYSTAL_ENGINE
+
+
+def list_engines() -> list[dict]:
+    """Every registered engine with whether it is usable here and why not."""
+    rows = []
+    for name, (_factory, desc, example) in ENGINES.items():
+        usable, reason = True, ""
+        if name in ("mace", "ase", "lj"):
+            probe = {"mace": "mace", "ase": "ase", "lj": "ase"}[name]
+            import importlib.util
+
+            usable = importlib.util.find_spec(probe) is not None
+            reason = "" if usable else f"package '{probe}' not installed"
+        else:
+            try:
+                get_engine(name)
+            except AtomvibError as exc:
+                usable, reason = False, str(exc)
+        rows.append({"name": name, "usable": usable, "description": desc, "example": example, "reason": reason})
+    return rows

@@ -1,0 +1,44 @@
+"""A small exception hierarchy. Every message names the problem and, in ``fix``, what to do.
+
+The CLI turns any :class:`AtomvibError` into one line on stderr and exit code ``exit_code``
+(2 for user errors, 1 for failures of the computation itself), without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class AtomvibError(Exception):
+    """Base class. ``str(err)`` is one line: ``problem (fix: ...)``."""
+
+    exit_code = 2
+
+    def __init__(self, problem: str, fix: str | None = None):
+        self.problem = problem
+        self.fix = fix
+        super().__init__(problem if not fix else f"{problem} (fix: {fix})")
+
+
+class InputError(AtomvibError):
+    """The user's input (file, structure, option) cannot be used."""
+
+
+class EngineError(AtomvibError):
+    """The chosen force engine cannot be used for this structure or is misconfigured."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine's package or model file is not installed on this machine."""
+
+
+class ConvergenceError(AtomvibError):
+    """An iterative step (relaxation) did not converge; partial results were kept."""
+
+    exit_code = 1
+
+
+class ResourceError(AtomvibError):
+    """The requested calculation would not fit in memory or time."""
+
+
+class OutputExistsError(AtomvibError):
+    """The output directory already holds results and ``force`` was not given."""
