@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -148,9 +149,8 @@ def phonons(
     if isinstance(inp, str | Path) and Path(inp).suffix.lower() in PHONOPY_INPUT_SUFFIXES:
         return phonons_from_phonopy(inp, forces=forces, born=born, settings=settings)
     if forces is not None:
-        raise InputError(
-            "--forces is for a phonopy_disp.yaml input", fix="give phonopy_disp.yaml (the displacements) with FORCE_SETS"
-        )
+        # a unit cell + FORCE_SETS (which then holds the displacements, phonopy's older layout)
+        return phonons_from_phonopy(inp, forces=forces, born=born, settings=settings)
     structure = load_input(inp)
     eng = engine if isinstance(engine, Engine) else get_engine(settings.engine or default_engine_spec(structure.is_molecule))
     if structure.is_molecule:
@@ -214,7 +214,12 @@ def read_born(born, plan_or_phonopy):
 
 
 def phonons_from_phonopy(yaml_path, forces=None, born=None, settings: PhononSettings | None = None):
-    """Analyse forces the user already has: phonopy_disp.yaml + FORCE_SETS (+ BORN), or phonopy_params.yaml."""
+    """Analyse forces the user already has.
+
+    ``yaml_path`` is phonopy_disp.yaml (+ ``forces`` FORCE_SETS, + ``born`` BORN) or phonopy_params.yaml (forces
+    inside); or a unit-cell structure file (POSCAR-unitcell) with ``forces`` FORCE_SETS that holds the
+    displacements, and ``settings.supercell`` giving the supercell matrix.
+    """
     import phonopy
 
     from .harmonic.crystal import analyse_crystal
@@ -228,17 +233,37 @@ def phonons_from_phonopy(yaml_path, forces=None, born=None, settings: PhononSett
         raise InputError(f"{forces}: no such FORCE_SETS file", fix="check the path")
     if born is not None and not Path(born).is_file():
         raise InputError(f"{born}: no such BORN file", fix="check the path")
+    is_yaml = yp.suffix.lower() in PHONOPY_INPUT_SUFFIXES
+    if not is_yaml and settings.supercell is None:
+        raise InputError(
+            f"{yaml_path} with --forces needs the supercell the forces were computed in",
+            fix="add --supercell N N N (as used for FORCE_SETS), or give phonopy_disp.yaml instead",
+        )
+    if not is_yaml and forces is None:
+        raise InputError("a unit cell alone holds no forces", fix="add --forces FORCE_SETS")
     try:
         # is_nac only with an explicit BORN file or NAC data inside the yaml: phonopy would otherwise
         # look for a BORN file in the working directory.
-        ph = phonopy.load(
-            str(yp),
-            force_sets_filename=str(forces) if forces else None,
-            born_filename=str(born) if born else None,
-            is_nac=born is not None or _yaml_has_nac(yp),
-            produce_fc=False,
-            log_level=0,
+        cell_kw = (
+            {"phonopy_yaml": str(yp)}
+            if is_yaml
+            else {
+                "unitcell": _read_unitcell(yp),
+                "supercell_matrix": np.reshape(settings.supercell, (3, 3)),
+            }
         )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # phonopy's notice about its primitive_matrix default
+            ph = phonopy.load(
+                **cell_kw,
+                force_sets_filename=str(forces) if forces else None,
+                born_filename=str(born) if born else None,
+                is_nac=born is not None or (is_yaml and _yaml_has_nac(yp)),
+                produce_fc=False,
+                log_level=0,
+            )
+    except AtomvibError:
+        raise
     except Exception as exc:  # phonopy raises many types for malformed inputs
         raise InputError(f"{yaml_path}: phonopy cannot read it ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
                          fix="give phonopy_disp.yaml with --forces FORCE_SETS, or phonopy_params.yaml") from None
@@ -249,8 +274,9 @@ def phonons_from_phonopy(yaml_path, forces=None, born=None, settings: PhononSett
         )
     try:
         if ph.force_constants is None:
-            ph.produce_force_constants()
-            ph.symmetrize_force_constants()
+            from .harmonic.displacements import produce_symmetrized_fc
+
+            produce_symmetrized_fc(ph)
     except Exception as exc:
         raise InputError(f"cannot build force constants: {exc}", fix="check FORCE_SETS matches phonopy_disp.yaml") from None
     fc = ForceConstants.from_phonopy(ph)
@@ -258,6 +284,12 @@ def phonons_from_phonopy(yaml_path, forces=None, born=None, settings: PhononSett
               "settings": {"forces": str(forces) if forces else None, "born": str(born) if born else None}}
     n_disp = len(ph.dataset.get("first_atoms", ph.dataset.get("displacements", []))) if ph.dataset else 0
     return analyse_crystal(fc, settings, structure=fc.unitcell, engine=engine, n_displacements=n_disp)
+
+
+def _read_unitcell(path: Path):
+    from .harmonic.force_constants import to_phonopy_atoms
+
+    return to_phonopy_atoms(read_structure(path))
 
 
 def _yaml_has_nac(path: Path) -> bool:

@@ -9,6 +9,16 @@ dtype they were built with, so the model cannot simply be cast). Forces are retu
 phonon algebra is float64. SevenNet-0's float32 forces are clean enough for 0.01 Å displacements
 (Si optical mode stable to 0.01 THz over 0.003–0.06 Å, see docs/validation.md); CHGNet's are not,
 which is why its frequencies drift with the amplitude. MACE runs in float64.
+
+Speed (see benchmarks/phonons.py, docs/benchmarks/phonons.md): the displaced supercells of a phonon
+calculation differ from the perfect one by ~0.01 Å, so the neighbour graph is built once per perfect
+cell and reused. SevenNet gets a Verlet list (cutoff + skin) from which the edges inside the cutoff
+are selected per cell — the same edge set a fresh build gives, so forces agree to float32 round-off.
+CHGNet's graph (atom graph, bond graph, angle list) is reused as a whole with the new coordinates: its
+cutoffs are smooth polynomial envelopes, so a bond crossing a cutoff by 0.01 Å contributes ~nothing
+(measured < 1e-5 eV/Å). The models are called directly, with energy and forces only (no stress, no
+magnetic moments, no ASE results dict), and several cells go through one forward pass where a GPU is
+there (``batch_size``; 1 on CPU, where batching brings nothing but memory).
 """
 
 from __future__ import annotations
@@ -30,6 +40,75 @@ _BUNDLED_SEVENNET = {
 }
 
 
+#: default cells per forward pass: batching pays on a GPU; on CPU it only adds memory
+CUDA_BATCH_SIZE = 8
+
+
+def _default_batch_size(device) -> int:
+    return CUDA_BATCH_SIZE if str(device).startswith("cuda") else 1
+
+
+def _displacement_from(ref_frac: np.ndarray, atoms) -> np.ndarray | None:
+    """Fractional shift of each atom from a reference cell, minimum image, shape (natoms, 3); None if
+    ``atoms`` is not a periodic copy of the reference's cell."""
+    if not all(atoms.pbc):
+        return None
+    d = atoms.get_scaled_positions(wrap=False) - ref_frac
+    return d - np.round(d)
+
+
+class _GraphCache:
+    """A reference cell (numbers, cell) with its neighbour data, for displaced copies of it.
+
+    ``usable(atoms)`` returns the minimum-image Cartesian displacement (natoms, 3) Å from the reference
+    when ``atoms`` has the same species and cell and no atom moved more than ``max_shift_a``; else None.
+    """
+
+    def __init__(self, atoms, max_shift_a: float):
+        self.numbers = atoms.numbers.copy()
+        self.cell = np.array(atoms.cell, dtype=np.float64)
+        self.frac = atoms.get_scaled_positions(wrap=False)
+        self.positions = self.frac @ self.cell
+        self.max_shift_a = max_shift_a
+
+    def usable(self, atoms) -> np.ndarray | None:
+        if len(atoms) != len(self.numbers) or not np.array_equal(atoms.numbers, self.numbers):
+            return None
+        if not np.allclose(np.array(atoms.cell), self.cell, rtol=0, atol=1e-9):
+            return None
+        d = _displacement_from(self.frac, atoms)
+        if d is None:
+            return None
+        disp = d @ self.cell
+        if np.max(np.linalg.norm(disp, axis=1), initial=0.0) > self.max_shift_a:
+            return None
+        return disp
+
+
+class _VerletList(_GraphCache):
+    """Edges within ``cutoff + skin`` of the reference cell: src, dst (nedge,), integer cell shifts
+    (nedge, 3). For a cell whose atoms moved less than skin/2, every pair within ``cutoff`` is among
+    them, so selecting ``|r| < cutoff`` reproduces a fresh neighbour search exactly."""
+
+    def __init__(self, atoms, cutoff: float, skin: float):
+        super().__init__(atoms, max_shift_a=0.5 * skin)
+        from ase.neighborlist import primitive_neighbor_list
+
+        i, j, shift = primitive_neighbor_list(
+            "ijS", atoms.pbc, self.cell, self.positions, cutoff + skin, self_interaction=False
+        )
+        self.cutoff = cutoff
+        self.src, self.dst, self.shift = i, j, shift.astype(np.float64)
+        self.shift_cart = self.shift @ self.cell
+
+    def edges(self, disp: np.ndarray):
+        """(edge_index (2, n), edge_vec (n, 3) Å, cell_shift (n, 3)) of the displaced cell."""
+        pos = self.positions + disp
+        vec = pos[self.dst] - pos[self.src] + self.shift_cart
+        keep = np.einsum("ij,ij->i", vec, vec) < self.cutoff**2
+        return np.array([self.src[keep], self.dst[keep]]), vec[keep], self.shift[keep], pos
+
+
 def _torch_device(device: str | None) -> str:
     import torch
 
@@ -47,6 +126,9 @@ class SevenNetEngine(Engine):
         super().__init__()
         self.model_arg = model or "7net-0"
         self.device = device
+        #: cells per forward pass; None = 1 on CPU, CUDA_BATCH_SIZE on CUDA
+        self.batch_size: int | None = None
+        self._verlet: _VerletList | None = None
         key = self.model_arg.lower()
         if key in _BUNDLED_SEVENNET:
             self._model_id = _BUNDLED_SEVENNET[key]
@@ -63,7 +145,9 @@ class SevenNetEngine(Engine):
         try:
             import sevenn  # noqa: F401
         except ImportError:
-            raise EngineUnavailable("the 'sevenn' package is not installed", fix="pip install sevenn") from None
+            raise EngineUnavailable(
+                "the 'sevenn' package is not installed", fix="pip install sevenn"
+            ) from None
 
     @property
     def info(self) -> EngineInfo:
@@ -78,7 +162,6 @@ class SevenNetEngine(Engine):
         import warnings
 
         configure_threads()
-        import torch
         from sevenn.calculator import SevenNetCalculator
 
         with warnings.catch_warnings():
@@ -91,28 +174,77 @@ class SevenNetEngine(Engine):
         self.calculator()  # element coverage is known once the model is loaded
         super().check(structure)
 
-    def evaluate(self, atoms_list, progress=None):
-        """Forces without the ASE calculator layer (no per-call results dict, no stress copy):
-        the graph is built in numpy and the model is called directly."""
+    #: Verlet skin (Å): reused while no atom moved more than half of it from the perfect cell
+    skin_a = 0.5
+
+    def _graph(self, atoms, cutoff):
+        """SevenNet's input dict for ``atoms``, from the cached Verlet list where it applies."""
+        from sevenn import _keys as KEY
+        from sevenn.train.dataload import _correct_scalar, unlabeled_atoms_to_graph
+
+        disp = self._verlet.usable(atoms) if self._verlet is not None else None
+        if disp is None and all(atoms.pbc):
+            self._verlet = _VerletList(atoms, cutoff, self.skin_a)
+            disp = self._verlet.usable(atoms)
+        if disp is None:  # not periodic: plain build
+            return unlabeled_atoms_to_graph(atoms, cutoff)
+        edge_idx, edge_vec, _shift, pos = self._verlet.edges(disp)
+        z = atoms.get_atomic_numbers()
+        return {
+            KEY.NODE_FEATURE: z,
+            KEY.ATOMIC_NUMBERS: z,
+            KEY.POS: pos,
+            KEY.EDGE_IDX: edge_idx,
+            KEY.EDGE_VEC: edge_vec,
+            KEY.CELL_VOLUME: _correct_scalar(atoms.cell.volume),
+            KEY.NUM_ATOMS: _correct_scalar(len(z)),
+            KEY.INFO: {},
+        }
+
+    def evaluate(self, atoms_list, progress=None, batch_size: int | None = None):
+        """Energies and forces, calling the model directly (no ASE results dict, no calculator
+        round trip), with the neighbour graph reused across displaced copies of one cell.
+
+        ``batch_size`` cells go through one forward pass (default: 1 on CPU, 8 on CUDA).
+        """
         from sevenn import _keys as KEY
         from sevenn.atom_graph_data import AtomGraphData
-        from sevenn.train.dataload import unlabeled_atoms_to_graph
 
         from .base import Evaluation
 
         calc = self.calculator()
         model, cutoff = calc.model, calc.cutoff
         device = next(model.parameters()).device
+        bs = max(1, batch_size or self.batch_size or _default_batch_size(device))
         out = []
-        for atoms in atoms_list:
-            data = AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(atoms, cutoff))
-            data.to(device)
-            res = model(data)
-            forces = res[KEY.PRED_FORCE].detach().cpu().numpy().astype(np.float64)[: len(atoms)]
-            energy = float(res[KEY.PRED_TOTAL_ENERGY].detach().cpu().item())
-            out.append(Evaluation(energy=energy, forces=forces))
+        for start in range(0, len(atoms_list), bs):
+            chunk = atoms_list[start : start + bs]
+            graphs = [AtomGraphData.from_numpy_dict(self._graph(a, cutoff)) for a in chunk]
+            if len(graphs) == 1:
+                data = graphs[0].to(device)
+                res = model(data)
+                forces = [res[KEY.PRED_FORCE]]
+                energies = res[KEY.PRED_TOTAL_ENERGY].reshape(1)
+            else:
+                from torch_geometric.data import Batch
+
+                for g in graphs:
+                    del g[KEY.INFO]  # a dict: the collater cannot stack it, and the model does not read it
+                data = Batch.from_data_list(graphs).to(device)
+                model.set_is_batch_data(True)
+                try:
+                    res = model(data)
+                finally:
+                    model.set_is_batch_data(False)  # the calculator shares this model
+                forces = res[KEY.PRED_FORCE].split([len(a) for a in chunk])
+                energies = res[KEY.PRED_TOTAL_ENERGY].reshape(-1)
+            e_np = energies.detach().cpu().numpy().astype(np.float64)
+            for a, f, e in zip(chunk, forces, e_np):
+                out.append(
+                    Evaluation(energy=float(e), forces=f.detach().cpu().numpy().astype(np.float64)[: len(a)])
+                )
             if progress:
-                progress(1)
+                progress(len(chunk))
         return out
 
 
@@ -130,6 +262,9 @@ class CHGNetEngine(Engine):
         super().__init__()
         self.model_arg = model or "0.3.0"
         self.device = device
+        #: cells per forward pass; None = 1 on CPU, CUDA_BATCH_SIZE on CUDA
+        self.batch_size: int | None = None
+        self._ref: tuple[_GraphCache, object] | None = None
         if self.model_arg not in ("0.3.0", "0.2.0") and not Path(self.model_arg).is_file():
             raise EngineUnavailable(
                 f"CHGNet model '{self.model_arg}' is not bundled",
@@ -138,11 +273,15 @@ class CHGNetEngine(Engine):
         try:
             import chgnet  # noqa: F401
         except ImportError:
-            raise EngineUnavailable("the 'chgnet' package is not installed", fix="pip install chgnet") from None
+            raise EngineUnavailable(
+                "the 'chgnet' package is not installed", fix="pip install chgnet"
+            ) from None
 
     @property
     def info(self) -> EngineInfo:
-        return EngineInfo("chgnet", package_version("chgnet"), f"CHGNet {self.model_arg}", {"dtype": "float32"})
+        return EngineInfo(
+            "chgnet", package_version("chgnet"), f"CHGNet {self.model_arg}", {"dtype": "float32"}
+        )
 
     def _make_calculator(self):
         import contextlib
@@ -159,15 +298,74 @@ class CHGNetEngine(Engine):
                 model = CHGNet.from_file(self.model_arg)
             else:
                 model = CHGNet.load(model_name=self.model_arg, use_device="cpu", verbose=False)
-            return CHGNetCalculator(model=model, use_device=_torch_device(self.device), stress_weight=1 / 160.21766208)
+            return CHGNetCalculator(
+                model=model, use_device=_torch_device(self.device), stress_weight=1 / 160.21766208
+            )
 
-    def evaluate(self, atoms_list, progress=None):
-        # CHGNet prints its device choice on every call in some versions; keep stdout clean
+    #: reuse the perfect cell's graph while no atom moved more than this (Å); phonon displacements are 0.01 Å
+    max_reuse_shift_a = 0.05
+
+    def _graph(self, model, atoms):
+        """CHGNet CrystalGraph for ``atoms``: the reference cell's graph with new coordinates when
+        ``atoms`` is a slightly displaced copy of it, else a fresh graph (which becomes the reference)."""
+        import torch
+        from chgnet.graph.crystalgraph import CrystalGraph
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        if self._ref is not None:
+            cache, ref = self._ref
+            disp = cache.usable(atoms)
+            if disp is not None:
+                frac = cache.frac + disp @ np.linalg.inv(cache.cell)
+                return CrystalGraph(
+                    atomic_number=ref.atomic_number,
+                    atom_frac_coord=torch.tensor(
+                        frac, dtype=ref.atom_frac_coord.dtype, device=ref.atom_frac_coord.device
+                    ),
+                    atom_graph=ref.atom_graph,
+                    atom_graph_cutoff=ref.atom_graph_cutoff,
+                    neighbor_image=ref.neighbor_image,
+                    directed2undirected=ref.directed2undirected,
+                    undirected2directed=ref.undirected2directed,
+                    bond_graph=ref.bond_graph,
+                    bond_graph_cutoff=ref.bond_graph_cutoff,
+                    lattice=ref.lattice,
+                )
+        graph = model.graph_converter(AseAtomsAdaptor.get_structure(atoms), graph_id="atomvib")
+        if all(atoms.pbc):
+            self._ref = (_GraphCache(atoms, self.max_reuse_shift_a), graph)
+        return graph
+
+    def evaluate(self, atoms_list, progress=None, batch_size: int | None = None):
+        """Energies and forces from ``model(graphs, task="ef")``: no stress or magnetic moments, the
+        perfect cell's graph reused for its displaced copies, ``batch_size`` cells per forward pass
+        (default 1 on CPU, 8 on CUDA)."""
+        # CHGNet prints its device choice in some versions; keep stdout clean
         import contextlib
         import io
 
+        from .base import Evaluation
+
+        calc = self.calculator()
+        model = calc.model
+        device = next(model.parameters()).device
+        bs = max(1, batch_size or self.batch_size or _default_batch_size(device))
+        out = []
         with contextlib.redirect_stdout(io.StringIO()):
-            return super().evaluate(atoms_list, progress)
+            for start in range(0, len(atoms_list), bs):
+                chunk = atoms_list[start : start + bs]
+                graphs = [self._graph(model, a).to(device) for a in chunk]
+                pred = model(graphs, task="ef")
+                energy = pred["e"].detach().cpu().numpy().astype(np.float64)
+                for a, f, e in zip(chunk, pred["f"], energy):
+                    # CHGNet's energy is per atom (intensive model); ours is per cell
+                    e_cell = e * len(a) if model.is_intensive else e
+                    out.append(
+                        Evaluation(energy=float(e_cell), forces=f.detach().cpu().numpy().astype(np.float64))
+                    )
+                if progress:
+                    progress(len(chunk))
+        return out
 
 
 class MACEEngine(Engine):
@@ -203,4 +401,6 @@ class MACEEngine(Engine):
         configure_threads()
         from mace.calculators import MACECalculator
 
-        return MACECalculator(model_paths=self.path, device=_torch_device(self.device), default_dtype="float64")
+        return MACECalculator(
+            model_paths=self.path, device=_torch_device(self.device), default_dtype="float64"
+        )

@@ -161,7 +161,7 @@ class CrystalPhonons:
         if temperatures_k is None:
             return self.thermal_
         ph = self.force_constants.phonopy()
-        ph.run_mesh(list(self.mesh), is_mesh_symmetry=True)
+        ph.run_mesh(list(self.mesh), is_mesh_symmetry=True, is_gamma_center=True)
         return thermal_from_modes(ph.mesh.frequencies, ph.mesh.weights, np.atleast_1d(temperatures_k))
 
     def to_phonopy(self):
@@ -232,7 +232,8 @@ def analyse_crystal(
         label = ""
         for dist, lab in bands.labels:
             j = int(np.argmin(np.abs(bands.distances - dist)))
-            if np.allclose(bands.qpoints[j], q, atol=1e-6):
+            dq = bands.qpoints[j] - q
+            if np.allclose(dq - np.round(dq), 0.0, atol=1e-6):  # equal modulo a reciprocal lattice vector
                 label = lab
                 break
         frac = float(np.mean(mesh_freqs.min(axis=1) < -tol))

@@ -107,11 +107,21 @@ class DisplacementPlan:
         # zero for any translation-invariant energy model.
         forces = forces - forces.mean(axis=1, keepdims=True)
         ph.forces = forces
-        ph.produce_force_constants()
-        ph.symmetrize_force_constants()
+        produce_symmetrized_fc(ph)
         if nac is not None:
             ph.nac_params = nac.to_phonopy()
         return ForceConstants.from_phonopy(ph)
+
+
+def produce_symmetrized_fc(ph) -> None:
+    """Force constants exactly as ``phonopy.load`` makes them (compact layout, symmetrised, ASR)."""
+    import contextlib
+    import io
+
+    from phonopy.cui.load_helper import produce_force_constants
+
+    with contextlib.redirect_stdout(io.StringIO()):  # phonopy prints the residual drift
+        produce_force_constants(ph, symmetrize_fc=True, is_compact_fc=True)
 
 
 def plan_displacements(structure: Structure, settings: PhononSettings) -> DisplacementPlan:

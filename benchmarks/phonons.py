@@ -1,0 +1,288 @@
+"""Force stage of a phonon calculation: atomvib vs the plain phonopy + ASE loop, side by side.
+
+The plain loop is what tools such as INSPIRED do: phonopy generates the displaced supercells, each goes
+through the engine's ASE calculator one at a time (``atoms.calc = calc; atoms.get_forces()``) with
+torch's default thread pool. atomvib runs ``plan_displacements(...).supercells()`` →
+``engine.evaluate`` (graph reused across displaced cells, energy+forces only, model called directly).
+Same engine object, same model weights, same supercells, same 0.01 Å displacements; model loading is
+outside both timings (both load it once).
+
+Reported per engine and case: wall time of both (minimum of ``--repeat`` runs: the machine is shared),
+the ratio, the largest force difference between the two paths, and on the low-symmetry case the share
+of atomvib's wall time spent inside the model's own call (forward + autograd forces). Peak RSS of a
+fresh process evaluating a 256-atom supercell with CHGNet is measured in a subprocess, both ways.
+
+Usage::
+
+    python benchmarks/phonons.py [--engines sevennet chgnet] [--repeat 3] [--md docs/benchmarks/phonons.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+LOWSYM_ID = "mp-36066"  # PNO, Cc (No. 9), 6 atoms: 144-atom supercell, 18 displacements
+MEMORY_ID = "mp-30988"  # KBiO2, C2/c, 8 atoms: 4×4×2 = 256-atom supercell
+
+def _petretto_atoms(material_id: str):
+    from pymatgen.core import Structure as PmgStructure
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    path = DATA / "petretto-dfpt" / "valid.jsonl.gz"
+    with gzip.open(path, "rt") as fh:
+        for line in fh:
+            row = json.loads(line)
+            if row["material_id"] == material_id:
+                import warnings
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return AseAtomsAdaptor.get_atoms(PmgStructure.from_str(row["cif"], fmt="cif")), row["formula"]
+    raise SystemExit(f"{material_id} not in {path}")
+
+
+def cases() -> list[tuple[str, object]]:
+    from ase.build import bulk
+
+    from atomvib.structure import Structure
+
+    out = [
+        ("Si (Fd-3m)", Structure.from_ase(bulk("Si", "diamond", a=5.431))),
+        ("NaCl (Fm-3m)", Structure.from_ase(bulk("NaCl", "rocksalt", a=5.64))),
+    ]
+    if (DATA / "petretto-dfpt" / "valid.jsonl.gz").is_file():
+        atoms, formula = _petretto_atoms(LOWSYM_ID)
+        out.append((f"{formula} (Cc, {LOWSYM_ID})", Structure.from_ase(atoms)))
+    else:
+        print(f"# {DATA} not found: low-symmetry case skipped", file=sys.stderr)
+    return out
+
+
+def plain_loop(structure, calc, threads: int, displacement_a: float, smat) -> np.ndarray:
+    """phonopy + ASE, one displaced supercell at a time through the ASE calculator."""
+    import torch
+    from ase import Atoms
+    from phonopy import Phonopy
+
+    from atomvib.harmonic.displacements import to_phonopy_atoms
+
+    torch.set_num_threads(threads)
+    ph = Phonopy(to_phonopy_atoms(structure), supercell_matrix=smat, primitive_matrix="auto")
+    ph.generate_displacements(distance=displacement_a)
+    forces = []
+    for sc in ph.supercells_with_displacements:
+        atoms = Atoms(numbers=sc.numbers, positions=sc.positions, cell=sc.cell, pbc=True)
+        atoms.calc = calc
+        forces.append(np.array(atoms.get_forces()))
+    return np.stack(forces)
+
+
+def atomvib_path(structure, engine, settings):
+    """atomvib's force stage: displacement plan → supercells → engine.evaluate."""
+    from atomvib.harmonic.displacements import plan_displacements
+
+    _pin_atomvib_threads()
+    plan = plan_displacements(structure, settings)
+    return np.stack([e.forces for e in engine.evaluate(plan.supercells())]), plan
+
+
+def _pin_atomvib_threads():
+    import torch
+
+    from atomvib.runtime import torch_threads
+
+    torch.set_num_threads(torch_threads())
+
+
+def _reset_graph_cache(engine):
+    # each repeat starts cold, as a new structure would
+    for attr in ("_verlet", "_ref"):
+        if hasattr(engine, attr):
+            setattr(engine, attr, None)
+
+
+class ModelTimer:
+    """Accumulates wall time inside ``model.__call__`` (forward + autograd forces)."""
+
+    def __init__(self, model):
+        self.model, self.total = model, 0.0
+        self._orig = model.forward
+
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return self._orig(*a, **k)
+            finally:
+                self.total += time.perf_counter() - t0
+
+        model.forward = timed
+
+    def close(self):
+        del self.model.forward  # back to the class method
+
+
+def bench_engine(name: str, repeat: int, plain_threads: int) -> list[dict]:
+    import torch
+
+    from atomvib.engines import get_engine
+    from atomvib.settings import PhononSettings
+
+    engine = get_engine(name)
+    calc = engine.calculator()
+    settings = PhononSettings(engine=name, relax=False)
+    rows = []
+    for label, structure in cases():
+        _reset_graph_cache(engine)
+        f_av, plan = atomvib_path(structure, engine, settings)  # warm-up (and the forces to compare)
+        f_plain = plain_loop(structure, calc, plain_threads, settings.displacement_a, plan.supercell_matrix)
+        t_av, t_plain, share = [], [], None
+        for _ in range(repeat):
+            _reset_graph_cache(engine)
+            t0 = time.perf_counter()
+            atomvib_path(structure, engine, settings)
+            t_av.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            plain_loop(structure, calc, plain_threads, settings.displacement_a, plan.supercell_matrix)
+            t_plain.append(time.perf_counter() - t0)
+        if "Cc" in label:  # model share on the low-symmetry case: one more timed atomvib run
+            _reset_graph_cache(engine)
+            timer = ModelTimer(calc.model)
+            t0 = time.perf_counter()
+            atomvib_path(structure, engine, settings)
+            wall = time.perf_counter() - t0
+            timer.close()
+            share = timer.total / wall
+        row = {
+            "engine": name,
+            "case": label,
+            "n_supercell_atoms": plan.n_supercell_atoms,
+            "n_displacements": plan.n_displacements,
+            "atomvib_s": min(t_av),
+            "plain_s": min(t_plain),
+            "ratio": min(t_plain) / min(t_av),
+            "max_force_diff_eV_per_A": float(np.abs(f_av - f_plain).max()),
+            "model_share": share,
+            "threads_atomvib": None,
+            "threads_plain": plain_threads,
+        }
+        _pin_atomvib_threads()
+        row["threads_atomvib"] = torch.get_num_threads()
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+_MEMORY_SNIPPET = r"""
+import resource, sys, numpy as np, warnings
+warnings.simplefilter("ignore")
+sys.path.insert(0, {bench_dir!r})
+import phonons as B
+from atomvib.engines import get_engine
+from atomvib.harmonic.displacements import plan_displacements
+from atomvib.settings import PhononSettings
+from atomvib.structure import Structure
+atoms, _ = B._petretto_atoms({mid!r})
+plan = plan_displacements(Structure.from_ase(atoms), PhononSettings(supercell=(4, 4, 2), relax=False))
+cells = plan.supercells()[:4]
+eng = get_engine("chgnet")
+if {mode!r} == "atomvib":
+    eng.evaluate(cells)
+else:
+    calc = eng.calculator()
+    for a in cells:
+        a.calc = calc
+        a.get_forces()
+print(len(cells[0]), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2)
+"""
+
+
+def peak_memory() -> dict:
+    """Peak RSS (GB) of a fresh process evaluating four displaced 256-atom cells with CHGNet."""
+    out = {}
+    for mode in ("atomvib", "plain"):
+        code = _MEMORY_SNIPPET.format(bench_dir=str(Path(__file__).parent), mid=MEMORY_ID, mode=mode)
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        natoms, gb = res.stdout.split()[-2:]
+        out[mode] = {"natoms": int(natoms), "peak_rss_GB": float(gb)}
+    print(json.dumps({"peak_memory_chgnet": out}), flush=True)
+    return out
+
+
+def markdown(rows: list[dict], mem: dict | None, load: tuple, repeat: int) -> str:
+    lines = [
+        "## Phonon force stage: atomvib vs plain phonopy + ASE loop",
+        "",
+        f"`python benchmarks/phonons.py` — same engine object, supercells (min. width 10 Å) and 0.01 Å "
+        f"displacements; model loading excluded from both; minimum of {repeat} runs; "
+        f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} on a shared 2-core CPU.",
+        "",
+        "| engine | case | supercell atoms | displacements | atomvib (s) | plain loop (s) | speed-up | max ΔF (eV/Å) | model share |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        share = f"{100 * r['model_share']:.0f} %" if r["model_share"] is not None else ""
+        lines.append(
+            f"| {r['engine']} | {r['case']} | {r['n_supercell_atoms']} | {r['n_displacements']} | "
+            f"{r['atomvib_s']:.2f} | {r['plain_s']:.2f} | {r['ratio']:.2f}× | {r['max_force_diff_eV_per_A']:.1e} | {share} |"
+        )
+    if rows:
+        lines += [
+            "",
+            f"Threads: atomvib {rows[0]['threads_atomvib']} torch thread(s) (`ATOMVIB_THREADS`), plain loop "
+            f"{rows[0]['threads_plain']} (torch's default pool).",
+            "Model share: wall time inside the model's own call (graph featurisation inside the model, forward, "
+            "autograd forces) over atomvib's whole force stage (plan, supercells, graphs, model).",
+        ]
+    if mem:
+        a, p = mem["atomvib"], mem["plain"]
+        lines += [
+            "",
+            f"Peak memory, CHGNet, {a['natoms']}-atom supercell (fresh process, 4 displaced cells, `ru_maxrss`): "
+            f"atomvib {a['peak_rss_GB']:.2f} GB, plain ASE calculator {p['peak_rss_GB']:.2f} GB.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--engines", nargs="+", default=["sevennet", "chgnet"])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--plain-threads",
+        type=int,
+        default=None,
+        help="torch threads of the plain loop (default: torch's own default, one per core, ignoring OMP_NUM_THREADS)",
+    )
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--md", type=Path, default=None, help="write the markdown section here")
+    args = ap.parse_args(argv)
+    from atomvib.runtime import available_cores
+
+    plain_threads = args.plain_threads or available_cores()
+    load = os.getloadavg()
+    print(f"# load average {load}", flush=True)
+    rows = []
+    for name in args.engines:
+        rows += bench_engine(name, args.repeat, plain_threads)
+    mem = None if args.no_memory or "chgnet" not in args.engines else peak_memory()
+    md = markdown(rows, mem, load, args.repeat)
+    print(md)
+    if args.md:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
+        args.md.write_text(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""Predicting the phonon DOS (and Cv, S, F) of crystals with the shipped deep ensemble.
+
+The network is ours (:mod:`atomvib.learn.model`, e3nn inside); thermal properties come from
+:func:`atomvib.harmonic.thermal.thermal_from_dos`, the same code the phonon workflow uses, so a
+predicted DOS and a computed one give thermal numbers on exactly the same footing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .. import units
+from ..errors import InputError
+from ..structure import Structure
+
+#: two-sided 90 % quantile of the standard normal distribution
+Z90 = 1.6448536269514722
+#: the shipped model
+DEFAULT_MODEL = Path(__file__).parent / "weights" / "model.pt"
+#: temperatures of the thermal output, K
+DEFAULT_TEMPERATURES_K = tuple(float(t) for t in np.arange(0, 1001, 10))
+
+
+def _nn_distance(x, ref):
+    """Euclidean distance of each row of ``x`` (n, d) to its nearest row of ``ref`` (m, d), shape (n,)."""
+    d2 = (x**2).sum(1)[:, None] + (ref**2).sum(1)[None, :] - 2 * x @ ref.T
+    return np.sqrt(np.clip(d2.min(1), 0, None))
+
+
+def disagreement(states):
+    """Ensemble disagreement of each crystal: Σ std / Σ mean over bins; states shape (members, n, nbins) → (n,)."""
+    return states.std(0, ddof=1).sum(-1) / states.mean(0).sum(-1)
+
+
+@dataclass(frozen=True, eq=False)
+class DosPrediction:
+    """Predicted DOS of one crystal (ensemble mean ± calibrated std).
+
+    Attributes
+    ----------
+    input : str
+    structure : Structure
+    frequencies_cm1 : ndarray, shape (nbins,), cm^-1 — bin centres
+    dos : ndarray, shape (nbins,), states per cm^-1 per cell; integrates (Σ dos · Δν) to 3·natoms
+    dos_std : ndarray, shape (nbins,), states per cm^-1 per cell — calibrated ensemble std
+    temperatures_k : ndarray, shape (nt,), K
+    heat_capacity_j_per_k_per_mol, entropy_j_per_k_per_mol : ndarray, shape (nt,), J/K/mol of the input cell
+    free_energy_kj_per_mol : ndarray, shape (nt,), kJ/mol of the input cell (includes zero-point energy)
+    ..._std : the same shapes, calibrated ensemble std
+    in_distribution : bool
+        False when the crystal is far from the training data (embedding distance or ensemble
+        disagreement above the thresholds set on valid): run ``atomvib phonons`` instead.
+    ood_distance, ood_disagreement : float
+    """
+
+    input: str
+    structure: Structure
+    frequencies_cm1: np.ndarray
+    dos: np.ndarray
+    dos_std: np.ndarray
+    temperatures_k: np.ndarray
+    heat_capacity_j_per_k_per_mol: np.ndarray
+    heat_capacity_j_per_k_per_mol_std: np.ndarray
+    entropy_j_per_k_per_mol: np.ndarray
+    entropy_j_per_k_per_mol_std: np.ndarray
+    free_energy_kj_per_mol: np.ndarray
+    free_energy_kj_per_mol_std: np.ndarray
+    in_distribution: bool
+    ood_distance: float
+    ood_disagreement: float
+
+    @property
+    def formula_units(self) -> int:
+        return self.structure.formula_units
+
+    def to_dict(self) -> dict:
+        """The JSON line of ``atomvib predict``."""
+        return {
+            "input": self.input,
+            "formula": self.structure.formula,
+            "formula_units": self.formula_units,
+            "natoms": self.structure.natoms,
+            "frequencies_cm1": np.round(self.frequencies_cm1, 6).tolist(),
+            "dos": self.dos.tolist(),
+            "dos_std": self.dos_std.tolist(),
+            "dos_unit": "states per cm^-1 per cell",
+            "thermal": {
+                "basis": "per mole of the input cell",
+                "temperature_K": self.temperatures_k.tolist(),
+                "heat_capacity_J_per_K_per_mol": self.heat_capacity_j_per_k_per_mol.tolist(),
+                "heat_capacity_J_per_K_per_mol_std": self.heat_capacity_j_per_k_per_mol_std.tolist(),
+                "entropy_J_per_K_per_mol": self.entropy_j_per_k_per_mol.tolist(),
+                "entropy_J_per_K_per_mol_std": self.entropy_j_per_k_per_mol_std.tolist(),
+                "free_energy_kJ_per_mol": self.free_energy_kj_per_mol.tolist(),
+                "free_energy_kJ_per_mol_std": self.free_energy_kj_per_mol_std.tolist(),
+            },
+            "in_distribution": bool(self.in_distribution),
+            "ood_distance": self.ood_distance,
+            "ood_disagreement": self.ood_disagreement,
+        }
+
+
+class Predictor:
+    """A loaded ensemble. Load once (:func:`load_model`), call :meth:`predict` many times."""
+
+    def __init__(self, blob: dict, path: str = ""):
+        import torch
+
+        from .data import DosGrid
+        from .model import DosNet
+
+        if blob.get("format") != "atomvib-dos-ensemble/1":
+            raise InputError(f"{path}: not an atomvib DOS model", fix="give a model.pt written by `atomvib train`")
+        self.path = str(path)
+        self.blob = blob
+        self.grid = DosGrid(**blob["grid"])
+        self.cutoff_a = blob["cutoff_a"]
+        self.elements = set(blob["elements"])
+        self.nets = []
+        for m in blob["members"]:
+            net = DosNet(**m["config"])
+            net.load_state_dict(m["state_dict"])
+            net.eval()
+            self.nets.append(net)
+        self.calibration = blob["calibration"]
+        self.ood = blob["ood"]
+        self._torch = torch
+
+    @property
+    def n_members(self) -> int:
+        return len(self.nets)
+
+    def check(self, structure: Structure, name: str = "") -> None:
+        """Raise InputError for inputs the model cannot be used on (molecules, unseen elements)."""
+        from ase.data import chemical_symbols
+
+        if structure.is_molecule:
+            raise InputError(f"{name or structure.formula}: a molecule (no periodic cell)",
+                             fix="the DOS predictor is for crystals; use `atomvib phonons` for molecules")
+        unseen = sorted({int(z) for z in structure.numbers} - self.elements)
+        if unseen:
+            names = ", ".join(chemical_symbols[z] for z in unseen)
+            raise InputError(f"{name or structure.formula}: element(s) {names} never seen in training",
+                             fix="run `atomvib phonons` for this structure")
+
+    def raw(self, structures: list[Structure], batch_size: int = 64):
+        """Member predictions: states (members, n, nbins) and member-0 embeddings (n, d)."""
+        from .data import build_graph
+        from .train import predict_states
+
+        graphs = [build_graph(s, self.cutoff_a) for s in structures]
+        with self._torch.no_grad():
+            outs = [predict_states(net, graphs, batch_size, return_embedding=True) for net in self.nets]
+        return np.stack([o[0] for o in outs]), outs[0][1]
+
+    def predict(self, structures, names=None, temperatures_k=DEFAULT_TEMPERATURES_K) -> list[DosPrediction]:
+        """Predict every structure (all must pass :meth:`check`)."""
+        from ..harmonic.thermal import thermal_from_dos
+
+        structures = list(structures)
+        names = names or [s.source or s.formula for s in structures]
+        for s, n in zip(structures, names):
+            self.check(s, n)
+        if not structures:
+            return []
+        states, emb = self.raw(structures)
+        b = self.blob
+        d_nn = _nn_distance((emb - b["embedding_mean"]) / b["embedding_std"], np.asarray(b["train_embedding"], float))
+        dis = disagreement(states) if self.n_members > 1 else np.zeros(len(structures))
+        w = self.grid.width_cm1
+        f_cm1 = self.grid.centers_cm1
+        f_thz = units.convert_frequency(f_cm1, "cm-1", "THz")
+        t = np.asarray(temperatures_k, float)
+        ks, kc = self.calibration["dos_std_scale"], self.calibration["cv_std_scale"]
+        out = []
+        for i, s in enumerate(structures):
+            st = states[:, i, :]
+            ths = [thermal_from_dos(f_thz, m / w * units.THZ_TO_CM1, t) for m in st]
+            cv = np.stack([x.heat_capacity_j_per_k_per_mol for x in ths])
+            S = np.stack([x.entropy_j_per_k_per_mol for x in ths])
+            F = np.stack([x.free_energy_kj_per_mol for x in ths])
+            mean = st.mean(0)
+            th = thermal_from_dos(f_thz, mean / w * units.THZ_TO_CM1, t)
+            sd = (lambda a: a.std(0, ddof=1) * kc) if self.n_members > 1 else (lambda a: np.zeros(a.shape[1]))
+            out.append(
+                DosPrediction(
+                    input=names[i], structure=s, frequencies_cm1=f_cm1, dos=mean / w,
+                    dos_std=(st.std(0, ddof=1) * ks / w) if self.n_members > 1 else np.zeros_like(mean),
+                    temperatures_k=t,
+                    heat_capacity_j_per_k_per_mol=th.heat_capacity_j_per_k_per_mol, heat_capacity_j_per_k_per_mol_std=sd(cv),
+                    entropy_j_per_k_per_mol=th.entropy_j_per_k_per_mol, entropy_j_per_k_per_mol_std=sd(S),
+                    free_energy_kj_per_mol=th.free_energy_kj_per_mol, free_energy_kj_per_mol_std=sd(F),
+                    in_distribution=bool(d_nn[i] <= self.ood["distance_threshold"]
+                                         and dis[i] <= self.ood["disagreement_threshold"]),
+                    ood_distance=float(d_nn[i]), ood_disagreement=float(dis[i]),
+                )
+            )
+        return out
+
+
+@lru_cache(maxsize=4)
+def _load_cached(path: str) -> Predictor:
+    import torch
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{path}: no such model file", fix="train one with `atomvib train` or omit --model")
+    try:
+        blob = torch.load(p, weights_only=False, map_location="cpu")
+    except Exception as exc:  # torch raises many types for a bad file
+        raise InputError(f"{path}: cannot read model ({type(exc).__name__})", fix="give a model.pt written by `atomvib train`") from None
+    return Predictor(blob, path)
+
+
+def load_model(model=None) -> Predictor:
+    """The shipped model (``model=None``), a path to a ``model.pt`` / its directory, or a Predictor."""
+    if isinstance(model, Predictor):
+        return model
+    p = Path(model) if model is not None else DEFAULT_MODEL
+    if p.is_dir():
+        p = p / "model.pt"
+    return _load_cached(str(p.resolve()))
+
+
+def predict(structures, model=None, temperatures_k=DEFAULT_TEMPERATURES_K) -> list[DosPrediction]:
+    """Predict the phonon DOS, Cv, S and F of crystals.
+
+    Parameters
+    ----------
+    structures : Structure, ase.Atoms, path, or a list of them
+    model : None (shipped model), path, or :class:`Predictor`
+
+    Raises
+    ------
+    InputError
+        A molecule, or an element never seen in training (use ``atomvib phonons`` instead).
+    """
+    from ..structure import read_structure
+
+    if not isinstance(structures, (list, tuple)):
+        structures = [structures]
+    items, names = [], []
+    for s in structures:
+        if isinstance(s, Structure):
+            items.append(s)
+            names.append(s.source or s.formula)
+        elif isinstance(s, (str, Path)):
+            items.append(read_structure(s))
+            names.append(str(s))
+        else:  # ase.Atoms
+            st = Structure.from_ase(s)
+            items.append(st)
+            names.append(st.formula)
+    return load_model(model).predict(items, names, temperatures_k)

@@ -1,0 +1,528 @@
+"""Inelastic neutron scattering in the incoherent approximation, powder average, orders 1..N.
+
+phonopy diagonalises the dynamical matrix on a Γ-centred mesh (eigenvectors included); everything
+after that is written here, because the quantity is a few array operations and neither phonopy nor
+Euphonic computes the incoherent multiphonon spectrum (Euphonic's coherent S(Q,ω) is wrapped in
+:mod:`atomvib.spectra.coherent`).
+
+Theory (the "isotropic incoherent approximation" of OCLIMAX and AbINS: Y. Q. Cheng, L. L. Daemen,
+A. I. Kolesnikov, A. J. Ramirez-Cuesta, J. Chem. Theory Comput. 15, 1974 (2019), eqs. 4-10;
+K. Dymkowski et al., Physica B 551, 443 (2018)). For atom i of mass m_i, mode (q, ν) of energy E_qν
+and mass-weighted eigenvector e_iqν, on a mesh with weights w_q (Σ w_q = 1):
+
+* one-phonon spectral weight, Å² per energy,
+  A_i(E) = Σ_qν w_q ħ²/(2 m_i E_qν) |e_iqν|²/3 (n_qν + 1) δ(E − E_qν)   (n: Bose occupation);
+* mean-square displacement ⟨u_i²⟩ = Σ_qν w_q ħ²/(2 m_i E_qν) |e_iqν|² coth(E_qν / 2k_BT) and the
+  Debye–Waller exponent 2W_i = Q²⟨u_i²⟩/3 (isotropic; exact for cubic site symmetry);
+* the n-phonon term S_i^n(Q, E) = (Q²)^n / n! · (A_i * A_i * ... n times)(E) · exp(−2W_i);
+* with σ_i the total (coherent + incoherent) bound scattering cross-section (Sears 1992),
+  S(Q, E) = Σ_i σ_i S_i(Q, E) / Σ_i σ_i, i.e. OCLIMAX's ``NORM=1`` normalisation (1/energy).
+
+Summing n = 0..∞ at T = 0 gives exactly 1 for every Q (exp(Q²⟨u²⟩/3) · exp(−2W)), which the tests
+check order by order. Only the neutron-energy-loss (Stokes) side is computed; modes below
+``cutoff_mev`` (acoustic modes at Γ) are left out, as in OCLIMAX (ECUT = 1 cm⁻¹).
+
+Symmetry: with ``mesh_symmetry=True`` (default) phonopy's irreducible mesh is used and per-atom
+sums are averaged over each set of symmetry-equivalent atoms, which is exact for the scalar
+quantities used here (the sum over a star of q maps atom i onto its equivalents) and makes a
+converged mesh cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import factorial
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..units import KB_EV_PER_K, NEUTRON_E_MEV_PER_K2, NEUTRON_MASS_AMU, THZ_TO_MEV
+from .instruments import DirectInstrument, IndirectInstrument, get_instrument
+from .neutron_data import total_cross_sections_barn
+
+#: ħ²/(2 m E) = _HB2_2M / (m_amu · E_meV) in Å²
+_HB2_2M = NEUTRON_E_MEV_PER_K2 * NEUTRON_MASS_AMU
+
+
+# --------------------------------------------------------------------------------------------------
+# phonon input
+# --------------------------------------------------------------------------------------------------
+def as_phonopy(source):
+    """A phonopy object with force constants from a result, ForceConstants, result dir or phonopy.yaml."""
+    if hasattr(source, "to_phonopy"):
+        return source.to_phonopy()
+    if hasattr(source, "phonopy") and callable(source.phonopy):  # ForceConstants
+        return source.phonopy()
+    if isinstance(source, (str, Path)):
+        p = Path(source)
+        if p.is_dir():
+            p = p / "phonopy.yaml"
+        if not p.is_file():
+            raise InputError(f"{source}: no phonopy.yaml found", fix="give an `atomvib phonons` result directory")
+        import phonopy
+
+        return phonopy.load(str(p), log_level=0)
+    if getattr(source, "force_constants", None) is not None and hasattr(source, "run_mesh"):
+        return source
+    if hasattr(source, "frequencies_cm1"):
+        raise InputError(
+            "INS powder spectra of molecules are not supported yet", fix="give a crystal (periodic) result"
+        )
+    raise InputError(
+        f"cannot get phonons from {type(source).__name__}",
+        fix="give a CrystalPhonons result, a result directory, phonopy.yaml or a phonopy object",
+    )
+
+
+def default_mesh(ph, density_a: float = 60.0) -> tuple:
+    """Γ-centred mesh of phonopy length ``density_a`` (Å): 15×15×15 for a 4 Å cell."""
+    from phonopy.phonon.grid import length2mesh
+
+    return tuple(int(x) for x in length2mesh(density_a, ph.primitive.cell))
+
+
+@dataclass(frozen=True, eq=False)
+class IncoherentModes:
+    """Per-atom phonon weights on a mesh at one temperature: the input of every INS order.
+
+    Attributes
+    ----------
+    energies_mev : ndarray, shape (nmodes_total,), meV
+        Mode energies above the cut-off, all q-points flattened.
+    weights_a2 : ndarray, shape (nmodes_total, natom), Å²
+        w_q ħ²/(2 m_i E) |e_i|²/3 (n + 1): the one-phonon weight of each mode on each atom.
+    msd_a2 : ndarray, shape (natom,), Å²
+        Mean-square displacement ⟨u_i²⟩ = Tr of the displacement tensor (sum over x, y, z) at T.
+    elements : list of str, length natom
+    masses_amu : ndarray, shape (natom,)
+    representatives : ndarray, shape (norbit,), int
+        One atom per set of symmetry-equivalent atoms; ``multiplicity`` (norbit,) counts each set.
+    temperature_k : float
+    mesh : tuple of 3 int
+    """
+
+    energies_mev: np.ndarray
+    weights_a2: np.ndarray
+    msd_a2: np.ndarray
+    elements: list
+    masses_amu: np.ndarray
+    representatives: np.ndarray
+    multiplicity: np.ndarray
+    temperature_k: float
+    mesh: tuple = field(default=())
+
+    @property
+    def debye_waller_alpha_a2(self) -> np.ndarray:
+        """α_i = ⟨u_i²⟩/3 (Å²), so that exp(−2W_i) = exp(−Q² α_i); shape (natom,)."""
+        return self.msd_a2 / 3.0
+
+
+def _bose(e_mev, temperature_k):
+    if temperature_k <= 0:
+        return np.zeros_like(e_mev)
+    x = e_mev / (KB_EV_PER_K * 1e3 * temperature_k)
+    return 1.0 / np.expm1(np.minimum(x, 700.0))
+
+
+def incoherent_modes(
+    source, *, temperature_k: float = 5.0, mesh=None, mesh_symmetry: bool = True, cutoff_mev: float = 0.124
+) -> IncoherentModes:
+    """Phonons on a Γ-centred mesh reduced to per-atom weights and mean-square displacements.
+
+    Parameters
+    ----------
+    source : CrystalPhonons, ForceConstants, phonopy.Phonopy, or result directory / phonopy.yaml
+    temperature_k : float
+        Temperature of the Bose factors and the Debye–Waller factor, K.
+    mesh : int or 3 ints, optional
+        Γ-centred mesh; default :func:`default_mesh` (phonopy length 60 Å).
+    mesh_symmetry : bool
+        Use the irreducible mesh (exact here after averaging over equivalent atoms; much faster).
+    cutoff_mev : float
+        Modes below this energy are left out (the three acoustic modes at Γ), meV.
+    """
+    ph = as_phonopy(source)
+    if mesh is None:
+        mesh = default_mesh(ph)
+    mesh = tuple(int(m) for m in np.broadcast_to(np.atleast_1d(mesh), 3))
+    ph.run_mesh(list(mesh), is_gamma_center=True, with_eigenvectors=True, is_mesh_symmetry=mesh_symmetry)
+    freqs = np.asarray(ph.mesh.frequencies)  # (nq, nb) THz
+    w = np.asarray(ph.mesh.weights, dtype=float)
+    w = w / w.sum()
+    eig = np.asarray(ph.mesh.eigenvectors)  # (nq, 3N, nb)
+    prim = ph.primitive
+    natom = len(prim)
+    masses = np.asarray(prim.masses, dtype=float)
+    e_mev = freqs * THZ_TO_MEV
+    e2 = (np.abs(eig) ** 2).reshape(len(w), natom, 3, -1).sum(axis=2)  # (nq, natom, nb)
+    keep = e_mev > cutoff_mev  # (nq, nb)
+    e_safe = np.where(keep, e_mev, 1.0)
+    base = w[:, None, None] * _HB2_2M / (masses[None, :, None] * e_safe[:, None, :]) * e2  # (nq, natom, nb)
+    base = np.where(keep[:, None, :], base, 0.0)
+    n = _bose(e_safe, temperature_k)
+    coth = 2.0 * n + 1.0
+    msd = (base * coth[:, None, :]).sum(axis=(0, 2))
+    one = base * (n + 1.0)[:, None, :] / 3.0
+    weights = one.transpose(0, 2, 1)[keep]  # (nmodes_total, natom)
+    energies = e_mev[keep]
+    equiv = _equivalent_atoms(ph, natom)
+    reps, inverse, mult = np.unique(equiv, return_inverse=True, return_counts=True)
+    if mesh_symmetry:
+        # average each scalar over the atoms that symmetry maps onto each other (see module doc)
+        msd = (np.bincount(inverse, msd) / mult)[inverse]
+        avg = np.zeros((weights.shape[0], len(reps)))
+        for k in range(len(reps)):
+            avg[:, k] = weights[:, inverse == k].mean(axis=1)
+        weights = avg[:, inverse]
+    elements = list(prim.symbols)
+    return IncoherentModes(energies, weights, msd, elements, masses, reps, mult, float(temperature_k), mesh)
+
+
+def _equivalent_atoms(ph, natom):
+    try:
+        return np.asarray(ph.primitive_symmetry.dataset.equivalent_atoms)
+    except Exception:  # no symmetry information: every atom its own class
+        return np.arange(natom)
+
+
+# --------------------------------------------------------------------------------------------------
+# multiphonon spectral functions on an energy grid
+# --------------------------------------------------------------------------------------------------
+def _order_histograms(modes: IncoherentModes, order: int, de_mev: float, emax_mev: float):
+    """A_i^{*n} as histograms on bins of width ``de_mev`` for each symmetry class and n = 1..order.
+
+    Returns ``(energies, hist)``: energies list of (nbins_n,) arrays (meV, bin centres of order n:
+    a convolution of n bins centred at (k + 1/2) dE lands at (m + n/2) dE), hist list of
+    (norbit, nbins_n) arrays in Å^(2n) (not divided by dE).
+    """
+    nb = int(np.ceil(emax_mev / de_mev)) + 1
+    idx = np.floor(modes.energies_mev / de_mev).astype(int)
+    ok = idx < nb
+    one = np.zeros((len(modes.representatives), nb))
+    for k, rep in enumerate(modes.representatives):
+        one[k] = np.bincount(idx[ok], modes.weights_a2[ok, rep], minlength=nb)[:nb]
+    hists, energies = [one], [(np.arange(nb) + 0.5) * de_mev]
+    if order > 1:
+        nfft = 1 << int(np.ceil(np.log2(nb * 2)))
+        f1 = np.fft.rfft(one, nfft, axis=1)
+        fn = f1.copy()
+        for n in range(2, order + 1):
+            fn = fn * f1
+            h = np.fft.irfft(fn, nfft, axis=1)[:, :nb]
+            h[h < 1e-300] = 0.0  # FFT round-off below zero
+            hists.append(h)
+            energies.append((np.arange(nb) + 0.5 * n) * de_mev)
+    return energies, hists
+
+
+def _broaden(e_src, values, e_out, sigma_src):
+    """Σ_k values[..., k] G(e_out − e_src[k]; σ_k): Gaussian of per-source width, result per meV."""
+    nz = np.nonzero(np.any(values != 0, axis=tuple(range(values.ndim - 1))))[0]
+    if nz.size == 0:
+        return np.zeros(values.shape[:-1] + (len(e_out),))
+    es, s, v = e_src[nz], sigma_src[nz], values[..., nz]
+    out = np.zeros(values.shape[:-1] + (len(e_out),))
+    step = 2048  # bounded memory for long grids
+    for a in range(0, len(nz), step):
+        z = (e_out[:, None] - es[None, a : a + step]) / s[None, a : a + step]
+        g = np.exp(-0.5 * z * z) / (np.sqrt(2.0 * np.pi) * s[None, a : a + step])
+        out += v[..., a : a + step] @ g.T
+    return out
+
+
+def _rebin(e_src, values, e_out, de_out):
+    """No resolution: put the bins into the output bins (histogram), per meV."""
+    edges = np.append(e_out - 0.5 * de_out, e_out[-1] + 0.5 * de_out)
+    idx = np.searchsorted(edges, e_src, side="right") - 1
+    ok = (idx >= 0) & (idx < len(e_out))
+    flat = values.reshape(-1, values.shape[-1])
+    out = np.zeros((flat.shape[0], len(e_out)))
+    for r in range(flat.shape[0]):
+        out[r] = np.bincount(idx[ok], flat[r, ok], minlength=len(e_out))
+    return out.reshape(values.shape[:-1] + (len(e_out),)) / de_out
+
+
+# --------------------------------------------------------------------------------------------------
+# indirect geometry: 1D spectra
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class InsSpectrum:
+    """A powder INS spectrum at one detector bank of an indirect-geometry instrument.
+
+    Attributes
+    ----------
+    energy_mev : ndarray, shape (ne,)
+        Energy transfer at the bin centres, meV.
+    intensity : ndarray, shape (ne,), 1/eV
+        S(Q(E), E) summed over orders, Σ_i σ_i S_i / Σ_i σ_i (OCLIMAX ``NORM=1``).
+    by_order : ndarray, shape (order, ne), 1/eV
+        Contribution of 1-, 2-, ... n-phonon processes.
+    by_element : dict element -> ndarray (ne,), 1/eV
+        Contribution of each element (all orders); sums to ``intensity``.
+    instrument, bank : str
+    temperature_k : float
+    msd_a2 : dict element -> float
+        Mean-square displacement ⟨u²⟩ (x+y+z) per element, averaged over its atoms, Å².
+    cross_sections_barn : dict element -> float
+    resolution : bool
+        Whether the instrument's Gaussian resolution was applied.
+    mesh : tuple of 3 int
+    """
+
+    energy_mev: np.ndarray
+    intensity: np.ndarray
+    by_order: np.ndarray
+    by_element: dict
+    instrument: str
+    bank: str
+    temperature_k: float
+    msd_a2: dict
+    cross_sections_barn: dict
+    resolution: bool
+    mesh: tuple
+
+    @property
+    def order(self) -> int:
+        return self.by_order.shape[0]
+
+    def to_csv(self, path) -> Path:
+        """Write ``energy_meV, intensity, <element>..., order_1...`` (intensities in 1/eV)."""
+        import pandas as pd
+
+        cols = {"energy_meV": self.energy_mev, "intensity": self.intensity}
+        for el, v in self.by_element.items():
+            cols[el] = v
+        for n, v in enumerate(self.by_order, start=1):
+            cols[f"order_{n}"] = v
+        path = Path(path)
+        pd.DataFrame(cols).to_csv(path, index=False, float_format="%.8g")
+        return path
+
+
+def _element_weights(modes: IncoherentModes, cross_sections):
+    sig = total_cross_sections_barn(modes.elements, cross_sections)
+    total = sum(sig[el] for el in modes.elements)
+    return sig, total
+
+
+def indirect_spectrum(
+    source,
+    instrument: str | IndirectInstrument = "vision",
+    bank: str = "backward",
+    *,
+    order: int = 3,
+    temperature_k: float = 5.0,
+    mesh=None,
+    mesh_symmetry: bool = True,
+    energy_range_mev=(0.5, 250.0),
+    de_mev: float = 0.1,
+    resolution: bool = True,
+    cross_sections: dict | None = None,
+    modes: IncoherentModes | None = None,
+) -> InsSpectrum:
+    """Powder INS spectrum of an indirect-geometry instrument (VISION, TOSCA) at one bank.
+
+    Parameters
+    ----------
+    source : CrystalPhonons, ForceConstants, phonopy.Phonopy, result directory or phonopy.yaml
+    instrument : "vision", "tosca" or an :class:`IndirectInstrument`
+    bank : "backward" or "forward"
+    order : int
+        Highest phonon order (1 = fundamentals only; overtones and combinations up to ``order``).
+    temperature_k : float
+    mesh, mesh_symmetry : see :func:`incoherent_modes`
+    energy_range_mev : (float, float)
+        Output axis from the first to the last bin's lower edge, meV; bins of ``de_mev``.
+    resolution : bool
+        Apply the instrument's Gaussian resolution (False: the raw histogram).
+    cross_sections : dict element -> barn, optional
+        Override the Sears (1992) total scattering cross-sections (e.g. for isotopes).
+    modes : IncoherentModes, optional
+        Reuse modes already computed (e.g. both banks from one mesh).
+
+    Returns
+    -------
+    InsSpectrum
+    """
+    inst = get_instrument(instrument) if isinstance(instrument, str) else instrument
+    if not isinstance(inst, IndirectInstrument):
+        raise InputError(
+            f"{inst.name} is a direct-geometry instrument", fix="use direct_powder_map() / --ei for it"
+        )
+    if order < 1:
+        raise InputError(f"order must be ≥ 1, got {order}", fix="use --order 1..10")
+    b = inst.bank(bank)
+    if modes is None:
+        modes = incoherent_modes(source, temperature_k=temperature_k, mesh=mesh, mesh_symmetry=mesh_symmetry)
+    sig, sig_total = _element_weights(modes, cross_sections)
+    lo, hi = energy_range_mev
+    e_out = np.arange(lo, hi - 0.5 * de_mev, de_mev) + 0.5 * de_mev  # bin centres
+    emax = hi + (6.0 * float(inst.sigma_mev(hi)) if resolution else 0.0)
+    energies, hists = _order_histograms(modes, order, de_mev, emax)
+    alpha = modes.debye_waller_alpha_a2[modes.representatives]  # (norbit,)
+    wel = np.array([sig[modes.elements[r]] * m for r, m in zip(modes.representatives, modes.multiplicity)])
+    wel = wel / sig_total
+    by_order = np.zeros((order, len(e_out)))
+    per_orbit = np.zeros((len(modes.representatives), len(e_out)))
+    for n in range(1, order + 1):
+        e_n = energies[n - 1]
+        q2 = inst.q2(e_n, b)
+        s_n = hists[n - 1] * (q2[None, :] ** n / factorial(n)) * np.exp(-q2[None, :] * alpha[:, None])
+        s_n = s_n * wel[:, None]
+        if resolution:
+            out = _broaden(e_n, s_n, e_out, inst.sigma_mev(e_n))
+        else:
+            out = _rebin(e_n, s_n, e_out, de_mev)
+        per_orbit += out
+        by_order[n - 1] = out.sum(axis=0)
+    by_order *= 1e3  # per meV -> per eV
+    per_orbit *= 1e3
+    by_element: dict = {}
+    for k, r in enumerate(modes.representatives):
+        el = modes.elements[r]
+        by_element[el] = by_element.get(el, 0.0) + per_orbit[k]
+    msd = {el: float(np.mean(modes.msd_a2[[i for i, x in enumerate(modes.elements) if x == el]])) for el in sig}
+    return InsSpectrum(
+        e_out, by_order.sum(axis=0), by_order, by_element, inst.name, b.name, modes.temperature_k, msd,
+        {el: sig[el] for el in dict.fromkeys(modes.elements)}, resolution, modes.mesh,
+    )
+
+
+def vision_spectrum(source, order: int = 3, temperature_k: float = 5.0, bank: str = "backward", **kw) -> InsSpectrum:
+    """VISION (SNS) powder spectrum; see :func:`indirect_spectrum` for the options."""
+    return indirect_spectrum(source, "vision", bank, order=order, temperature_k=temperature_k, **kw)
+
+
+def tosca_spectrum(source, order: int = 3, temperature_k: float = 5.0, bank: str = "backward", **kw) -> InsSpectrum:
+    """TOSCA (ISIS) powder spectrum; see :func:`indirect_spectrum` for the options."""
+    return indirect_spectrum(source, "tosca", bank, order=order, temperature_k=temperature_k, **kw)
+
+
+# --------------------------------------------------------------------------------------------------
+# direct geometry: powder S(|Q|, E) maps
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class InsMap:
+    """Powder S(|Q|, E) of a direct-geometry instrument, incoherent approximation.
+
+    Attributes
+    ----------
+    q_ainv : ndarray, shape (nq,), Å⁻¹
+    energy_mev : ndarray, shape (ne,), meV (bin centres)
+    intensity : ndarray, shape (nq, ne), 1/eV
+        Σ_i σ_i S_i(Q, E) / Σ_i σ_i over orders 1..order; NaN outside the detector coverage when
+        ``masked``.
+    instrument : str
+    ei_mev, temperature_k : float
+    order : int
+    masked : bool
+    """
+
+    q_ainv: np.ndarray
+    energy_mev: np.ndarray
+    intensity: np.ndarray
+    instrument: str
+    ei_mev: float
+    temperature_k: float
+    order: int
+    masked: bool
+
+    def to_hdf5(self, path) -> Path:
+        """Write ``q_ainv``, ``energy_mev``, ``intensity`` (nq, ne; 1/eV; NaN = not covered) and attributes."""
+        import h5py
+
+        path = Path(path)
+        with h5py.File(path, "w") as f:
+            f["q_ainv"] = self.q_ainv
+            f["energy_mev"] = self.energy_mev
+            f["intensity"] = self.intensity
+            f["q_ainv"].attrs["unit"] = "1/angstrom"
+            f["energy_mev"].attrs["unit"] = "meV"
+            f["intensity"].attrs["unit"] = "1/eV (per total scattering cross-section of the cell)"
+            for k in ("instrument", "ei_mev", "temperature_k", "order", "masked"):
+                f.attrs[k] = getattr(self, k)
+            f.attrs["approximation"] = "incoherent, isotropic Debye-Waller, powder"
+        return path
+
+
+def direct_powder_map(
+    source,
+    instrument: str | DirectInstrument = "arcs",
+    ei_mev: float = 100.0,
+    *,
+    order: int = 3,
+    temperature_k: float = 5.0,
+    q_range_ainv=(0.1, 12.0),
+    dq_ainv: float = 0.1,
+    energy_range_mev=None,
+    de_mev: float = 0.5,
+    mesh=None,
+    mesh_symmetry: bool = True,
+    mask: bool = True,
+    resolution: bool = True,
+    resolution_fwhm_mev: float | None = None,
+    cross_sections: dict | None = None,
+    modes: IncoherentModes | None = None,
+) -> InsMap:
+    """Powder S(|Q|, E) map at incident energy ``ei_mev`` with the kinematic limits of ``instrument``.
+
+    The incoherent S(Q, E) separates into Σ_{i,n} c_in(E) Q^{2n} exp(−Q² α_i), so the resolution
+    (a Gaussian in E whose width depends on E and Ei) is applied to each c_in(E) once and the map is
+    a sum of a few outer products: no sampling of Q directions. The Debye–Waller α_i converges on
+    the same coarse symmetry-reduced mesh as the spectral weights.
+
+    Parameters
+    ----------
+    instrument : "arcs", "sequoia", "maps", "mari", "merlin", "generic" or a DirectInstrument
+    ei_mev : float
+        Incident energy, meV.
+    q_range_ainv, dq_ainv : |Q| points (Å⁻¹) from ``q_range_ainv[0]`` to ``q_range_ainv[1]``
+    energy_range_mev : (float, float), optional
+        Energy-transfer bins (lower edges of the first and last); default (0.5, 0.9·Ei).
+    mask : bool
+        Set points outside the detectors' angular coverage to NaN.
+    resolution_fwhm_mev : float, optional
+        Constant Gaussian FWHM for ``generic`` (default 1 % of Ei).
+    Others as in :func:`indirect_spectrum`.
+    """
+    if isinstance(instrument, str):
+        inst = get_instrument(instrument, resolution_fwhm_mev=resolution_fwhm_mev)
+    else:
+        inst = instrument
+    if not isinstance(inst, DirectInstrument):
+        raise InputError(f"{inst.name} is an indirect-geometry instrument", fix="use indirect_spectrum() for it")
+    if not ei_mev or ei_mev <= 0:
+        raise InputError("a direct-geometry map needs an incident energy", fix="give --ei MEV (e.g. --ei 100)")
+    if modes is None:
+        modes = incoherent_modes(source, temperature_k=temperature_k, mesh=mesh, mesh_symmetry=mesh_symmetry)
+    if ei_mev <= modes.energies_mev.min():
+        raise InputError(
+            f"incident energy {ei_mev:g} meV is below the lowest phonon energy {modes.energies_mev.min():.3g} meV",
+            fix=f"use an incident energy above the phonon range (up to {modes.energies_mev.max():.1f} meV)",
+        )
+    sig, sig_total = _element_weights(modes, cross_sections)
+    lo, hi = energy_range_mev if energy_range_mev is not None else (0.5, 0.9 * ei_mev)
+    e_out = np.arange(lo, hi - 0.5 * de_mev, de_mev) + 0.5 * de_mev
+    q = np.arange(q_range_ainv[0], q_range_ainv[1] + 0.5 * dq_ainv, dq_ainv)
+    q2 = q**2
+    sigma_hi = float(np.max(inst.sigma_mev(np.array([0.0, hi]), ei_mev))) if resolution else 0.0
+    energies, hists = _order_histograms(modes, order, min(de_mev, 0.1), hi + 6.0 * sigma_hi)
+    alpha = modes.debye_waller_alpha_a2[modes.representatives]
+    wel = np.array([sig[modes.elements[r]] * m for r, m in zip(modes.representatives, modes.multiplicity)])
+    wel = wel / sig_total
+    dw = np.exp(-q2[None, :] * alpha[:, None])  # (norbit, nq)
+    intensity = np.zeros((len(q), len(e_out)))
+    for n in range(1, order + 1):
+        e_n, h = energies[n - 1], hists[n - 1] * wel[:, None] / factorial(n)
+        if resolution:
+            c = _broaden(e_n, h, e_out, inst.sigma_mev(e_n, ei_mev))
+        else:
+            c = _rebin(e_n, h, e_out, de_mev)
+        intensity += (dw * q2[None, :] ** n).T @ c
+    intensity *= 1e3  # per meV -> per eV
+    if mask:
+        qlo, qhi = inst.q_limits(ei_mev, e_out)
+        outside = ~((q[:, None] >= qlo[None, :]) & (q[:, None] <= qhi[None, :]))
+        intensity = np.where(outside, np.nan, intensity)
+    return InsMap(q, e_out, intensity, inst.name, float(ei_mev), modes.temperature_k, order, mask)
