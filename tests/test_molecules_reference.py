@@ -48,10 +48,10 @@ def test_all_frequencies_real_and_counted(vib, name, nvib):
 
 def test_water_against_experiment(vib):
     for calc, (mode, fund, harm, stretch) in _pairs(vib["H2O"], "H2O"):
-        # GFN2-xTB O-H stretches: -0.4 % and -2.8 % from the fundamentals, -5 to -7 % from ω_e
-        tol = 0.10 if stretch else 0.10
-        assert abs(calc - fund) / fund < tol, mode
-        assert abs(calc - harm) / harm < tol, mode
+        # GFN2-xTB: O-H stretches -0.4 % and -2.8 % from the fundamentals, -5 % and -7 % from ω_e;
+        # the bend -3.5 % / -6.6 %. 10 % is the bar for stretches, met here by every mode.
+        assert abs(calc - fund) / fund < 0.10, mode
+        assert abs(calc - harm) / harm < 0.10, (mode, stretch)
 
 
 def test_co2_against_experiment(vib):

@@ -31,9 +31,9 @@ class EngineUnavailable(EngineError):
 
 
 class ConvergenceError(AtomvibError):
-    """An iterative step (relaxation) did not converge; partial results were kept."""
+    """An iterative step (relaxation) did not converge; partial results were kept.
 
-    exit_code = 1
+    Exit code 2: the remedy (more steps, looser threshold, better start) is the user's to apply."""
 
 
 class ResourceError(AtomvibError):

@@ -35,8 +35,11 @@ def torch_threads() -> int:
     return available_cores()
 
 
-def configure_threads(n_torch: int | None = None) -> int:
-    """Pin BLAS/OpenMP pools to 1 thread and torch to ``n_torch`` threads; idempotent. Returns n_torch."""
+def configure_threads(n_torch: int | None = None, blas_only: bool = False) -> int:
+    """Pin BLAS/OpenMP pools to 1 thread and torch to ``n_torch`` threads; idempotent. Returns n_torch.
+
+    ``blas_only`` skips torch (and its import, ~2 s) for engines that do not use it.
+    """
     global _configured
     n = n_torch or torch_threads()
     if _configured == n:
@@ -47,16 +50,17 @@ def configure_threads(n_torch: int | None = None) -> int:
         threadpool_limits(limits=1, user_api="blas")
     except ImportError:  # threadpoolctl is a scikit-learn/phonopy dependency, but be safe
         pass
+    if blas_only:
+        return n
     try:
         import torch
-
-        torch.set_num_threads(n)
-        if torch.get_num_interop_threads() != 1:
-            try:
-                torch.set_num_interop_threads(1)
-            except RuntimeError:  # can only be set before the first parallel work
-                pass
     except ImportError:
-        pass
+        return n
+    torch.set_num_threads(n)
+    if torch.get_num_interop_threads() != 1:
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # can only be set before the first parallel work
+            pass
     _configured = n
     return n

@@ -270,7 +270,9 @@ def read_structures(path, index: str | int = ":", fmt: str | None = None) -> lis
             images = read(str(p), index=index, format=fmt)
     except Exception as exc:  # ASE raises many types for bad files; all mean "cannot read"
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "Could not guess file type" in msg or "Unknown file format" in msg or "unknown format" in msg.lower():
+        from ase.io.formats import UnknownFileTypeError
+
+        if isinstance(exc, UnknownFileTypeError) or "Could not guess file type" in msg:
             raise InputError(
                 f"{path}: unknown structure format",
                 fix="use CIF, POSCAR, extxyz, XYZ or another ASE format (name the file with its usual extension)",

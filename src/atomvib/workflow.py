@@ -22,6 +22,7 @@ import numpy as np
 
 from .engines import Engine, default_engine_spec, get_engine
 from .errors import AtomvibError, InputError
+from .runtime import configure_threads
 from .settings import PhononSettings
 from .structure import Structure, read_structure
 
@@ -141,6 +142,7 @@ def phonons(
     -------
     CrystalPhonons or MoleculeVibrations
     """
+    configure_threads(blas_only=True)
     settings = settings or PhononSettings()
     if engine is not None and not isinstance(engine, Engine):
         overrides.setdefault("engine", engine)

@@ -22,6 +22,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,8 @@ from ..errors import AtomvibError, InputError
 from ..settings import PhononSettings
 from .tasks import TaskContext, discover_tasks
 
-STRUCTURE_SUFFIXES = {".cif", ".vasp", ".poscar", ".xyz", ".extxyz", ".traj", ".json", ".pdb", ".xsf", ".res", ".gen", ".mol"}
+# .json is left out on purpose: result directories are full of summary.json files
+STRUCTURE_SUFFIXES = {".cif", ".vasp", ".poscar", ".xyz", ".extxyz", ".traj", ".pdb", ".xsf", ".res", ".gen", ".mol"}
 STRUCTURE_NAMES = ("POSCAR", "CONTCAR")
 THREAD_ENV = {"ATOMVIB_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -87,9 +89,13 @@ class BatchSummary:
 # -- inputs -----------------------------------------------------------------------------------------
 
 
-def expand_inputs(inputs) -> list[str]:
-    """Files from paths, directories (structure files inside, recursively) and glob patterns, in order."""
+def expand_inputs(inputs, exclude=()) -> list[str]:
+    """Files from paths, directories (structure files inside, recursively) and glob patterns, in order.
+
+    Files under any directory of ``exclude`` (the batch's own results) are skipped in directory scans.
+    """
     files: list[str] = []
+    exclude = [Path(e).resolve() for e in exclude]
     for inp in inputs:
         inp = str(inp)
         if any(c in inp for c in "*?["):
@@ -99,7 +105,7 @@ def expand_inputs(inputs) -> list[str]:
             files += [m for m in matches if Path(m).is_file()]
         elif Path(inp).is_dir():
             for p in sorted(Path(inp).rglob("*")):
-                if p.is_file() and not p.name.startswith(".") and (
+                if p.is_file() and not p.name.startswith(".") and not any(p.resolve().is_relative_to(e) for e in exclude) and (
                     p.suffix.lower() in STRUCTURE_SUFFIXES or p.name.startswith(STRUCTURE_NAMES)
                 ):
                     files.append(str(p))
@@ -158,6 +164,7 @@ def run_task(task: str, structure, engine: str, settings: PhononSettings, out_di
     from ..runtime import configure_threads
 
     configure_threads()
+    warnings.filterwarnings("ignore")  # library warnings from thousands of tasks would drown the progress bar
     t0 = time.perf_counter()
     if isinstance(structure, dict) and structure.get("status") != "done":  # the upstream task failed
         return {"status": "failed", "error": f"skipped: {structure.get('task')} failed", "seconds": 0.0}
@@ -329,7 +336,7 @@ def run_batch(
         results_dir = Path(store.url.split("///", 1)[1]).with_suffix("").as_posix() + "_results" if store.is_sqlite else "atomvib_results"
     results_dir = Path(results_dir).resolve()
 
-    files = expand_inputs(inputs)
+    files = expand_inputs(inputs, exclude=[results_dir])
     if not files:
         raise InputError("no inputs", fix="give structure files, directories or glob patterns")
     structures, records, unreadable = read_inputs(files, settings.symprec)
@@ -421,7 +428,9 @@ def _collect(client, futures: dict, store, run_id: str, bar: _Bar) -> tuple[int,
         if not ready:
             if now - last_poll > 1.0:
                 try:
-                    bar.update(running=sum(len(v) for v in client.processing().values()))
+                    # 'processing' includes tasks queued on a worker: cap by its threads to count executing ones
+                    nthreads = client.nthreads()
+                    bar.update(running=sum(min(len(v), nthreads.get(w, 1)) for w, v in client.processing().items()))
                 except Exception:  # scheduler momentarily unreachable: the count is cosmetic
                     pass
                 last_poll = now

@@ -288,6 +288,8 @@ class CHGNetEngine(Engine):
         import io
         import warnings
 
+        import torch  # noqa: F401
+
         configure_threads()
         from chgnet.model import CHGNet
         from chgnet.model.dynamics import CHGNetCalculator
@@ -398,6 +400,8 @@ class MACEEngine(Engine):
         return EngineInfo("mace", package_version("mace-torch"), self.path, {"dtype": "float64"})
 
     def _make_calculator(self):
+        import torch  # noqa: F401
+
         configure_threads()
         from mace.calculators import MACECalculator
 

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import ResourceError
 from ..settings import PhononSettings
 from ..structure import Structure
-from .force_constants import ForceConstants, to_phonopy_atoms
+from .force_constants import ForceConstants, new_phonopy
 
 
 def perpendicular_widths(lattice_rows: np.ndarray) -> np.ndarray:
@@ -65,16 +65,15 @@ class DisplacementPlan:
     symprec: float
 
     def _phonopy(self):
-        from phonopy import Phonopy
+        """A fresh phonopy object with the displacement dataset (symmetry searched once, then copied)."""
+        import copy
 
-        ph = Phonopy(
-            to_phonopy_atoms(self.unitcell),
-            supercell_matrix=self.supercell_matrix,
-            primitive_matrix="auto",
-            symprec=self.symprec,
-        )
-        ph.dataset = self.dataset
-        return ph
+        template = self.__dict__.get("_phonopy_template")
+        if template is None:
+            template = new_phonopy(self.unitcell, self.supercell_matrix, "auto", self.symprec)
+            template.dataset = self.dataset
+            object.__setattr__(self, "_phonopy_template", template)
+        return copy.deepcopy(template)
 
     @property
     def n_displacements(self) -> int:
@@ -126,8 +125,6 @@ def produce_symmetrized_fc(ph) -> None:
 
 def plan_displacements(structure: Structure, settings: PhononSettings) -> DisplacementPlan:
     """Choose the supercell and generate the symmetry-reduced displacements."""
-    from phonopy import Phonopy
-
     if settings.supercell is not None:
         smat = np.reshape(settings.supercell, (3, 3)).astype(int)
     else:
@@ -139,7 +136,7 @@ def plan_displacements(structure: Structure, settings: PhononSettings) -> Displa
             fix="give a smaller --supercell or --min-length, or raise --max-supercell-atoms if memory allows "
             f"(force constants alone need {n_super**2 * 72 / 1e9:.1f} GB)",
         )
-    ph = Phonopy(to_phonopy_atoms(structure), supercell_matrix=smat, primitive_matrix="auto", symprec=settings.symprec)
+    ph = new_phonopy(structure, smat, "auto", settings.symprec)
     ph.generate_displacements(distance=settings.displacement_a)
     return DisplacementPlan(
         unitcell=structure,

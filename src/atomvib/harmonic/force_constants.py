@@ -31,6 +31,18 @@ def from_phonopy_atoms(a, source: str = "") -> Structure:
     )
 
 
+def new_phonopy(unitcell: Structure, supercell_matrix, primitive_matrix="auto", symprec: float = 1e-5):
+    """A :class:`phonopy.Phonopy` for ``unitcell`` (phonopy's notice about its 'auto' default silenced)."""
+    import warnings
+
+    from phonopy import Phonopy
+
+    pm = primitive_matrix if isinstance(primitive_matrix, str) else np.array(primitive_matrix)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Phonopy(to_phonopy_atoms(unitcell), supercell_matrix=np.array(supercell_matrix), primitive_matrix=pm, symprec=symprec)
+
+
 @dataclass(frozen=True, eq=False)
 class NacParams:
     """Non-analytic correction: Born charges ``born`` (n_prim, 3, 3) e, ``dielectric`` (3, 3), phonopy ``factor``."""
@@ -77,19 +89,21 @@ class ForceConstants:
     symprec: float = 1e-5
 
     def phonopy(self):
-        """A new :class:`phonopy.Phonopy` with these force constants (and NAC) set."""
-        from phonopy import Phonopy
+        """A new :class:`phonopy.Phonopy` with these force constants (and NAC) set.
 
-        ph = Phonopy(
-            to_phonopy_atoms(self.unitcell),
-            supercell_matrix=np.array(self.supercell_matrix),
-            primitive_matrix=np.array(self.primitive_matrix),
-            symprec=self.symprec,
-        )
-        ph.force_constants = np.array(self.force_constants)
-        if self.nac is not None:
-            ph.nac_params = self.nac.to_phonopy()
-        return ph
+        The symmetry search of a phonopy object costs ~0.3–1 s; it is done once per ForceConstants and
+        each call returns a deep copy (~1 ms), so callers may mutate what they get.
+        """
+        import copy
+
+        template = self.__dict__.get("_phonopy_template")
+        if template is None:
+            template = new_phonopy(self.unitcell, self.supercell_matrix, self.primitive_matrix, self.symprec)
+            template.force_constants = np.array(self.force_constants)
+            if self.nac is not None:
+                template.nac_params = self.nac.to_phonopy()
+            object.__setattr__(self, "_phonopy_template", template)
+        return copy.deepcopy(template)
 
     @property
     def primitive(self) -> Structure:

@@ -31,16 +31,16 @@ T_CV_K = 300.0
 class TrainConfig:
     """Hyper-parameters of one ensemble member (the shipped model uses the defaults)."""
 
-    hidden: str = "64x0e + 16x1o"
+    hidden: str = "32x0e + 8x1o"
     ninteractions: int = 3
     cutoff_a: float = CUTOFF_A
     nscalars_out: int = 64
     emb_dim: int = 32
     bin_cm1: float = 10.0
     fmax_cm1: float = 4000.0
-    epochs: int = 120
+    epochs: int = 25
     batch_size: int = 16
-    lr: float = 2e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-5
     w_mse: float = 10.0
     w_cv: float = 10.0
@@ -150,7 +150,7 @@ def train_member(train, valid, cfg: TrainConfig, seed: int, out_path=None, progr
             loss.backward()
             opt.step()
             sched.step()
-            tot += float(loss) * len(idx)
+            tot += float(loss.detach()) * len(idx)
         pv = predict_states(model, gva)
         w = np.abs(np.cumsum((pv - yv) / (3 * nva[:, None]), axis=1)).sum(1) * cfg.bin_cm1
         cv_err = np.abs((pv - yv) @ cvv)  # per cell, J/K/mol
@@ -271,7 +271,7 @@ def assemble(out, members, train_s: list[DosSample], valid_s: list[DosSample], c
     pv = np.stack(pv)  # (members, nvalid, nbins)
     emb_va = emb_va[0]
     mu, sd = emb_tr.mean(0), emb_tr.std(0) + 1e-6
-    from .predict import _nn_distance, disagreement
+    from .predictor import _nn_distance, disagreement
 
     d_va = _nn_distance((emb_va - mu) / sd, (emb_tr - mu) / sd)
     dis_va = disagreement(pv)
@@ -304,7 +304,7 @@ def calibrate(pv, valid_s, grid: DosGrid) -> dict:
     the chosen scale is also estimated by 2-fold cross-validation on valid (fit on even, test on odd
     crystals and vice versa), which is the number to quote.
     """
-    from .predict import Z90
+    from .predictor import Z90
 
     mean, std = pv.mean(0), pv.std(0, ddof=1)
     y = np.stack([s.states_per_bin for s in valid_s])

@@ -115,22 +115,26 @@ def similarity(computed: Spectrum1D, measured: Spectrum1D, x_range=None) -> Simi
 class _Model:
     """computed(E/s) ⊗ G(σ) evaluated at the measured energies, on a fine uniform grid, via FFT."""
 
-    def __init__(self, computed: Spectrum1D, x: np.ndarray, unit: str, sigma_max: float, s_max: float):
+    def __init__(self, computed: Spectrum1D, x: np.ndarray, unit: str, sigma_max: float):
+        from scipy.fft import next_fast_len
+
         self.xc = computed.x * frequency_factor(computed.unit, unit)
         self.yc = computed.y
         self.x = x
         step_m = float(np.min(np.diff(x)))
         step_c = float(np.min(np.diff(self.xc)))
-        h = min(step_m, step_c) / 2.0
-        pad = 6.0 * sigma_max + step_m
-        lo = min(x[0], self.xc[0] * 0.5) - pad
-        hi = max(x[-1], self.xc[-1] * s_max) + pad
+        # the computed axis sets the detail worth keeping; half a measured bin is enough otherwise
+        h = min(step_m / 2.0, step_c)
+        # Only the measured range matters, plus a margin of 5 σ_max into which the Gaussian may reach. The FFT
+        # convolution is circular: wrap-around only corrupts the margin, never the measured range.
+        pad = 5.0 * sigma_max + 2 * step_m
+        lo, hi = x[0] - pad, x[-1] + pad
         n = int(np.ceil((hi - lo) / h)) + 1
         if n > 2**18:  # a very fine computed axis on a wide measured one: coarsen, it is still ≪ σ
             n = 2**18
             h = (hi - lo) / (n - 1)
         self.grid = lo + h * np.arange(n)
-        self.nfft = int(2 ** np.ceil(np.log2(2 * n)))  # zero padding: no wrap-around of the convolution
+        self.nfft = next_fast_len(n, real=True)
         self.k = np.fft.rfftfreq(self.nfft, h)
 
     def shape(self, s: float, sigma: float) -> np.ndarray:
@@ -235,7 +239,7 @@ def fit_spectrum(computed: Spectrum1D, measured: Spectrum1D, fit=("scale", "back
     step = float(np.median(np.diff(x)))
     sig0 = (sigma0 if sigma0 is not None else 2.0 * step) if free_sig else 0.0
     span = float(x[-1] - x[0])
-    model = _Model(computed, x, unit, sigma_max=max(sig0, 0.25 * span), s_max=2.0)
+    model = _Model(computed, x, unit, sigma_max=max(sig0, 0.2 * span))
 
     def linear_design(shape):
         cols = [shape] + [np.ones_like(x), x - x_ref][:n_bg]
@@ -247,7 +251,7 @@ def fit_spectrum(computed: Spectrum1D, measured: Spectrum1D, fit=("scale", "back
         return coef, float(np.sum(((D @ coef - y) * w) ** 2))
 
     # Starting point: scan s with the linear parameters (A, background) solved exactly.
-    s_grid = np.arange(scale_bounds[0], scale_bounds[1] + 1e-9, 0.0025) if free_s else np.array([1.0])
+    s_grid = np.arange(scale_bounds[0], scale_bounds[1] + 1e-9, 0.005) if free_s else np.array([1.0])
     chis = [solve_linear(model.shape(s, sig0))[1] for s in s_grid]
     s0 = float(s_grid[int(np.argmin(chis))])
     lin0, _ = solve_linear(model.shape(s0, sig0))
@@ -273,7 +277,7 @@ def fit_spectrum(computed: Spectrum1D, measured: Spectrum1D, fit=("scale", "back
 
     p0 = np.array(([s0] if free_s else []) + ([sig0] if free_sig else []) + list(lin0))
     lo = np.array(([0.3] if free_s else []) + ([0.0] if free_sig else []) + [-np.inf] * (1 + n_bg))
-    hi = np.array(([3.0] if free_s else []) + ([0.5 * span] if free_sig else []) + [np.inf] * (1 + n_bg))
+    hi = np.array(([3.0] if free_s else []) + ([0.2 * span] if free_sig else []) + [np.inf] * (1 + n_bg))
     p0 = np.clip(p0, lo, hi)
     # relative finite-difference step: s and σ move the spectrum by a fraction of a bin
     res = least_squares(resid, p0, bounds=(lo, hi), x_scale="jac", diff_step=1e-4)
@@ -387,10 +391,13 @@ def plot_fit(result: CompareResult, path, title: str | None = None) -> Path:
         ax.errorbar(m.x, m.y, m.error, fmt="o", ms=2.5, color="k", lw=0.6, label="measured")
     else:
         ax.plot(m.x, m.y, "o", ms=2.5, color="k", label="measured")
-    raw = _on_axis(result.computed, m.x, m.unit)
-    if raw.sum() > 0:
-        ax.plot(m.x, raw * np.clip(m.y, 0, None).sum() / raw.sum(), color="0.55", lw=1, ls="--",
-                label="computed (area-matched)")
+    # the computed spectrum on its own (finer) axis, scaled to the measured area over the compared range
+    xc = result.computed.x * frequency_factor(result.computed.unit, m.unit)
+    inr = (xc >= m.x[0]) & (xc <= m.x[-1])
+    if inr.sum() > 1 and np.trapezoid(result.computed.y[inr], xc[inr]) > 0:
+        area = np.trapezoid(np.clip(m.y, 0, None), m.x) / np.trapezoid(result.computed.y[inr], xc[inr])
+        ax.plot(xc[inr], result.computed.y[inr] * area, color="0.55", lw=1, ls="--",
+                label="computed as is (area-matched)")
     f = result.fit
     if f is not None:
         s, ds = f.frequency_scale
@@ -484,8 +491,10 @@ def incoherent_powder_spectrum(frequencies_thz, dos, mass_amu: float, temperatur
     msd = float(a1.sum() * step_mev)
     t1 = a1 / msd
     tn = [t1]
+    from scipy.signal import fftconvolve
+
     for _ in range(max_order - 1):
-        tn.append(np.convolve(tn[-1], t1, mode="same") * step_mev)
+        tn.append(np.clip(fftconvolve(tn[-1], t1, mode="same"), 0, None) * step_mev)
     e = np.asarray(energy_mev, float)
     t_at = np.array([np.interp(e, eps, t) for t in tn])  # (norder, ne)
     q = np.asarray(q_invA, float)

@@ -100,6 +100,10 @@ class IncoherentModes:
         One atom per set of symmetry-equivalent atoms; ``multiplicity`` (norbit,) counts each set.
     temperature_k : float
     mesh : tuple of 3 int
+    qpoint_weights : ndarray, shape (nmodes_total,)
+        Weight w_q of each mode's q-point (Σ over a q-point's modes of w_q: 1 per branch).
+    eigvec_weights : ndarray, shape (nmodes_total, natom)
+        |e_i|² of each mode on each atom (rows sum to 1): the partial-DOS weights.
     """
 
     energies_mev: np.ndarray
@@ -111,6 +115,8 @@ class IncoherentModes:
     multiplicity: np.ndarray
     temperature_k: float
     mesh: tuple = field(default=())
+    qpoint_weights: np.ndarray | None = None
+    eigvec_weights: np.ndarray | None = None
 
     @property
     def debye_waller_alpha_a2(self) -> np.ndarray:
@@ -165,6 +171,8 @@ def incoherent_modes(
     msd = (base * coth[:, None, :]).sum(axis=(0, 2))
     one = base * (n + 1.0)[:, None, :] / 3.0
     weights = one.transpose(0, 2, 1)[keep]  # (nmodes_total, natom)
+    eigw = e2.transpose(0, 2, 1)[keep]
+    qw = np.broadcast_to(w[:, None], e_mev.shape)[keep]
     energies = e_mev[keep]
     equiv = _equivalent_atoms(ph, natom)
     reps, inverse, mult = np.unique(equiv, return_inverse=True, return_counts=True)
@@ -175,8 +183,12 @@ def incoherent_modes(
         for k in range(len(reps)):
             avg[:, k] = weights[:, inverse == k].mean(axis=1)
         weights = avg[:, inverse]
+        avg = np.zeros((eigw.shape[0], len(reps)))
+        for k in range(len(reps)):
+            avg[:, k] = eigw[:, inverse == k].mean(axis=1)
+        eigw = avg[:, inverse]
     elements = list(prim.symbols)
-    return IncoherentModes(energies, weights, msd, elements, masses, reps, mult, float(temperature_k), mesh)
+    return IncoherentModes(energies, weights, msd, elements, masses, reps, mult, float(temperature_k), mesh, qw, eigw)
 
 
 def _equivalent_atoms(ph, natom):
@@ -499,7 +511,7 @@ def direct_powder_map(
     if ei_mev <= modes.energies_mev.min():
         raise InputError(
             f"incident energy {ei_mev:g} meV is below the lowest phonon energy {modes.energies_mev.min():.3g} meV",
-            fix=f"use an incident energy above the phonon range (up to {modes.energies_mev.max():.1f} meV)",
+            fix=f"use an incident energy above the phonon energies (the highest is {modes.energies_mev.max():.1f} meV)",
         )
     sig, sig_total = _element_weights(modes, cross_sections)
     lo, hi = energy_range_mev if energy_range_mev is not None else (0.5, 0.9 * ei_mev)

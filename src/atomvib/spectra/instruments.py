@@ -18,7 +18,7 @@ Sources of the numbers
 * TOSCA: final energies 3.32 meV (backward, 134.99°) and 3.35 meV (forward, 45°) from the ``resins``
   package's TOSCA data (Mitchell, Parker, Ramirez-Cuesta, Tomkinson, *Vibrational Spectroscopy with
   Neutrons*, 2005); resolution: the AbINS polynomial in ``resins`` (Dymkowski et al., Physica B 551,
-  443 (2018)), the same σ(E) as above, i.e. ΔE/E ≈ 1.25 % (FWHM) at 100 meV.
+  443 (2018)), the same σ(E) as above (FWHM/E ≈ 1.9 % at 100 meV, 1.5 % at 250 meV).
 * Direct geometry: angle ranges from the instruments' published detector coverage; the energy
   resolution from ``resins`` (PyChop fits, the model Mantid uses) at each instrument's default
   chopper setting, or a user-given Gaussian width for ``generic``.

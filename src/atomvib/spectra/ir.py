@@ -79,26 +79,41 @@ class OpticalSpectrum:
         order = np.argsort(self.intensities)[::-1][:n]
         return [(float(self.frequencies_cm1[i]), float(self.intensities[i])) for i in order]
 
-    def write(self, out, fwhm_cm1: float = 10.0, shape: str = "lorentzian", axis_cm1=None, plot: bool = True) -> list[Path]:
+    def write(
+        self, out, fwhm_cm1: float = 10.0, shape: str = "lorentzian", axis_cm1=None, plot: bool = True
+    ) -> list[Path]:
         """Write ``{kind}.csv`` (wavenumber_cm1, intensity), ``{kind}_modes.csv`` and ``{kind}.png`` into ``out``."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         x, y = self.curve(axis_cm1, fwhm_cm1, shape)
         p_curve = out / f"{self.kind}.csv"
-        np.savetxt(p_curve, np.column_stack([x, y]), delimiter=",", header="wavenumber_cm1,intensity", comments="", fmt="%.8g")
+        np.savetxt(
+            p_curve,
+            np.column_stack([x, y]),
+            delimiter=",",
+            header="wavenumber_cm1,intensity",
+            comments="",
+            fmt="%.8g",
+        )
         cols = [self.frequencies_cm1, self.intensities]
         header = ["wavenumber_cm1", f"intensity_{_unit_tag(self.intensity_unit)}"]
         if "depolarization" in self.details:
             cols.append(self.details["depolarization"])
             header.append("depolarization")
         p_modes = out / f"{self.kind}_modes.csv"
-        np.savetxt(p_modes, np.column_stack(cols), delimiter=",", header=",".join(header), comments="", fmt="%.8g")
+        np.savetxt(
+            p_modes, np.column_stack(cols), delimiter=",", header=",".join(header), comments="", fmt="%.8g"
+        )
         written = [p_curve, p_modes]
         if plot:
-            written.append(self.plot(out / f"{self.kind}.png", fwhm_cm1=fwhm_cm1, shape=shape, axis_cm1=axis_cm1))
+            written.append(
+                self.plot(out / f"{self.kind}.png", fwhm_cm1=fwhm_cm1, shape=shape, axis_cm1=axis_cm1)
+            )
         return written
 
-    def plot(self, path, fwhm_cm1: float = 10.0, shape: str = "lorentzian", axis_cm1=None, title: str | None = None) -> Path:
+    def plot(
+        self, path, fwhm_cm1: float = 10.0, shape: str = "lorentzian", axis_cm1=None, title: str | None = None
+    ) -> Path:
         """Broadened curve with the mode sticks (scaled to the curve's maximum), PNG."""
         import matplotlib
 
@@ -107,13 +122,23 @@ class OpticalSpectrum:
 
         x, y = self.curve(axis_cm1, fwhm_cm1, shape)
         fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
-        ax.plot(x, y, color="C0" if self.kind == "ir" else "C3", lw=1.4, label=f"{shape}, FWHM {fwhm_cm1:g} cm$^{{-1}}$")
+        ax.plot(
+            x,
+            y,
+            color="C0" if self.kind == "ir" else "C3",
+            lw=1.4,
+            label=f"{shape}, FWHM {fwhm_cm1:g} cm$^{{-1}}$",
+        )
         f, i = np.asarray(self.frequencies_cm1), np.asarray(self.intensities)
         if i.max() > 0 and y.max() > 0:
             sel = (f > 0) & (f >= x[0]) & (f <= x[-1])
-            ax.vlines(f[sel], 0, i[sel] / i.max() * y.max(), color="k", lw=0.8, alpha=0.6, label="modes (scaled)")
+            ax.vlines(
+                f[sel], 0, i[sel] / i.max() * y.max(), color="k", lw=0.8, alpha=0.6, label="modes (scaled)"
+            )
         ax.set_xlabel("wavenumber (cm$^{-1}$)")
-        ax.set_ylabel(f"{'IR intensity' if self.kind == 'ir' else 'Raman'} ({self.intensity_unit} per cm$^{{-1}}$)")
+        ax.set_ylabel(
+            f"{'IR intensity' if self.kind == 'ir' else 'Raman'} ({self.intensity_unit} per cm$^{{-1}}$)"
+        )
         ax.set_xlim(x[0], x[-1])
         ax.set_ylim(bottom=0)
         ax.set_title(title or f"{self.kind.upper()} spectrum ({self.system})")
@@ -125,7 +150,14 @@ class OpticalSpectrum:
 
 
 def _unit_tag(unit: str) -> str:
-    return unit.replace("²", "2").replace("⁴", "4").replace("/", "_per_").replace(" ", "_").replace(".", "")
+    return (
+        unit.replace("Å", "A")
+        .replace("²", "2")
+        .replace("⁴", "4")
+        .replace("/", "_per_")
+        .replace(" ", "_")
+        .replace(".", "")
+    )
 
 
 # --------------------------------------------------------------------------------------- crystals
@@ -139,7 +171,10 @@ def _as_phonopy(result):
         return result.phonopy()
     if hasattr(result, "force_constants") and hasattr(result, "primitive") and hasattr(result, "run_qpoints"):
         return result
-    raise InputError(f"cannot take Γ modes from a {type(result).__name__}", fix="pass a CrystalPhonons result or a phonopy object")
+    raise InputError(
+        f"cannot take Γ modes from a {type(result).__name__}",
+        fix="pass a CrystalPhonons result or a phonopy object",
+    )
 
 
 def gamma_modes(ph) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -251,7 +286,9 @@ def engine_for(result, engine=None):
         return get_engine("xtb:gfn1" if "GFN1" in model.upper() else "xtb")
     if name:
         return get_engine(name)
-    raise InputError("the result does not say which engine made it", fix="give engine='xtb' or engine='pyscf:hf/sto-3g'")
+    raise InputError(
+        "the result does not say which engine made it", fix="give engine='xtb' or engine='pyscf:hf/sto-3g'"
+    )
 
 
 def dipole_derivatives(structure, engine, step_a: float = 0.01) -> np.ndarray:
@@ -296,9 +333,12 @@ def molecule_ir(result, engine=None, step_a: float = 0.01, apt=None) -> OpticalS
     step_a : float
         Finite-difference step, Å.
     apt : array, shape (N, 3, 3), e, optional
-        Atomic polar tensors if already known (skips the 6N dipole calls).
+        Atomic polar tensors ``[κ, α, β]`` if already known (skips the 6N dipole calls); by default
+        ``result.dipole_derivatives`` when the workflow stored them, else computed here.
     """
     eng = None
+    if apt is None and engine is None and getattr(result, "dipole_derivatives", None) is not None:
+        apt = np.asarray(result.dipole_derivatives)  # stored by the workflow from the Hessian's own geometries
     if apt is None:
         eng = engine_for(result, engine)
         apt = dipole_derivatives(result.structure, eng, step_a)
@@ -336,6 +376,9 @@ def ir_spectrum(result, engine=None, *, becs=None, step_a: float = 0.01) -> Opti
     """
     if getattr(result, "kind", None) == "molecule":
         if becs is not None:
-            raise InputError("becs applies to crystals", fix="drop becs for a molecule: its dipole derivatives are computed")
+            raise InputError(
+                "becs applies to crystals",
+                fix="drop becs for a molecule: its dipole derivatives are computed",
+            )
         return molecule_ir(result, engine, step_a)
     return crystal_ir(result, becs)

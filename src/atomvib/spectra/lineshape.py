@@ -26,9 +26,7 @@ def lineshape(axis_cm1, center_cm1: float, fwhm_cm1: float, shape: str = "lorent
     raise InputError(f"unknown line shape {shape!r}", fix=f"use one of {', '.join(SHAPES)}")
 
 
-def broaden(
-    centers_cm1, weights, axis_cm1, fwhm_cm1: float = 10.0, shape: str = "lorentzian"
-) -> np.ndarray:
+def broaden(centers_cm1, weights, axis_cm1, fwhm_cm1: float = 10.0, shape: str = "lorentzian") -> np.ndarray:
     """Sum of area-normalised peaks.
 
     Parameters

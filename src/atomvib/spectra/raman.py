@@ -66,7 +66,10 @@ def _dipole_in_field(engine, atoms, field_v_per_a) -> np.ndarray:
         mf.conv_tol = 1e-11
         mf.kernel()
         if not mf.converged:
-            raise EngineError("PySCF SCF in a finite field did not converge", fix="use a smaller field or check the geometry")
+            raise EngineError(
+                "PySCF SCF in a finite field did not converge",
+                fix="use a smaller field or check the geometry",
+            )
         return np.asarray(mf.dip_moment(unit="AU", verbose=0), dtype=float) * Bohr
     raise EngineError(
         f"engine {name} gives no polarizability, so no Raman activities",
@@ -80,16 +83,22 @@ def polarizability(engine, atoms, field_v_per_a: float = FIELD_V_PER_A) -> np.nd
     for g in range(3):
         f = np.zeros(3)
         f[g] = field_v_per_a
-        cols.append((_dipole_in_field(engine, atoms, f) - _dipole_in_field(engine, atoms, -f)) / (2.0 * field_v_per_a))
+        cols.append(
+            (_dipole_in_field(engine, atoms, f) - _dipole_in_field(engine, atoms, -f)) / (2.0 * field_v_per_a)
+        )
     a = COULOMB_EV_A * np.array(cols).T  # [α (dipole), γ (field)]
     return 0.5 * (a + a.T)
 
 
-def polarizability_derivatives(structure, engine, step_a: float = 0.01, field_v_per_a: float = FIELD_V_PER_A) -> np.ndarray:
+def polarizability_derivatives(
+    structure, engine, step_a: float = 0.01, field_v_per_a: float = FIELD_V_PER_A
+) -> np.ndarray:
     """∂α_αγ/∂x_κβ by central differences, shape (N, 3, 3, 3) ``[κ, β, α, γ]``, Å²."""
     from ..harmonic.molecule import displaced_geometries
 
-    alphas = np.array([polarizability(engine, a, field_v_per_a) for a in displaced_geometries(structure, step_a)])
+    alphas = np.array(
+        [polarizability(engine, a, field_v_per_a) for a in displaced_geometries(structure, step_a)]
+    )
     d = (alphas[0::2] - alphas[1::2]) / (2.0 * step_a)  # (3N, 3, 3)
     return d.reshape(structure.natoms, 3, 3, 3)
 
@@ -118,8 +127,13 @@ def cross_section_factor(frequencies_cm1, laser_nm: float, temperature_k: float 
 
 
 def molecule_raman(
-    result, engine=None, step_a: float = 0.01, field_v_per_a: float = FIELD_V_PER_A,
-    laser_nm: float | None = None, temperature_k: float = 298.15, dalpha=None,
+    result,
+    engine=None,
+    step_a: float = 0.01,
+    field_v_per_a: float = FIELD_V_PER_A,
+    laser_nm: float | None = None,
+    temperature_k: float = 298.15,
+    dalpha=None,
 ) -> OpticalSpectrum:
     """Raman activities (Å⁴/amu) of a molecule's normal modes, or cross-sections if ``laser_nm`` is given.
 
@@ -160,13 +174,33 @@ def molecule_raman(
         details={"activity_A4_per_amu": activity, "depolarization": rho, "derived_polarizability": dq},
         source={
             "engine": eng.info.to_dict() if eng is not None else "given dalpha",
-            "step_a": step_a, "field_v_per_a": field_v_per_a, "laser_nm": laser_nm, "temperature_k": temperature_k,
+            "step_a": step_a,
+            "field_v_per_a": field_v_per_a,
+            "laser_nm": laser_nm,
+            "temperature_k": temperature_k,
         },
     )
 
 
-def raman_spectrum(result, engine=None, *, laser_nm: float | None = None, temperature_k: float = 298.15,
-                   step_a: float = 0.01, field_v_per_a: float = FIELD_V_PER_A) -> OpticalSpectrum:
+def crystal_raman_error() -> EngineError:
+    """The error for a crystal's Raman spectrum: what is missing and where to get it."""
+    return EngineError(
+        "Raman intensities of a crystal need the derivatives of its dielectric (polarizability) tensor with "
+        "respect to atomic displacements, and no engine in atomvib computes them",
+        fix="compute Raman tensors with DFPT (ABINIT, Quantum ESPRESSO ph.x) or phonopy-spectroscopy; "
+        "`atomvib ir` gives a crystal's IR spectrum from Born charges, and `atomvib raman` works for molecules",
+    )
+
+
+def raman_spectrum(
+    result,
+    engine=None,
+    *,
+    laser_nm: float | None = None,
+    temperature_k: float = 298.15,
+    step_a: float = 0.01,
+    field_v_per_a: float = FIELD_V_PER_A,
+) -> OpticalSpectrum:
     """Raman spectrum of a phonon result (molecules; crystals raise a clear :class:`EngineError`).
 
     Examples
@@ -175,10 +209,5 @@ def raman_spectrum(result, engine=None, *, laser_nm: float | None = None, temper
     >>> rm.write("water_raman", fwhm_cm1=10)                     # doctest: +SKIP
     """
     if getattr(result, "kind", None) != "molecule":
-        raise EngineError(
-            "Raman intensities of a crystal need the derivatives of its dielectric (polarizability) tensor with "
-            "respect to atomic displacements, and no engine in atomvib computes them",
-            fix="compute Raman tensors with DFPT (ABINIT, Quantum ESPRESSO ph.x) or phonopy-spectroscopy; "
-            "atomvib ir gives the crystal's IR spectrum from Born charges, and atomvib raman works for molecules",
-        )
+        raise crystal_raman_error()
     return molecule_raman(result, engine, step_a, field_v_per_a, laser_nm, temperature_k)

@@ -58,6 +58,16 @@ def _atomvib_version() -> str:
         return "unknown"
 
 
+def _reduced(formula: str) -> dict:
+    """Element counts of the reduced formula, independent of element order (``ClNa`` == ``NaCl`` == ``Na2Cl2``)."""
+    from ase.formula import Formula
+
+    try:
+        return Formula(formula).reduce()[0].count()
+    except ValueError:
+        raise InputError(f"cannot parse formula '{formula}'", fix="write it like NaCl or Al2O3") from None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -322,7 +332,7 @@ class Store:
                      has_imaginary: bool | None = None, task: str | None = None, structure: str | None = None):
         """Calculations joined with their structure, as a pandas DataFrame (columns :data:`CSV_COLUMNS`).
 
-        Filters: ``formula`` (exact reduced formula, e.g. ``NaCl``), ``engine`` (name or spec prefix),
+        Filters: ``formula`` (reduced formula in any element order, e.g. ``NaCl``), ``engine`` (name or spec prefix),
         ``status``, ``has_imaginary``, ``task``, ``structure`` (hash prefix).
         """
         import pandas as pd
@@ -340,8 +350,6 @@ class Store:
             .outerjoin(StructureRow, StructureRow.hash == CalculationRow.structure_hash)
             .order_by(CalculationRow.created, CalculationRow.key)
         )
-        if formula:
-            q = q.where(StructureRow.formula == formula)
         if engine:
             q = q.where(or_(CalculationRow.engine == engine, CalculationRow.engine.like(f"{engine}:%")))
         if status:
@@ -356,6 +364,9 @@ class Store:
             rows = conn.execute(q).all()
         df = pd.DataFrame([tuple(r) for r in rows], columns=CSV_COLUMNS)
         df["has_imaginary"] = df["has_imaginary"].astype("boolean")
+        if formula:
+            want = _reduced(formula)
+            df = df[[isinstance(f, str) and _reduced(f) == want for f in df["formula"]]].reset_index(drop=True)
         return df
 
     def structures(self):

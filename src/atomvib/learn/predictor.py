@@ -147,6 +147,22 @@ class Predictor:
             raise InputError(f"{name or structure.formula}: element(s) {names} never seen in training",
                              fix="run `atomvib phonons` for this structure")
 
+    @lru_cache(maxsize=8)  # noqa: B019 (one predictor per model file, cached itself)
+    def _kernels(self, temperatures_k: tuple):
+        """Cv, S (J/K/mol) and F (kJ/mol) of one state in each bin, each shape (nt, nbins).
+
+        Cv, S and F are linear in the DOS, so ``states @ kernel.T`` equals
+        :func:`~atomvib.harmonic.thermal.thermal_from_dos` on the bin centres; built from
+        ``thermal_from_spectrum`` itself so the formulas exist in one place only. Bins at 0 K give 0.
+        """
+        from ..harmonic.thermal import thermal_from_spectrum
+
+        nu = units.convert_frequency(self.grid.centers_cm1, "cm-1", "THz")
+        ths = [thermal_from_spectrum([v], [1.0], temperatures_k) for v in nu]
+        return (np.stack([x.heat_capacity_j_per_k_per_mol for x in ths], 1),
+                np.stack([x.entropy_j_per_k_per_mol for x in ths], 1),
+                np.stack([x.free_energy_kj_per_mol for x in ths], 1))
+
     def raw(self, structures: list[Structure], batch_size: int = 64):
         """Member predictions: states (members, n, nbins) and member-0 embeddings (n, d)."""
         from .data import build_graph
@@ -159,8 +175,6 @@ class Predictor:
 
     def predict(self, structures, names=None, temperatures_k=DEFAULT_TEMPERATURES_K) -> list[DosPrediction]:
         """Predict every structure (all must pass :meth:`check`)."""
-        from ..harmonic.thermal import thermal_from_dos
-
         structures = list(structures)
         names = names or [s.source or s.formula for s in structures]
         for s, n in zip(structures, names):
@@ -173,27 +187,27 @@ class Predictor:
         dis = disagreement(states) if self.n_members > 1 else np.zeros(len(structures))
         w = self.grid.width_cm1
         f_cm1 = self.grid.centers_cm1
-        f_thz = units.convert_frequency(f_cm1, "cm-1", "THz")
         t = np.asarray(temperatures_k, float)
+        kcv, ks_, kf = self._kernels(tuple(t))
         ks, kc = self.calibration["dos_std_scale"], self.calibration["cv_std_scale"]
+        multi = self.n_members > 1
         out = []
         for i, s in enumerate(structures):
-            st = states[:, i, :]
-            ths = [thermal_from_dos(f_thz, m / w * units.THZ_TO_CM1, t) for m in st]
-            cv = np.stack([x.heat_capacity_j_per_k_per_mol for x in ths])
-            S = np.stack([x.entropy_j_per_k_per_mol for x in ths])
-            F = np.stack([x.free_energy_kj_per_mol for x in ths])
+            st = states[:, i, :]  # (members, nbins) states per bin
             mean = st.mean(0)
-            th = thermal_from_dos(f_thz, mean / w * units.THZ_TO_CM1, t)
-            sd = (lambda a: a.std(0, ddof=1) * kc) if self.n_members > 1 else (lambda a: np.zeros(a.shape[1]))
+            cv, S, F = st @ kcv.T, st @ ks_.T, st @ kf.T  # (members, nt)
+
+            def sd(a):
+                return a.std(0, ddof=1) * kc if multi else np.zeros(a.shape[1])
+
             out.append(
                 DosPrediction(
                     input=names[i], structure=s, frequencies_cm1=f_cm1, dos=mean / w,
-                    dos_std=(st.std(0, ddof=1) * ks / w) if self.n_members > 1 else np.zeros_like(mean),
+                    dos_std=(st.std(0, ddof=1) * ks / w) if multi else np.zeros_like(mean),
                     temperatures_k=t,
-                    heat_capacity_j_per_k_per_mol=th.heat_capacity_j_per_k_per_mol, heat_capacity_j_per_k_per_mol_std=sd(cv),
-                    entropy_j_per_k_per_mol=th.entropy_j_per_k_per_mol, entropy_j_per_k_per_mol_std=sd(S),
-                    free_energy_kj_per_mol=th.free_energy_kj_per_mol, free_energy_kj_per_mol_std=sd(F),
+                    heat_capacity_j_per_k_per_mol=mean @ kcv.T, heat_capacity_j_per_k_per_mol_std=sd(cv),
+                    entropy_j_per_k_per_mol=mean @ ks_.T, entropy_j_per_k_per_mol_std=sd(S),
+                    free_energy_kj_per_mol=mean @ kf.T, free_energy_kj_per_mol_std=sd(F),
                     in_distribution=bool(d_nn[i] <= self.ood["distance_threshold"]
                                          and dis[i] <= self.ood["disagreement_threshold"]),
                     ood_distance=float(d_nn[i]), ood_disagreement=float(dis[i]),

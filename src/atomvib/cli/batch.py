@@ -1,0 +1,217 @@
+"""``atomvib batch`` (many structures on Dask, results in a database) and ``atomvib db`` (query it)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import add_phonon_options, settings_from_args
+
+BATCH_EPILOG = """examples:
+  atomvib batch structures/ --tasks relax,phonons --engine chgnet          # every structure file in a folder
+  atomvib batch 'mp/*.cif' candidates.extxyz --workers 8 --db screen.db    # globs and multi-structure files
+  atomvib batch 'mp/*.cif' --scheduler tcp://head:8786                     # an existing Dask cluster
+  atomvib batch 'mp/*.cif' --slurm --slurm-queue gpu --slurm-jobs 10 --db postgresql+psycopg://me@db/atomvib
+
+what it does:
+  every input is read and keyed by a symmetry-aware hash (the same crystal in another setting is computed
+  once); each (structure, task, engine+version, settings) is one row of the database. Re-running the same
+  command skips what is done, resumes what was interrupted and (with --retry-failed) retries failures.
+  A failing structure is recorded as failed with its message; the batch goes on.
+
+outputs:
+  DB (default ./atomvib.db)   status, timings, errors, omega_max_thz, has_imaginary, provenance per calculation
+  RESULTS/<key[:2]>/<key>/     the files of each calculation (phonons: summary.json, dos.csv, band.json,
+                               thermal.csv, phonopy.yaml, structure.cif; relax: relaxed.extxyz, summary.json)
+  query with: atomvib db list | show | export
+exit codes: 0 all done, 1 some calculations failed, 2 bad input"""
+
+DB_EPILOG = """examples:
+  atomvib db list --status failed                    # what failed and why
+  atomvib db list --formula NaCl --engine chgnet
+  atomvib db show 3fa9c2                             # one structure (hash prefix) or calculation key
+  atomvib db export --format csv --out results.csv   # one row per calculation
+  atomvib db export --format extxyz --has-imaginary no --out stable.extxyz
+  atomvib db export --format json --db postgresql+psycopg://me@db/atomvib
+
+CSV columns: structure_hash, formula, source, engine, engine_version, task, status (done|failed|running|pending),
+error, omega_max_thz, has_imaginary, energy_ev, seconds, attempts, settings_digest, key, result_dir, ..."""
+
+
+def _add_db_option(p):
+    p.add_argument("--db", metavar="URL", help="SQLite file or SQLAlchemy URL (default ./atomvib.db)")
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "batch",
+        help="run tasks on many structures (Dask), every result in a provenance database",
+        description="Relax and compute phonons (and plug-in tasks) for many structures in parallel, on this "
+        "machine (Dask LocalCluster, one model per worker process), an existing Dask cluster, or SLURM.",
+        epilog=BATCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="structure files, directories, glob patterns, extxyz with many structures")
+    p.add_argument("--tasks", default="phonons", metavar="LIST", help="comma-separated tasks in order: relax,phonons[,ins,predict] (default phonons)")
+    _add_db_option(p)
+    p.add_argument("--results", metavar="DIR", help="directory for result files (default: <db name>_results next to the database)")
+    g = p.add_argument_group("where to compute (default: a local cluster with one worker per core)")
+    g.add_argument("--workers", "-j", type=int, metavar="N", help="local worker processes (default: available cores)")
+    g.add_argument("--scheduler", metavar="ADDRESS", help="use an existing Dask scheduler, e.g. tcp://host:8786")
+    g.add_argument("--slurm", action="store_true", help="submit Dask workers as SLURM jobs (dask-jobqueue)")
+    g.add_argument("--slurm-queue", metavar="PARTITION", help="SLURM partition (#SBATCH -p)")
+    g.add_argument("--slurm-account", metavar="ACCOUNT", help="SLURM account (#SBATCH -A)")
+    g.add_argument("--slurm-walltime", default="01:00:00", metavar="HH:MM:SS", help="job wall time (default 01:00:00)")
+    g.add_argument("--slurm-cores", type=int, default=4, metavar="N", help="cores per job = worker processes per job (default 4)")
+    g.add_argument("--slurm-memory", default="16GB", metavar="MEM", help="memory per job (default 16GB)")
+    g.add_argument("--slurm-jobs", type=int, default=1, metavar="N", help="number of SLURM jobs (default 1)")
+    g = p.add_argument_group("behaviour")
+    g.add_argument("--retry-failed", action="store_true", help="compute again what is recorded as failed")
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_phonon_options(p)
+    p.set_defaults(func=run)
+
+    d = sub.add_parser(
+        "db",
+        help="list, show and export the batch database",
+        description="Query the provenance database written by `atomvib batch`.",
+        epilog=DB_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dsub = d.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    for name, hlp in (("list", "a table of calculations"), ("export", "calculations as csv, json or extxyz")):
+        q = dsub.add_parser(name, help=hlp)
+        _add_db_option(q)
+        q.add_argument("--formula", help="reduced formula, any element order (NaCl = ClNa)")
+        q.add_argument("--engine", help="engine name or spec")
+        q.add_argument("--status", choices=("done", "failed", "running", "pending"))
+        q.add_argument("--task", help="task name (relax, phonons, ...)")
+        q.add_argument("--has-imaginary", choices=("yes", "no"), help="only unstable (yes) or stable (no) results")
+        q.add_argument("--out", "-o", metavar="FILE", help="write to FILE instead of standard output")
+        if name == "export":
+            q.add_argument("--format", "-f", choices=("csv", "json", "extxyz"), default="csv")
+        q.set_defaults(func=run_db)
+    q = dsub.add_parser("show", help="everything about one structure (hash prefix) or calculation (key)")
+    _add_db_option(q)
+    q.add_argument("ident", metavar="HASH_OR_KEY")
+    q.set_defaults(func=run_db)
+    d.set_defaults(func=run_db)
+
+
+def _slurm(args):
+    from ..batch import SlurmOptions
+
+    return SlurmOptions(queue=args.slurm_queue, account=args.slurm_account, walltime=args.slurm_walltime,
+                        cores=args.slurm_cores, memory=args.slurm_memory, jobs=args.slurm_jobs)
+
+
+def run(args) -> int:
+    from ..batch import run_batch
+    from ..errors import InputError
+
+    if sum(bool(x) for x in (args.workers, args.scheduler, args.slurm)) > 1:
+        raise InputError("--workers, --scheduler and --slurm are alternatives", fix="give only one of them")
+    summary = run_batch(
+        args.inputs, tasks=args.tasks.split(","), settings=settings_from_args(args), db=args.db,
+        results_dir=args.results, workers=args.workers, scheduler=args.scheduler,
+        slurm=_slurm(args) if args.slurm else None, retry_failed=args.retry_failed, progress=not args.quiet,
+    )
+    print(summary.describe())
+    return 1 if summary.failed or summary.n_unreadable else 0
+
+
+def _filtered(args):
+    from ..store import Store
+
+    imag = None if args.has_imaginary is None else args.has_imaginary == "yes"
+    store = Store(args.db)
+    df = store.calculations(formula=args.formula, engine=args.engine, status=args.status, has_imaginary=imag, task=args.task)
+    return store, df
+
+
+def _emit(text: str, out) -> None:
+    if out:
+        with open(out, "w") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+
+
+def run_db(args) -> int:
+    if args.db_command == "show":
+        return _show(args)
+    store, df = _filtered(args)
+    if args.db_command == "list":
+        cols = ["structure_hash", "formula", "task", "engine", "status", "omega_max_thz", "has_imaginary", "seconds", "source", "error"]
+        view = df[cols].copy()
+        view["error"] = view["error"].str.split("\n").str[0].str.slice(0, 80)
+        text = view.to_string(index=False, float_format=lambda x: f"{x:.3f}") if len(view) else "no calculations match"
+        _emit(text + "\n", args.out)
+        return 0
+    fmt = args.format
+    if fmt == "csv":
+        _emit(df.to_csv(index=False), args.out)
+    elif fmt == "json":
+        _emit(df.to_json(orient="records", indent=1) + "\n", args.out)
+    else:
+        _emit(_extxyz(store, df), args.out)
+    return 0
+
+
+def _extxyz(store, df) -> str:
+    """One frame per calculation that has a structure: the relaxed one if a relax task made it, else the input."""
+    import io
+    from pathlib import Path
+
+    from ase.io import read, write
+
+    buf = io.StringIO()
+    for row in df.itertuples(index=False):
+        text = store.structure_extxyz(row.structure_hash)
+        if not text:
+            continue
+        relaxed = Path(row.result_dir) / "relaxed.extxyz" if row.result_dir else None
+        atoms = read(relaxed) if relaxed is not None and relaxed.is_file() else read(io.StringIO(text), format="extxyz")
+        atoms.calc = None
+        atoms.info = {k: getattr(row, k) for k in ("structure_hash", "formula", "source", "engine", "task", "status")}
+        for k in ("omega_max_thz", "energy_ev", "seconds"):
+            v = getattr(row, k)
+            if v is not None and v == v:
+                atoms.info[k] = float(v)
+        if row.has_imaginary is not None and row.has_imaginary == row.has_imaginary:
+            atoms.info["has_imaginary"] = bool(row.has_imaginary)
+        write(buf, atoms, format="extxyz")
+    return buf.getvalue()
+
+
+def _show(args) -> int:
+    import json
+
+    from ..errors import InputError
+    from ..store import Store
+
+    store = Store(args.db)
+    df = store.calculations()
+    m = df[df["key"].str.startswith(args.ident) | df["structure_hash"].str.startswith(args.ident)]
+    if m.empty:
+        raise InputError(f"nothing in {store.url} matches '{args.ident}'", fix="use a structure hash or key from `atomvib db list`")
+    for h in dict.fromkeys(m["structure_hash"]):
+        sub = m[m["structure_hash"] == h]
+        r0 = sub.iloc[0]
+        print(f"structure {h}: {r0['formula']} ({r0['natoms']} atoms, {r0['spacegroup']})")
+        for s in store.sources_of(h):
+            print(f"  source: {s}")
+        for _, r in sub.iterrows():
+            row = store.get_calculation(r["key"])
+            print(f"  {r['task']} [{r['status']}] engine {r['engine']} {r['engine_version']}, settings {r['settings_digest']}, key {r['key']}")
+            if r["seconds"] == r["seconds"] and r["seconds"] is not None:
+                print(f"    {r['seconds']:.2f} s on {r['host']}, atomvib {r['atomvib_version']}, attempts {r['attempts']}")
+            if r["error"]:
+                print(f"    error: {r['error']}")
+            if r["result_dir"]:
+                print(f"    files: {r['result_dir']}")
+            summ = json.loads(row.summary_json or "{}")
+            for k in ("omega_max_thz", "min_frequency_thz", "has_imaginary", "energy_eV", "steps"):
+                if k in summ:
+                    print(f"    {k}: {summ[k]}")
+    return 0

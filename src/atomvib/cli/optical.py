@@ -1,0 +1,270 @@
+"""``atomvib ir`` and ``atomvib raman``: optical spectra from a structure or an ``atomvib phonons`` result."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .common import add_phonon_options, settings_from_args
+
+IR_EPILOG = """examples:
+  atomvib ir water.xyz --out water_ir                    # GFN2-xTB modes + dipole derivatives
+  atomvib ir water.xyz --engine pyscf:b3lyp/def2-svp     # DFT dipoles (PySCF)
+  atomvib ir water_atomvib/ --fwhm 8 --shape gaussian    # reuse an `atomvib phonons` result directory
+  atomvib ir phonopy_disp.yaml --forces FORCE_SETS --born BORN --out nacl_ir   # crystal, your DFT forces
+  atomvib ir nacl_atomvib/ --born BORN                   # crystal result + Born charges
+  atomvib ir nacl_atomvib/ --becs becs.npy               # Born charges (n_atoms, 3, 3) as an array
+
+outputs (in DIR, default INPUT_ir next to the input):
+  ir.csv         wavenumber_cm1, intensity: the broadened spectrum (km/mol or e²/amu per cm^-1)
+  ir_modes.csv   wavenumber_cm1 and intensity of each mode (molecules km/mol; crystals Γ TO modes, e²/amu)
+  ir.png         the spectrum with the mode sticks;  ir_summary.json  strongest modes, units, provenance
+exit codes: 0 done, 1 computation failed, 2 bad input (message says how to fix it)"""
+
+RAMAN_EPILOG = """examples:
+  atomvib raman water.xyz --out water_raman              # GFN2-xTB, finite-field polarizabilities
+  atomvib raman water.xyz --engine pyscf:hf/6-31g        # HF polarizabilities (PySCF)
+  atomvib raman benzene_atomvib/ --laser-nm 532 --temperature 298   # cross-sections instead of activities
+
+outputs (in DIR, default INPUT_raman next to the input):
+  raman.csv        wavenumber_cm1, intensity: the broadened spectrum (Å⁴/amu per cm^-1, or arb. with --laser-nm)
+  raman_modes.csv  wavenumber_cm1, activity (Å⁴/amu) and depolarization ratio of each mode
+  raman.png        the spectrum with the mode sticks;  raman_summary.json  strongest modes, provenance
+crystals: Raman needs Raman tensors (dielectric derivatives), which no atomvib engine gives: error, exit 2
+exit codes: 0 done, 1 computation failed, 2 bad input (message says how to fix it)"""
+
+
+def add_parser(sub):
+    for name, help_, desc, epilog in (
+        (
+            "ir",
+            "infrared spectrum (crystals: Born charges; molecules: dipole derivatives)",
+            "IR intensities and a broadened spectrum from a structure (phonons are computed first) or from an "
+            "`atomvib phonons` result directory.",
+            IR_EPILOG,
+        ),
+        (
+            "raman",
+            "Raman spectrum of a molecule (polarizability derivatives from xtb or pyscf)",
+            "Raman activities and a broadened spectrum from a molecule's structure or `atomvib phonons` result.",
+            RAMAN_EPILOG,
+        ),
+    ):
+        p = sub.add_parser(
+            name,
+            help=help_,
+            description=desc,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument(
+            "input",
+            metavar="INPUT",
+            help="structure file, phonopy_disp.yaml, or an `atomvib phonons` result directory",
+        )
+        p.add_argument("--out", "-o", metavar="DIR", help=f"output directory (default INPUT_{name})")
+        p.add_argument("--force", action="store_true", help="overwrite an existing output directory")
+        g = p.add_argument_group("spectrum")
+        g.add_argument(
+            "--fwhm", type=float, default=10.0, metavar="CM1", help="line width (FWHM) in cm^-1 (default 10)"
+        )
+        g.add_argument(
+            "--shape",
+            choices=("lorentzian", "gaussian"),
+            default="lorentzian",
+            help="line shape (default lorentzian)",
+        )
+        g.add_argument(
+            "--xmax",
+            type=float,
+            default=None,
+            metavar="CM1",
+            help="upper end of the wavenumber axis (default: highest mode + 10 FWHM)",
+        )
+        g.add_argument(
+            "--step", type=float, default=1.0, metavar="CM1", help="axis step in cm^-1 (default 1)"
+        )
+        g.add_argument(
+            "--fd-step",
+            type=float,
+            default=0.01,
+            metavar="A",
+            help="finite-difference step for dipoles/polarizabilities, Å (default 0.01)",
+        )
+        if name == "ir":
+            g.add_argument(
+                "--born", metavar="BORN", help="crystals: phonopy BORN file (Born charges, dielectric tensor)"
+            )
+            g.add_argument(
+                "--becs",
+                metavar="FILE",
+                help="crystals: Born charges as .npy or text, shape (n_atoms, 3, 3) in the primitive cell's order",
+            )
+        else:
+            g.add_argument(
+                "--laser-nm",
+                type=float,
+                default=None,
+                metavar="NM",
+                help="excitation wavelength: give cross-sections instead of activities",
+            )
+            g.add_argument("--born", metavar="BORN", help=argparse.SUPPRESS)
+        p.add_argument(
+            "--forces", metavar="FORCE_SETS", help="phonopy FORCE_SETS for a phonopy_disp.yaml input"
+        )
+        p.add_argument("--no-plot", action="store_true", help=f"skip {name}.png")
+        add_phonon_options(p)
+        p.set_defaults(func=run, optical=name)
+
+
+def load_result_dir(path: Path, born=None):
+    """A phonon result from an `atomvib phonons` directory: MoleculeVibrations, or a phonopy object for a crystal."""
+    from ..errors import InputError
+
+    summary_p = path / "summary.json"
+    if not summary_p.is_file():
+        raise InputError(
+            f"{path} is not an `atomvib phonons` result directory (no summary.json)",
+            fix="give a structure file or the directory written by `atomvib phonons`",
+        )
+    summary = json.loads(summary_p.read_text())
+    if summary.get("kind") == "molecule":
+        from ..harmonic.molecule import MoleculeVibrations
+        from ..settings import PhononSettings
+        from ..structure import read_structure
+
+        if not (path / "modes.npz").is_file():
+            raise InputError(f"{path}/modes.npz is missing", fix="re-run `atomvib phonons` for this molecule")
+        z = np.load(path / "modes.npz")
+        return MoleculeVibrations(
+            structure=read_structure(path / "structure.xyz"),
+            hessian=z["hessian_eV_per_A2"],
+            frequencies_cm1=z["frequencies_cm1"],
+            modes=z["modes"],
+            energy_ev=float(summary.get("energy_eV", 0.0)),
+            engine=summary.get("engine", {}),
+            settings=PhononSettings(),
+        )
+    import phonopy
+
+    y = path / "phonopy.yaml"
+    if not y.is_file():
+        raise InputError(f"{y} is missing", fix="re-run `atomvib phonons` for this crystal")
+    from ..workflow import _yaml_has_nac
+
+    # is_nac only when the yaml holds NAC data: phonopy would otherwise look for a BORN file in the cwd
+    ph = phonopy.load(str(y), is_nac=born is None and _yaml_has_nac(y), produce_fc=True, log_level=0)
+    if born is not None:
+        from ..workflow import read_born
+
+        ph.nac_params = read_born(born, ph).to_phonopy()
+    return ph
+
+
+def _check_before_computing(inp: Path, args) -> None:
+    """Refuse, before any phonon calculation, a crystal the command cannot give a spectrum for."""
+    from ..errors import InputError
+    from ..workflow import PHONOPY_INPUT_SUFFIXES, _yaml_has_nac
+
+    if inp.is_dir():
+        s = inp / "summary.json"
+        kind = json.loads(s.read_text()).get("kind") if s.is_file() else None
+        has_born = (
+            kind == "crystal" and _yaml_has_nac(inp / "phonopy.yaml")
+            if (inp / "phonopy.yaml").is_file()
+            else False
+        )
+    elif inp.suffix.lower() in PHONOPY_INPUT_SUFFIXES:
+        kind, has_born = "crystal", _yaml_has_nac(inp)
+    else:
+        from ..structure import read_structure
+
+        kind, has_born = read_structure(inp).kind, False
+    if kind != "crystal":
+        return
+    if args.optical == "raman":
+        from ..spectra.raman import crystal_raman_error
+
+        raise crystal_raman_error()
+    if not (has_born or args.born or args.becs):
+        raise InputError(
+            f"{inp}: IR intensities of a crystal need Born effective charges",
+            fix="add --born BORN (phonopy format) or --becs FILE with an (n_atoms, 3, 3) array",
+        )
+
+
+def _read_becs(path):
+    from ..errors import InputError
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{path}: no such becs file", fix="check the path")
+    try:
+        a = np.load(p) if p.suffix == ".npy" else np.loadtxt(p)
+        return np.asarray(a, dtype=float).reshape(-1, 3, 3)
+    except ValueError:
+        raise InputError(
+            f"{path}: cannot read Born charges",
+            fix="give .npy or text with 9 numbers per atom (3×3 row by row)",
+        ) from None
+
+
+def run(args) -> int:
+    from ..errors import InputError, OutputExistsError
+    from ..spectra.ir import ir_spectrum
+    from ..spectra.lineshape import default_axis_cm1
+    from ..spectra.raman import raman_spectrum
+    from ..workflow import phonons
+
+    inp = Path(args.input)
+    if not inp.exists():
+        raise InputError(f"{inp}: no such file or directory", fix="check the path")
+    out = Path(args.out) if args.out else inp.parent / f"{inp.stem or inp.name}_{args.optical}"
+    if not args.fwhm > 0 or not args.step > 0:
+        raise InputError("--fwhm and --step must be positive", fix="e.g. --fwhm 10 --step 1")
+    if (out / f"{args.optical}.csv").exists() and not args.force:
+        raise OutputExistsError(
+            f"{out} already holds an {args.optical} spectrum",
+            fix="give another --out, or --force to overwrite",
+        )
+    _check_before_computing(inp, args)
+    out.mkdir(parents=True, exist_ok=True)
+    if inp.is_dir():
+        result = load_result_dir(inp, born=args.born)
+        engine = args.engine
+    else:
+        settings = settings_from_args(args)
+        result = phonons(inp, settings=settings, forces=args.forces, born=args.born, progress=False)
+        engine = None  # the engine that made the modes
+    if args.optical == "ir":
+        becs = _read_becs(args.becs) if args.becs else None
+        spec = ir_spectrum(result, engine, becs=becs, step_a=args.fd_step)
+    else:
+        spec = raman_spectrum(
+            result, engine, laser_nm=args.laser_nm, temperature_k=args.temperature, step_a=args.fd_step
+        )
+    f = spec.frequencies_cm1[spec.frequencies_cm1 > 0]
+    axis = default_axis_cm1(f, args.fwhm, args.step)
+    if args.xmax:
+        axis = np.arange(0.0, args.xmax + args.step, args.step)
+    spec.write(out, fwhm_cm1=args.fwhm, shape=args.shape, axis_cm1=axis, plot=not args.no_plot)
+    summary = {
+        "kind": spec.kind,
+        "system": spec.system,
+        "intensity_unit": spec.intensity_unit,
+        "fwhm_cm1": args.fwhm,
+        "shape": args.shape,
+        "strongest": [{"wavenumber_cm1": w, "intensity": i} for w, i in spec.strongest(5)],
+        "source": {k: v for k, v in spec.source.items()},
+    }
+    (out / f"{spec.kind}_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    if not getattr(args, "quiet", False):
+        top = ", ".join(f"{w:.0f} ({i:.3g})" for w, i in spec.strongest(3))
+        print(
+            f"{inp}: {spec.kind.upper()} of {spec.system}, {len(spec.frequencies_cm1)} modes; strongest "
+            f"cm^-1 ({spec.intensity_unit}): {top}\n  written to {out}/"
+        )
+    return 0

@@ -1,0 +1,113 @@
+"""``atomvib predict`` and ``atomvib train``: the learned phonon-DOS predictor."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+PREDICT_EPILOG = """examples:
+  atomvib predict examples/Si.cif --out si.jsonl                  # shipped model
+  atomvib predict cifs/*.cif --out screen.jsonl                    # a batch: model loaded once
+  atomvib predict a.cif --model runs/my-model/model.pt --out a.jsonl
+
+output (FILE.jsonl, one JSON object per input structure):
+  input, formula, formula_units, natoms
+  frequencies_cm1   bin centres (10 cm^-1 bins, 0-4000 cm^-1)
+  dos, dos_std      states per cm^-1 per input cell (integrates to 3*natoms), calibrated ensemble std
+  thermal           temperature_K, heat_capacity_J_per_K_per_mol, entropy_J_per_K_per_mol,
+                    free_energy_kJ_per_mol, each with _std; per mole of the input cell
+  in_distribution   false: far from the training data, run `atomvib phonons` instead
+  error             instead of the above when the input cannot be used (molecule, unseen element)
+exit codes: 0 all predicted, 2 some inputs failed (their lines say why; the others are written)"""
+
+TRAIN_EPILOG = """examples:
+  atomvib train --data ../shared/data/petretto-dfpt --out runs/dos-model            # the shipped model
+  atomvib train --data ../shared/data/petretto-dfpt --out runs/quick --members 2 --epochs 10
+  atomvib train --data my_phonon_results/ --out runs/mine    # a directory of `atomvib phonons` outputs
+
+data: a directory with train.jsonl.gz and valid.jsonl.gz (Petretto format), or a directory searched
+for `atomvib phonons` results (dos.csv + structure.cif [+ summary.json]); every 10th is held out as valid.
+outputs (in DIR): member_K.pt, member_K.log (per-epoch valid metrics, JSON lines), model.pt (use with --model)."""
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "predict",
+        help="phonon DOS, Cv, S, F of crystals in milliseconds from a trained model (with uncertainty)",
+        description="Predict the phonon density of states of crystals straight from the structure with an "
+        "E(3)-equivariant graph-network ensemble trained on DFPT phonons (Petretto et al. 2018).",
+        epilog=PREDICT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="STRUCTURE", help="structure file(s): CIF, POSCAR, extxyz, ...")
+    p.add_argument("--model", metavar="PATH", help="model.pt from `atomvib train` (default: the shipped model)")
+    p.add_argument("--out", "-o", metavar="FILE.jsonl", required=True, help="output file, one JSON line per structure")
+    p.add_argument("--tmax", type=float, default=1000.0, metavar="K", help="highest temperature (default 1000)")
+    p.add_argument("--tstep", type=float, default=10.0, metavar="K", help="temperature step (default 10)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no summary on stdout")
+    p.set_defaults(func=run)
+
+    t = sub.add_parser(
+        "train",
+        help="train a DOS-predictor ensemble (seeded; reproduces the shipped model)",
+        description="Train the deep ensemble of the DOS predictor, calibrate its uncertainty on the valid split "
+        "and set its out-of-distribution thresholds.",
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    t.add_argument("--data", required=True, metavar="DIR", help="training data directory (see below)")
+    t.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory")
+    t.add_argument("--members", type=int, default=5, metavar="N", help="ensemble members (default 5)")
+    t.add_argument("--epochs", type=int, default=None, metavar="N", help="epochs per member (default 25)")
+    t.add_argument("--seed", type=int, default=0, metavar="S", help="seed of member 0; member k uses S+k (default 0)")
+    t.add_argument("--jobs", type=int, default=1, metavar="N", help="members trained in parallel processes (default 1)")
+    t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    t.set_defaults(func=run_train)
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from ..errors import AtomvibError, InputError
+    from ..learn.predictor import load_model
+    from ..structure import read_structure
+
+    temps = tuple(np.arange(0.0, args.tmax + 0.5 * args.tstep, args.tstep))
+    model = load_model(args.model)
+    out = Path(args.out)
+    if out.parent and not out.parent.exists():
+        raise InputError(f"{out.parent}: no such directory", fix="create it or choose another --out")
+    failures = 0
+    with open(out, "w") as fh:
+        for inp in args.inputs:
+            try:
+                s = read_structure(inp)
+                r = model.predict([s], [inp], temps)[0]
+                line = r.to_dict()
+                if not args.quiet:
+                    k = int(np.argmin(np.abs(r.temperatures_k - 300.0)))
+                    flag = "" if r.in_distribution else "  OUT OF DISTRIBUTION: run `atomvib phonons`"
+                    print(f"{inp}: {r.structure.formula}, Cv(300 K) {r.heat_capacity_j_per_k_per_mol[k]:.2f} ± "
+                          f"{r.heat_capacity_j_per_k_per_mol_std[k]:.2f} J/K/mol per cell{flag}")
+            except AtomvibError as exc:
+                line = {"input": inp, "error": str(exc)}
+                print(f"atomvib predict: {inp}: error: {exc}", file=sys.stderr)
+                failures += 1
+            fh.write(json.dumps(line) + "\n")
+    return 2 if failures else 0
+
+
+def run_train(args) -> int:
+    from dataclasses import replace
+
+    from ..learn.train import TrainConfig, train
+
+    cfg = TrainConfig()
+    if args.epochs:
+        cfg = replace(cfg, epochs=args.epochs)
+    path = train(args.data, args.out, members=args.members, seed=args.seed, cfg=cfg, jobs=args.jobs,
+                 progress=not args.quiet)
+    print(f"model written to {path}")
+    return 0

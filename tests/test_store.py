@@ -1,0 +1,226 @@
+"""The provenance store: canonical hashes, schema at head, claiming, stale runs, concurrent writers, PostgreSQL."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import bulk, molecule
+from scipy.spatial.transform import Rotation
+
+from atomvib.store import Store, canonical_hash
+from atomvib.structure import Structure
+
+
+def _s(atoms) -> Structure:
+    return Structure.from_ase(atoms)
+
+
+def _rotated_permuted_translated(atoms, seed=0):
+    a = atoms.copy()
+    rot = Rotation.from_euler("xyz", [17, -40, 73], degrees=True).as_matrix()
+    a.set_cell(a.cell.array @ rot.T, scale_atoms=True)
+    a.translate([0.37, 1.1, -0.6])
+    a.wrap()
+    return a[np.random.default_rng(seed).permutation(len(a))]
+
+
+# -- canonical hash --------------------------------------------------------------------------------
+
+
+def test_same_crystal_in_any_setting_has_one_hash():
+    prim = bulk("NaCl", "rocksalt", a=5.64)
+    conv = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
+    variants = [prim, conv, _rotated_permuted_translated(conv), prim.repeat((2, 1, 3)), _rotated_permuted_translated(prim, 3)]
+    hashes = {canonical_hash(_s(v)) for v in variants}
+    assert len(hashes) == 1
+    # Si: conventional 8-atom cell vs 2-atom primitive cell
+    assert canonical_hash(_s(bulk("Si", "diamond", a=5.43))) == canonical_hash(_s(bulk("Si", "diamond", a=5.43, cubic=True)))
+
+
+def test_different_crystals_have_different_hashes():
+    nacl = canonical_hash(_s(bulk("NaCl", "rocksalt", a=5.64)))
+    assert canonical_hash(_s(bulk("NaCl", "rocksalt", a=5.66))) != nacl  # 0.02 Å change of lattice constant
+    assert canonical_hash(_s(bulk("NaCl", "zincblende", a=5.64))) != nacl  # same composition, other structure
+    assert canonical_hash(_s(bulk("Si", "diamond", a=5.43))) != canonical_hash(_s(bulk("Ge", "diamond", a=5.43)))
+
+
+def test_molecule_hash_is_orientation_and_order_invariant():
+    w = molecule("H2O")
+    w2 = _rotated_permuted_translated(w)
+    w2.set_cell(np.zeros((3, 3)))
+    w2.pbc = False
+    assert canonical_hash(_s(w)) == canonical_hash(_s(w2))
+    stretched = w.copy()
+    stretched.positions[1] *= 1.05
+    assert canonical_hash(_s(stretched)) != canonical_hash(_s(w))
+
+
+# -- schema and bookkeeping ------------------------------------------------------------------------
+
+
+def test_fresh_database_is_at_head_and_reopens(tmp_path):
+    db = tmp_path / "a.db"
+    s = Store(db)
+    assert s.revision() == Store.head_revision() == "0001"
+    Store(db)  # a second open is a no-op upgrade
+    con = sqlite3.connect(db)
+    tables = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
+    assert {"structures", "sources", "calculations", "runs", "alembic_version"} <= tables
+    assert con.execute("pragma journal_mode").fetchone()[0] == "wal"
+
+
+def _calc(i, h="h0"):
+    return {"key": f"k{i:05d}", "structure_hash": h, "task": "phonons", "engine": "emt", "engine_version": "1",
+            "settings_digest": f"d{i}", "settings_json": "{}", "source": f"s{i}.cif"}
+
+
+def test_claim_is_exclusive_and_plan_keeps_results(tmp_path):
+    s = Store(tmp_path / "a.db")
+    s.add_structures([{"hash": "h0", "formula": "NaCl", "natoms": 2, "kind": "crystal", "source": "a.cif",
+                       "spacegroup": "Fm-3m (225)", "extxyz": ""}])
+    s.plan([_calc(i) for i in range(10)])
+    r1, r2 = s.start_run(), s.start_run()
+    got1 = s.claim([f"k{i:05d}" for i in range(6)], r1)
+    got2 = s.claim([f"k{i:05d}" for i in range(10)], r2)
+    assert sorted(got1) == [f"k{i:05d}" for i in range(6)]
+    assert sorted(got2) == [f"k{i:05d}" for i in range(6, 10)]  # never the rows held by a live run
+    s.finish("k00000", r1, "done", omega_max_thz=7.5, has_imaginary=False, seconds=1.0)
+    s.finish("k00001", r1, "failed", error="boom")
+    s.plan([_calc(i) for i in range(10)])  # re-planning must not reset anything
+    df = s.calculations()
+    assert df.set_index("key").loc["k00000", "status"] == "done"
+    assert df.set_index("key").loc["k00000", "omega_max_thz"] == 7.5
+    assert df.set_index("key").loc["k00001", "error"] == "boom"
+    s.end_run(r1)  # interrupted: its unfinished rows go back to pending
+    c = s.counts()
+    assert c == {"done": 1, "failed": 1, "pending": 4, "running": 4}
+    assert s.claim(["k00001"], s.start_run()) == []  # failed is kept unless asked
+    assert s.claim(["k00001"], s.start_run(), retry_failed=True) == ["k00001"]
+    assert len(s.calculations(formula="ClNa")) == 10 and len(s.calculations(formula="Na2Cl2", status="done")) == 1
+
+
+def test_rows_of_a_killed_run_are_reset(tmp_path):
+    from atomvib.store.models import RunRow
+
+    s = Store(tmp_path / "a.db")
+    s.plan([_calc(i) for i in range(3)])
+    proc = subprocess.Popen(["sleep", "0"])
+    proc.wait()  # a pid that no longer exists: the run 'was killed'
+    run = "deadrun"
+    s._write(lambda ses: ses.add(RunRow(id=run, host=socket.gethostname(), pid=proc.pid, started=0.0, heartbeat=0.0, command="")))
+    assert len(s.claim(["k00000", "k00001"], run)) == 2
+    assert s.counts()["running"] == 2
+    assert s.reset_stale() == 2
+    assert s.counts() == {"pending": 3}
+
+
+def _writer(db, offset, n, barrier):
+    s = Store(db)
+    barrier.wait()
+    run = s.start_run()
+    s.add_structures([{"hash": "shared", "formula": "Cu", "natoms": 1, "kind": "crystal", "source": f"w{offset}",
+                       "spacegroup": "", "extxyz": ""}])
+    keys = [f"k{offset + i:05d}" for i in range(n)]
+    s.plan([_calc(offset + i, h="shared") for i in range(n)])
+    for k in s.claim(keys, run):
+        s.finish(k, run, "done", seconds=0.01)  # one transaction per result, as the batch driver does
+    s.end_run(run)
+
+
+def test_two_processes_writing_one_sqlite_file(tmp_path):
+    db = str(tmp_path / "a.db")
+    Store(db)
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    n = 150
+    procs = [ctx.Process(target=_writer, args=(db, off, n, barrier)) for off in (0, n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    con = sqlite3.connect(db)
+    assert con.execute("pragma integrity_check").fetchone()[0] == "ok"
+    df = Store(db).calculations()
+    assert len(df) == 2 * n and set(df["status"]) == {"done"} and df["key"].is_unique
+    assert Store(db).sources_of("shared") == ["w0", f"w{n}"] or set(Store(db).sources_of("shared")) == {"w0", f"w{n}"}
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------
+
+
+def _pg_bin():
+    for d in [os.environ.get("PG_BIN", ""), "/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/local/bin"]:
+        if d and Path(d, "initdb").exists() and Path(d, "pg_ctl").exists():
+            return Path(d)
+    w = shutil.which("initdb")
+    return Path(w).parent if w and shutil.which("pg_ctl") else None
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL server on a free port (skipped where the binaries or the driver are absent)."""
+    pytest.importorskip("psycopg")
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed")
+    import tempfile
+
+    # directly under /tmp: pytest's tmp dirs are private to root, which the 'postgres' user cannot enter
+    base = Path(tempfile.mkdtemp(prefix="atomvib-pg-"))
+    data = base / "data"
+    pre = []
+    if os.geteuid() == 0:  # initdb refuses to run as root: run the server as the 'postgres' user
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser")
+        try:
+            import pwd
+
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and no 'postgres' user")
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+        os.chmod(base, 0o755)
+        pre = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    subprocess.run([*pre, str(bindir / "initdb"), "-D", str(data), "-U", "atomvib", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    subprocess.run([*pre, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-t", "60",
+                    "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    try:
+        subprocess.run([str(bindir / "createdb") if (bindir / "createdb").exists() else "createdb", "-h", "127.0.0.1",
+                        "-p", str(port), "-U", "atomvib", "atomvib"], check=True, capture_output=True)
+        yield f"postgresql+psycopg://atomvib@127.0.0.1:{port}/atomvib"
+    finally:
+        subprocess.run([*pre, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_postgresql_store(postgres):
+    s = Store(postgres)
+    assert s.revision() == Store.head_revision()
+    s.add_structures([{"hash": "h0", "formula": "Al", "natoms": 1, "kind": "crystal", "source": "Al.cif",
+                       "spacegroup": "Fm-3m (225)", "extxyz": ""}] * 2)
+    s.plan([_calc(i) for i in range(5)])
+    s.plan([_calc(i) for i in range(5)])
+    run = s.start_run()
+    assert len(s.claim([f"k{i:05d}" for i in range(5)], run)) == 5
+    assert s.claim([f"k{i:05d}" for i in range(5)], s.start_run()) == []
+    s.finish("k00000", run, "done", omega_max_thz=9.1, has_imaginary=False, seconds=0.5)
+    s.end_run(run)
+    df = Store(postgres).calculations(formula="Al")
+    assert len(df) == 5
+    assert df.set_index("key").loc["k00000", "omega_max_thz"] == 9.1
+    assert s.counts() == {"done": 1, "pending": 4}
+    assert len(s.calculations(has_imaginary=False)) == 1
