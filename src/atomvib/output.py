@@ -83,6 +83,7 @@ def crystal_summary(r) -> dict:
         "n_supercell_atoms": int(round(abs(np.linalg.det(r.force_constants.supercell_matrix)))) * r.force_constants.unitcell.natoms,
         "n_displacements": r.n_displacements,
         "mesh": list(r.mesh),
+        "dos_mesh": list(r.dos_.mesh),
         "mesh_convergence": r.mesh_convergence,
         "nac": r.force_constants.nac is not None,
         "omega_max_thz": r.omega_max_thz,

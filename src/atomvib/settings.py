@@ -48,6 +48,9 @@ class PhononSettings:
     mesh_density : float
         q-mesh density for DOS/thermal properties: points per Å^-1 along each reciprocal vector
         (phonopy's ``length`` convention, ``n_i = max(1, round(length·|b_i|))`` with |b_i| without 2π).
+    dos_mesh_density : float or None
+        q-mesh density of the (partial) DOS, which needs eigenvectors on the full grid; None → half of
+        ``mesh_density``.
     dos_step_thz : float
         Frequency bin of the DOS in THz.
     dos_sigma_thz : float or None
@@ -73,6 +76,7 @@ class PhononSettings:
     primitive: bool = True
     symprec: float = 1e-3
     mesh_density: float = 100.0
+    dos_mesh_density: float | None = None
     dos_step_thz: float = 0.02
     dos_sigma_thz: float | None = None
     temperatures_k: tuple[float, ...] = field(default=DEFAULT_TEMPERATURES_K)

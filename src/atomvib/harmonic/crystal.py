@@ -30,11 +30,14 @@ class Dos:
     total : ndarray, shape (nf,), states/THz per primitive cell (integrates to 3·natoms)
     partial : dict[str, ndarray (nf,)]
         Element-resolved DOS, same unit; they sum to ``total``.
+    mesh : tuple of 3 int
+        The Γ-centred q-mesh the DOS was computed on.
     """
 
     frequencies_thz: np.ndarray
     total: np.ndarray
     partial: dict = field(default_factory=dict)
+    mesh: tuple = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -194,14 +197,21 @@ def analyse_crystal(
     prim = from_phonopy_atoms(ph.primitive)
     mesh = _mesh_numbers(ph, settings.mesh_density)
 
-    # Mesh with eigenvectors and without mesh symmetry: the partial DOS needs the full grid.
-    ph.run_mesh(mesh, with_eigenvectors=True, is_mesh_symmetry=False, is_gamma_center=True)
+    # Thermal properties, extremes and instabilities on the dense, symmetry-reduced mesh (cheap).
+    ph.run_mesh(mesh, is_mesh_symmetry=True, is_gamma_center=True)
     mesh_freqs = np.array(ph.mesh.frequencies)
+    mesh_weights = np.array(ph.mesh.weights, dtype=float)
     qpts = np.array(ph.mesh.qpoints)
-    thermal = thermal_from_modes(mesh_freqs, ph.mesh.weights, settings.temperatures_k)
+    thermal = thermal_from_modes(mesh_freqs, mesh_weights, settings.temperatures_k)
 
-    fmin_dos = min(0.0, float(mesh_freqs.min())) - 5 * settings.dos_step_thz
-    fmax_dos = float(mesh_freqs.max()) + 5 * settings.dos_step_thz
+    # DOS and partial DOS need eigenvectors on the full grid (phonopy refuses mesh symmetry for the
+    # projection), which costs ~natoms² per q-point: they use their own, coarser mesh.
+    dos_density = settings.dos_mesh_density or 0.5 * settings.mesh_density
+    dos_mesh = _mesh_numbers(ph, dos_density)
+    ph.run_mesh(dos_mesh, with_eigenvectors=True, is_mesh_symmetry=False, is_gamma_center=True)
+    dos_freqs = np.array(ph.mesh.frequencies)
+    fmin_dos = min(0.0, float(dos_freqs.min())) - 5 * settings.dos_step_thz
+    fmax_dos = float(dos_freqs.max()) + 5 * settings.dos_step_thz
     ph.run_projected_dos(
         sigma=settings.dos_sigma_thz,
         freq_min=fmin_dos,
@@ -214,7 +224,7 @@ def analyse_crystal(
     partial: dict[str, np.ndarray] = {}
     for sym, row in zip(prim.symbols, per_atom):
         partial[sym] = partial.get(sym, 0.0) + row
-    dos = Dos(frequencies_thz=np.array(pd.frequency_points), total=per_atom.sum(axis=0), partial=partial)
+    dos = Dos(frequencies_thz=np.array(pd.frequency_points), total=per_atom.sum(axis=0), partial=partial, mesh=tuple(dos_mesh))
 
     bands = _band_structure(ph)
     all_min = min(float(mesh_freqs.min()), float(bands.frequencies_thz.min()))
@@ -236,7 +246,7 @@ def analyse_crystal(
             if np.allclose(dq - np.round(dq), 0.0, atol=1e-6):  # equal modulo a reciprocal lattice vector
                 label = lab
                 break
-        frac = float(np.mean(mesh_freqs.min(axis=1) < -tol))
+        frac = float(np.sum(mesh_weights[mesh_freqs.min(axis=1) < -tol]) / mesh_weights.sum())
         instability = Instability(all_min, tuple(float(x) for x in q), label, frac)
 
     # Convergence of thermal properties with the mesh: compare with a 0.7x coarser mesh.
@@ -246,7 +256,7 @@ def analyse_crystal(
         ph.run_mesh(coarse, is_mesh_symmetry=True, is_gamma_center=True)
         t = np.array([settings.summary_temperature_k])
         tc = thermal_from_modes(ph.mesh.frequencies, ph.mesh.weights, t)
-        tf = thermal_from_modes(mesh_freqs, None, t)
+        tf = thermal_from_modes(mesh_freqs, mesh_weights, t)
         rel = lambda a, b: float(abs(a[0] - b[0]) / max(abs(b[0]), 1e-12))  # noqa: E731
         conv = {
             "mesh": list(mesh),
