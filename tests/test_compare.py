@@ -164,7 +164,10 @@ def test_fit_recovers_known_frequency_scale():
     assert abs(s - 0.93) < 3 * ds
     sig, dsig = f.parameters["broadening_sigma"]
     assert abs(sig - 1.5) < 3 * dsig
-    assert abs(f.parameters["background"][0] - (20.0 + 0.3 * (f.x_ref - 30.0))) < 3 * f.parameters["background"][1]
+    assert (
+        abs(f.parameters["background"][0] - (20.0 + 0.3 * (f.x_ref - 30.0)))
+        < 3 * f.parameters["background"][1]
+    )
     assert 0.7 < f.chi2_red < 1.4  # Poisson noise with √N errors: the model is exact
 
 
@@ -186,7 +189,10 @@ def test_fit_without_errors_and_fixed_parameters():
     f = fit_spectrum(comp, noerr, fit=("scale", "broadening", "linear"))
     assert not f.weighted and abs(f.frequency_scale[0] - 0.93) < 3 * f.frequency_scale[1]
     fixed = fit_spectrum(comp, m, fit=("background",))
-    assert fixed.parameters["frequency_scale"] == (1.0, 0.0) and fixed.fitted == ("intensity_scale", "background")
+    assert fixed.parameters["frequency_scale"] == (1.0, 0.0) and fixed.fitted == (
+        "intensity_scale",
+        "background",
+    )
     with pytest.raises(InputError, match="unknown fit"):
         fit_spectrum(comp, m, fit="scale,wobble")
 
@@ -223,10 +229,12 @@ def _al_vs_arcs(engine, temperature_k=300.0):
     ef = np.arange(0.05, 80.0, 0.1)
     ie = np.clip(np.searchsorted(mp.energy_mev, ef), 0, len(mp.energy_mev) - 1)
     cov = np.isfinite(mp.intensity[qm])[:, ie]
-    ip = incoherent_powder_spectrum(d.frequencies_thz, d.total, 26.9815, temperature_k, mp.q_invA[qm], ef,
-                                    coverage=cov)
-    return compare(ip.spectrum(), mp.reduce(3.0, 9.0), fit=("scale", "background", "broadening"),
-                   x_range=(10.0, 70.0))
+    ip = incoherent_powder_spectrum(
+        d.frequencies_thz, d.total, 26.9815, temperature_k, mp.q_invA[qm], ef, coverage=cov
+    )
+    return compare(
+        ip.spectrum(), mp.reduce(3.0, 9.0), fit=("scale", "background", "broadening"), x_range=(10.0, 70.0)
+    )
 
 
 def test_aluminium_emt_against_arcs():
@@ -255,8 +263,13 @@ def test_aluminium_sevennet_against_arcs():
 def _write_cli_inputs(tmp_path):
     comp = _toy_computed()
     cpath = tmp_path / "ins.csv"
-    np.savetxt(cpath, np.column_stack([comp.x, comp.y, comp.y]), delimiter=",", header="energy_meV,intensity,Al",
-               comments="")
+    np.savetxt(
+        cpath,
+        np.column_stack([comp.x, comp.y, comp.y]),
+        delimiter=",",
+        header="energy_meV,intensity,Al",
+        comments="",
+    )
     m = _synthetic_measurement(seed=11)
     mpath = tmp_path / "measured.dat"
     np.savetxt(mpath, np.column_stack([m.x, m.y, m.error]), header="E(meV) counts error")
@@ -296,5 +309,7 @@ def test_cli_compare_bad_input_one_line(tmp_path, capsys):
         rc = main(["compare", *argv, "--out", str(tmp_path / f"o{k}")])
         err = capsys.readouterr().err
         assert rc == 2 and msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    rc = main(["compare", str(cpath), str(nounit), "--units", "meV", "--fit", "none", "--out", str(tmp_path / "u")])
+    rc = main(
+        ["compare", str(cpath), str(nounit), "--units", "meV", "--fit", "none", "--out", str(tmp_path / "u")]
+    )
     assert rc == 0

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from atomvib.errors import InputError
-from atomvib.spectra.ins import _HB2_2M, direct_powder_map, incoherent_modes, indirect_spectrum, vision_spectrum
+from atomvib.spectra.ins import (
+    _HB2_2M,
+    direct_powder_map,
+    incoherent_modes,
+    indirect_spectrum,
+    vision_spectrum,
+)
 from atomvib.spectra.instruments import TOSCA, VISION, get_instrument
 from atomvib.spectra.neutron_data import cross_section, total_cross_sections_barn
 from atomvib.units import NEUTRON_E_MEV_PER_K2, THZ_TO_MEV
@@ -27,8 +33,10 @@ def _phonopy(name):
 
         d = DATA / "phonopy-examples" / name
         _PH[name] = phonopy.load(
-            str(d / "phonopy_disp.yaml"), force_sets_filename=str(d / "FORCE_SETS"),
-            born_filename=str(d / "BORN"), log_level=0,
+            str(d / "phonopy_disp.yaml"),
+            force_sets_filename=str(d / "FORCE_SETS"),
+            born_filename=str(d / "BORN"),
+            log_level=0,
         )
     return _PH[name]
 
@@ -87,7 +95,9 @@ def test_msd_matches_phonopy_thermal_displacements():
     """⟨u²⟩ at 300 K equals phonopy's own thermal displacements (independent code path)."""
     ph = _phonopy("MgO")
     cut_thz = 1e-3  # phonopy's freq_min: leave out the acoustic modes at Γ exactly as phonopy does
-    modes = incoherent_modes(ph, temperature_k=300.0, mesh=10, mesh_symmetry=True, cutoff_mev=cut_thz * THZ_TO_MEV)
+    modes = incoherent_modes(
+        ph, temperature_k=300.0, mesh=10, mesh_symmetry=True, cutoff_mev=cut_thz * THZ_TO_MEV
+    )
     ph.run_mesh([10, 10, 10], is_gamma_center=True, with_eigenvectors=True, is_mesh_symmetry=False)
     ph.run_thermal_displacements(temperatures=[300.0], freq_min=cut_thz)
     ref = ph.thermal_displacements.thermal_displacements[0].reshape(-1, 3).sum(axis=1)
@@ -109,8 +119,15 @@ def test_orders_integrate_to_debye_waller_series():
     """At fixed Q and T = 0: ∫S_n dE = (Q²α)^n/n! e^{-Q²α} per atom, and Σ_{n≥1} → 1 − e^{-Q²α}."""
     ph = _phonopy("MgO")
     modes = incoherent_modes(ph, temperature_k=0.0, mesh=8)
-    kw = dict(modes=modes, mask=False, resolution=False, energy_range_mev=(0.0, 1000.0), de_mev=0.5,
-              q_range_ainv=(1.0, 10.0), dq_ainv=3.0)
+    kw = dict(
+        modes=modes,
+        mask=False,
+        resolution=False,
+        energy_range_mev=(0.0, 1000.0),
+        de_mev=0.5,
+        q_range_ainv=(1.0, 10.0),
+        dq_ainv=3.0,
+    )
     sig = total_cross_sections_barn(modes.elements)
     w = np.array([sig[el] for el in modes.elements]) / sum(sig[el] for el in modes.elements)
     a = modes.msd_a2 / 3.0
@@ -147,7 +164,7 @@ def test_indirect_kinematics():
 
 
 def test_tosca_and_temperature():
-    """TOSCA and VISION differ only by kinematics here; heating raises multiphonon weight and DW."""
+    """TOSCA at 5 K and 300 K: heating raises ⟨u²⟩ (Bose) and the multiphonon share of the spectrum."""
     ph = _phonopy("NaCl")
     cold = indirect_spectrum(ph, "tosca", mesh=8, temperature_k=5.0)
     hot = indirect_spectrum(ph, "tosca", mesh=8, temperature_k=300.0)

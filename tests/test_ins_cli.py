@@ -16,19 +16,46 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "phonopy-exampl
 def mgo():
     if not DATA.is_dir():
         pytest.skip("reference data ../shared/data not present")
-    return ["--forces", str(DATA / "FORCE_SETS"), "--born", str(DATA / "BORN")], str(DATA / "phonopy_disp.yaml")
+    return ["--forces", str(DATA / "FORCE_SETS"), "--born", str(DATA / "BORN")], str(
+        DATA / "phonopy_disp.yaml"
+    )
 
 
 def test_vision_csv_and_png(mgo, tmp_path, capsys):
     import pandas as pd
 
     opts, yaml = mgo
-    rc = main(["ins", yaml, *opts, "--instrument", "vision", "--mesh", "16", "--emax", "200", "--out", str(tmp_path / "v")])
+    rc = main(
+        [
+            "ins",
+            yaml,
+            *opts,
+            "--instrument",
+            "vision",
+            "--mesh",
+            "16",
+            "--emax",
+            "200",
+            "--out",
+            str(tmp_path / "v"),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     df = pd.read_csv(tmp_path / "v" / "ins.csv")
-    assert list(df.columns) == ["energy_meV", "intensity", "intensity_forward", "Mg", "O", "order_1", "order_2", "order_3"]
+    assert list(df.columns) == [
+        "energy_meV",
+        "intensity",
+        "intensity_forward",
+        "Mg",
+        "O",
+        "order_1",
+        "order_2",
+        "order_3",
+    ]
     assert np.allclose(df["Mg"] + df["O"], df["intensity"], rtol=1e-6, atol=1e-9)
-    assert np.allclose(df[["order_1", "order_2", "order_3"]].sum(axis=1), df["intensity"], rtol=1e-6, atol=1e-9)
+    assert np.allclose(
+        df[["order_1", "order_2", "order_3"]].sum(axis=1), df["intensity"], rtol=1e-6, atol=1e-9
+    )
     # strongest MgO peak near 49 meV (OCLIMAX on the same forces: 48.95 meV)
     assert df["energy_meV"][df["intensity"].idxmax()] == pytest.approx(49.0, abs=0.6)
     assert (tmp_path / "v" / "ins.png").stat().st_size > 10_000
@@ -39,8 +66,24 @@ def test_arcs_map_h5(mgo, tmp_path, capsys):
     import h5py
 
     opts, yaml = mgo
-    rc = main(["ins", yaml, *opts, "--instrument", "arcs", "--ei", "100", "--mesh", "6", "--order", "2",
-               "--no-plot", "--out", str(tmp_path / "a")])
+    rc = main(
+        [
+            "ins",
+            yaml,
+            *opts,
+            "--instrument",
+            "arcs",
+            "--ei",
+            "100",
+            "--mesh",
+            "6",
+            "--order",
+            "2",
+            "--no-plot",
+            "--out",
+            str(tmp_path / "a"),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     with h5py.File(tmp_path / "a" / "ins_map.h5") as f:
         z = f["intensity"][()]
@@ -77,6 +120,18 @@ def test_missing_cross_section(tmp_path, capsys):
     with pytest.raises(InputError, match="'Po'"):
         total_cross_sections_barn(["Na", "Po"])
     bulk("Po", "sc", a=3.35).write(tmp_path / "Po.cif")
-    rc = main(["ins", str(tmp_path / "Po.cif"), "--engine", "lj", "--no-relax", "--mesh", "2", "--out", str(tmp_path / "p")])
+    rc = main(
+        [
+            "ins",
+            str(tmp_path / "Po.cif"),
+            "--engine",
+            "lj",
+            "--no-relax",
+            "--mesh",
+            "2",
+            "--out",
+            str(tmp_path / "p"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "no neutron cross-section for element 'Po'" in err

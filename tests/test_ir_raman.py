@@ -373,3 +373,14 @@ def test_cli_crystal_errors_and_born(tmp_path, capsys):
     assert main(["ir", *args, "--born", str(d / "BORN"), "--out", str(tmp_path / "c"), "--no-plot"]) == 0
     modes = np.loadtxt(tmp_path / "c" / "ir_modes.csv", delimiter=",", skiprows=1)
     assert modes.shape == (3, 2) and np.ptp(modes[:, 0]) < 1e-3
+    # the same charges given as a text array (--becs): the same intensities
+    np.savetxt(
+        tmp_path / "becs.txt",
+        [[1.08703, 0, 0, 0, 1.08703, 0, 0, 0, 1.08703], [-1.08672, 0, 0, 0, -1.08672, 0, 0, 0, -1.08672]],
+    )
+    assert (
+        main(["ir", *args, "--becs", str(tmp_path / "becs.txt"), "--out", str(tmp_path / "d"), "--no-plot"])
+        == 0
+    )
+    modes_becs = np.loadtxt(tmp_path / "d" / "ir_modes.csv", delimiter=",", skiprows=1)
+    assert modes_becs[:, 1] == pytest.approx(modes[:, 1], rel=1e-3)

@@ -45,15 +45,36 @@ def add_parser(sub):
     )
     p.add_argument("computed", metavar="COMPUTED", help="atomvib csv: ins.csv, ir.csv, raman.csv or dos.csv")
     p.add_argument("measured", metavar="MEASURED", help="measured spectrum: text/CSV, S(Q,E) .h5 or NeXus 1D")
-    p.add_argument("--fit", default="scale,background,broadening", metavar="LIST",
-                   help="comma-separated free parameters among scale, background, linear, broadening; "
-                   "'none' for similarity only (default scale,background,broadening)")
-    p.add_argument("--units", choices=["meV", "cm-1", "THz"], help="unit of the measured axis when its header does not say")
-    p.add_argument("--q-range", type=float, nargs=2, metavar=("QMIN", "QMAX"), default=None,
-                   help="|Q| range in Å^-1 to average an S(Q,E) map over (default 3 9)")
-    p.add_argument("--range", type=float, nargs=2, metavar=("XMIN", "XMAX"), default=None, dest="x_range",
-                   help="compared/fitted range in the measured unit (default: positive energies the computed "
-                   "spectrum can reach; exclude an elastic line)")
+    p.add_argument(
+        "--fit",
+        default="scale,background,broadening",
+        metavar="LIST",
+        help="comma-separated free parameters among scale, background, linear, broadening; "
+        "'none' for similarity only (default scale,background,broadening)",
+    )
+    p.add_argument(
+        "--units",
+        choices=["meV", "cm-1", "THz"],
+        help="unit of the measured axis when its header does not say",
+    )
+    p.add_argument(
+        "--q-range",
+        type=float,
+        nargs=2,
+        metavar=("QMIN", "QMAX"),
+        default=None,
+        help="|Q| range in Å^-1 to average an S(Q,E) map over (default 3 9)",
+    )
+    p.add_argument(
+        "--range",
+        type=float,
+        nargs=2,
+        metavar=("XMIN", "XMAX"),
+        default=None,
+        dest="x_range",
+        help="compared/fitted range in the measured unit (default: positive energies the computed "
+        "spectrum can reach; exclude an elastic line)",
+    )
     p.add_argument("--out", "-o", metavar="DIR", required=True, help="output directory")
     p.add_argument("--force", action="store_true", help="overwrite an existing compare.json")
     p.add_argument("--no-plot", action="store_true", help="skip compare.png")
@@ -75,29 +96,45 @@ def run(args) -> int:
     fit = None if args.fit.strip().lower() in ("none", "") else args.fit
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the cleaning notes are printed below and kept in compare.json
-        res = compare(args.computed, args.measured, fit=fit, x_range=args.x_range, units=args.units,
-                      q_range=tuple(args.q_range) if args.q_range else None)
+        res = compare(
+            args.computed,
+            args.measured,
+            fit=fit,
+            x_range=args.x_range,
+            units=args.units,
+            q_range=tuple(args.q_range) if args.q_range else None,
+        )
     out.mkdir(parents=True, exist_ok=True)
     d = res.to_dict()
     (out / "compare.json").write_text(json.dumps(d, indent=2, ensure_ascii=False, default=float))
     f = res.fit
     if f is not None:
         err = f.error if f.error is not None else np.full(len(f.x), np.nan)
-        np.savetxt(out / "compare.csv", np.column_stack([f.x, f.measured, err, f.model, f.residual]),
-                   delimiter=",", header=f"x_{f.unit},measured,error,model,residual", comments="", fmt="%.8g")
+        np.savetxt(
+            out / "compare.csv",
+            np.column_stack([f.x, f.measured, err, f.model, f.residual]),
+            delimiter=",",
+            header=f"x_{f.unit},measured,error,model,residual",
+            comments="",
+            fmt="%.8g",
+        )
     if not args.no_plot:
         plot_fit(res, out / "compare.png")
     m = res.measured
     lines = [f"{args.computed} vs {args.measured} ({m.unit}, {res.x_range[0]:g}–{res.x_range[1]:g})"]
     lines += [f"  measured: {n}" for n in m.notes]
     s = res.similarity
-    lines.append(f"  as computed: cosine {s.cosine:.3f}, pearson {s.pearson:.3f}, "
-                 f"wasserstein {s.wasserstein:.3g} {m.unit}, SIS {s.sis:.3f}")
+    lines.append(
+        f"  as computed: cosine {s.cosine:.3f}, pearson {s.pearson:.3f}, "
+        f"wasserstein {s.wasserstein:.3g} {m.unit}, SIS {s.sis:.3f}"
+    )
     if f is not None:
         sv, sd = f.frequency_scale
         sf = res.similarity_fitted
-        lines.append(f"  fit: frequency_scale {sv:.4f} ± {sd:.4f}, chi2_red {f.chi2_red:.3g}; after fit cosine "
-                     f"{sf.cosine:.3f}, SIS {sf.sis:.3f}")
+        lines.append(
+            f"  fit: frequency_scale {sv:.4f} ± {sd:.4f}, chi2_red {f.chi2_red:.3g}; after fit cosine "
+            f"{sf.cosine:.3f}, SIS {sf.sis:.3f}"
+        )
     lines.append(f"  written to {out}/")
     print("\n".join(lines))
     return 0

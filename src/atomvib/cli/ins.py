@@ -37,15 +37,49 @@ def add_parser(sub):
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("input", metavar="INPUT", help="atomvib phonons result directory, phonopy yaml, or a structure file")
-    p.add_argument("--instrument", "-i", default="vision", metavar="NAME", help="vision (default), tosca, arcs, sequoia, maps, mari, merlin, generic")
-    p.add_argument("--ei", type=float, metavar="MEV", help="incident energy in meV (direct-geometry instruments)")
+    p.add_argument(
+        "input", metavar="INPUT", help="atomvib phonons result directory, phonopy yaml, or a structure file"
+    )
+    p.add_argument(
+        "--instrument",
+        "-i",
+        default="vision",
+        metavar="NAME",
+        help="vision (default), tosca, arcs, sequoia, maps, mari, merlin, generic",
+    )
+    p.add_argument(
+        "--ei", type=float, metavar="MEV", help="incident energy in meV (direct-geometry instruments)"
+    )
     p.add_argument("--order", type=int, default=3, metavar="N", help="highest phonon order (default 3)")
-    p.add_argument("--temperature", type=float, default=5.0, metavar="K", help="sample temperature in K (default 5)")
-    p.add_argument("--mesh", type=int, nargs="+", metavar="N", help="Γ-centred q-mesh (1 or 3 integers; default: phonopy length 60 Å)")
-    p.add_argument("--emax", type=float, metavar="MEV", help="highest energy transfer of the output (default 250 meV indirect, 0.9·Ei direct)")
-    p.add_argument("--resolution", type=float, metavar="FWHM_MEV", help="generic instrument: Gaussian FWHM in meV (default 1%% of Ei)")
-    p.add_argument("--angles", type=float, nargs=2, metavar=("MIN", "MAX"), help="direct geometry: detector angle range in degrees")
+    p.add_argument(
+        "--temperature", type=float, default=5.0, metavar="K", help="sample temperature in K (default 5)"
+    )
+    p.add_argument(
+        "--mesh",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="Γ-centred q-mesh (1 or 3 integers; default: phonopy length 50 Å)",
+    )
+    p.add_argument(
+        "--emax",
+        type=float,
+        metavar="MEV",
+        help="highest energy transfer of the output (default 250 meV indirect, 0.9·Ei direct)",
+    )
+    p.add_argument(
+        "--resolution",
+        type=float,
+        metavar="FWHM_MEV",
+        help="generic instrument: Gaussian FWHM in meV (default 1%% of Ei)",
+    )
+    p.add_argument(
+        "--angles",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        help="direct geometry: detector angle range in degrees",
+    )
     p.add_argument("--out", "-o", metavar="DIR", help="output directory (default INPUT_ins)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output directory")
     p.add_argument("--no-plot", action="store_true", help="skip ins.png")
@@ -64,7 +98,9 @@ def _load(args):
     inp = Path(args.input)
     if inp.is_dir():
         if not (inp / "phonopy.yaml").is_file():
-            raise InputError(f"{inp}: no phonopy.yaml in this directory", fix="give an `atomvib phonons` result directory")
+            raise InputError(
+                f"{inp}: no phonopy.yaml in this directory", fix="give an `atomvib phonons` result directory"
+            )
         return inp
     if not inp.is_file():
         raise InputError(f"{inp}: no such file or directory", fix="check the path")
@@ -74,9 +110,13 @@ def _load(args):
         if args.forces and not Path(args.forces).is_file():
             raise InputError(f"{args.forces}: no such FORCE_SETS file", fix="check the path")
         try:
-            return phonopy.load(str(inp), force_sets_filename=args.forces, born_filename=args.born, log_level=0)
+            return phonopy.load(
+                str(inp), force_sets_filename=args.forces, born_filename=args.born, log_level=0
+            )
         except Exception as exc:  # phonopy raises many kinds; the message is what the user needs
-            raise InputError(f"{inp}: phonopy cannot read it ({exc})", fix="give phonopy_disp.yaml with --forces") from None
+            raise InputError(
+                f"{inp}: phonopy cannot read it ({exc})", fix="give phonopy_disp.yaml with --forces"
+            ) from None
     from ..workflow import phonons
 
     return phonons(str(inp), engine=args.engine, born=args.born, relax=not args.no_relax)
@@ -95,19 +135,28 @@ def run(args) -> int:
     if args.temperature < 0:
         raise InputError("negative temperature", fix="give --temperature in K, ≥ 0")
     if inst.kind == "direct" and args.ei is None:
-        raise InputError(f"{inst.name} is a direct-geometry instrument and needs an incident energy", fix="add --ei MEV")
+        raise InputError(
+            f"{inst.name} is a direct-geometry instrument and needs an incident energy", fix="add --ei MEV"
+        )
     out = Path(args.out) if args.out else Path(args.input).with_name(Path(args.input).stem + "_ins")
     source = _load(args)
     if getattr(source, "kind", None) == "molecule":
-        raise InputError("INS powder spectra need a crystal; this input is a molecule", fix="give a periodic structure")
+        raise InputError(
+            "INS powder spectra need a crystal; this input is a molecule", fix="give a periodic structure"
+        )
     ph = as_phonopy(source)
     modes = incoherent_modes(ph, temperature_k=args.temperature, mesh=args.mesh)
     total_cross_sections_barn(modes.elements)  # fail early on an element without data
     prepare_out_dir(out, args.force)
     meta = {
-        "instrument": inst.name, "order": args.order, "temperature_K": args.temperature, "mesh": list(modes.mesh),
-        "msd_A2": {el: float(modes.msd_a2[[i for i, x in enumerate(modes.elements) if x == el]].mean())
-                   for el in dict.fromkeys(modes.elements)},
+        "instrument": inst.name,
+        "order": args.order,
+        "temperature_K": args.temperature,
+        "mesh": list(modes.mesh),
+        "msd_A2": {
+            el: float(modes.msd_a2[[i for i, x in enumerate(modes.elements) if x == el]].mean())
+            for el in dict.fromkeys(modes.elements)
+        },
         "cross_sections_barn": total_cross_sections_barn(modes.elements),
         "cross_section_source": "Sears, Neutron News 3(3), 26 (1992): total (coherent + incoherent) bound",
         "approximation": "incoherent, isotropic Debye-Waller, powder; neutron energy loss",
@@ -115,15 +164,25 @@ def run(args) -> int:
     }
     if inst.kind == "indirect":
         emax = args.emax or 250.0
-        back = indirect_spectrum(ph, inst, "backward", order=args.order, modes=modes, energy_range_mev=(0.5, emax))
-        fwd = indirect_spectrum(ph, inst, "forward", order=args.order, modes=modes, energy_range_mev=(0.5, emax))
+        back = indirect_spectrum(
+            ph, inst, "backward", order=args.order, modes=modes, energy_range_mev=(0.5, emax)
+        )
+        fwd = indirect_spectrum(
+            ph, inst, "forward", order=args.order, modes=modes, energy_range_mev=(0.5, emax)
+        )
         import pandas as pd
 
-        cols = {"energy_meV": back.energy_mev, "intensity": back.intensity, "intensity_forward": fwd.intensity}
+        cols = {
+            "energy_meV": back.energy_mev,
+            "intensity": back.intensity,
+            "intensity_forward": fwd.intensity,
+        }
         cols.update(back.by_element)
         cols.update({f"order_{n}": v for n, v in enumerate(back.by_order, start=1)})
         pd.DataFrame(cols).to_csv(out / "ins.csv", index=False, float_format="%.8g")
-        meta["banks"] = {b.name: {"angle_deg": b.angle_deg, "final_energy_meV": b.final_energy_mev} for b in inst.banks}
+        meta["banks"] = {
+            b.name: {"angle_deg": b.angle_deg, "final_energy_meV": b.final_energy_mev} for b in inst.banks
+        }
         meta["resolution_sigma_meV"] = "c0 + c1*E + c2*E^2 with " + str(list(inst.sigma_coeffs_mev))
         files = ["ins.csv"]
         if not args.no_plot:
@@ -134,9 +193,16 @@ def run(args) -> int:
     else:
         emax = args.emax or 0.9 * args.ei
         if emax >= args.ei:
-            raise InputError(f"--emax {emax:g} meV is not below the incident energy {args.ei:g} meV", fix="lower --emax")
+            raise InputError(
+                f"--emax {emax:g} meV is not below the incident energy {args.ei:g} meV", fix="lower --emax"
+            )
         m = direct_powder_map(
-            ph, inst, args.ei, order=args.order, modes=modes, energy_range_mev=(0.5, emax),
+            ph,
+            inst,
+            args.ei,
+            order=args.order,
+            modes=modes,
+            energy_range_mev=(0.5, emax),
             de_mev=max(0.05, round(emax / 300, 2)),
         )
         m.to_hdf5(out / "ins_map.h5")
@@ -149,6 +215,8 @@ def run(args) -> int:
             plot_map(m, out / "ins.png")
             files.append("ins.png")
     (out / "ins.json").write_text(json.dumps(meta, indent=2))
-    print(f"{args.input}: {inst.name.upper()} INS, order {args.order}, {args.temperature:g} K, mesh "
-          f"{'x'.join(map(str, modes.mesh))} -> {out}/ ({', '.join(files + ['ins.json'])})")
+    print(
+        f"{args.input}: {inst.name.upper()} INS, order {args.order}, {args.temperature:g} K, mesh "
+        f"{'x'.join(map(str, modes.mesh))} -> {out}/ ({', '.join(files + ['ins.json'])})"
+    )
     return 0

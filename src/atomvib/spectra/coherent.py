@@ -23,7 +23,11 @@ def euphonic_force_constants(source):
     """``euphonic.ForceConstants`` (with Born charges if present) from any atomvib phonon source."""
     from euphonic import ForceConstants
 
-    if isinstance(source, (str, Path)) and Path(source).is_dir() and (Path(source) / "phonopy.yaml").is_file():
+    if (
+        isinstance(source, (str, Path))
+        and Path(source).is_dir()
+        and (Path(source) / "phonopy.yaml").is_file()
+    ):
         return ForceConstants.from_phonopy(path=str(source), summary_name="phonopy.yaml")
     ph = as_phonopy(source)
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,8 +109,16 @@ def coherent_powder_map(
     out = np.zeros((len(q_ainv), len(ebins) - 1))
     for k, qq in enumerate(q_ainv):
         sf = sample_sphere_structure_factor(
-            fc, qq * ureg("1/angstrom"), dw=dw, temperature=None if temperature_k is None else temperature_k * ureg("K"),
-            sampling=sampling, npts=npts, jitter=False, energy_bins=ebins * ureg("meV"),
+            fc,
+            qq * ureg("1/angstrom"),
+            dw=dw,
+            temperature=None if temperature_k is None else temperature_k * ureg("K"),
+            sampling=sampling,
+            npts=npts,
+            jitter=False,
+            energy_bins=ebins * ureg("meV"),
         )
         out[k] = sf.y_data.magnitude
-    return CoherentMap(np.asarray(q_ainv, float), 0.5 * (ebins[1:] + ebins[:-1]), out, "powder", None, temperature_k)
+    return CoherentMap(
+        np.asarray(q_ainv, float), 0.5 * (ebins[1:] + ebins[:-1]), out, "powder", None, temperature_k
+    )

@@ -20,7 +20,7 @@ over the measured |Q| bins. It is what the aluminium validation uses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,8 +84,14 @@ class Similarity:
     n_points: int
 
     def to_dict(self) -> dict:
-        return {"cosine": self.cosine, "pearson": self.pearson, f"wasserstein_{_u(self.unit)}": self.wasserstein,
-                "sis": self.sis, "unit": self.unit, "n_points": self.n_points}
+        return {
+            "cosine": self.cosine,
+            "pearson": self.pearson,
+            f"wasserstein_{_u(self.unit)}": self.wasserstein,
+            "sis": self.sis,
+            "unit": self.unit,
+            "n_points": self.n_points,
+        }
 
 
 def _u(unit: str) -> str:
@@ -138,11 +144,22 @@ class _Model:
         self.k = np.fft.rfftfreq(self.nfft, h)
 
     def shape(self, s: float, sigma: float) -> np.ndarray:
-        f = np.interp(self.grid / s, self.xc, self.yc, left=0.0, right=0.0)
+        """Model shape at the measured energies, shape (n,)."""
+        return self.shapes(np.array([s]), sigma)[0]
+
+    def shapes(self, s: np.ndarray, sigma: float) -> np.ndarray:
+        """Model shapes for several frequency scales at once (one batched FFT), shape (len(s), n)."""
+        from scipy.fft import irfft, rfft
+
+        f = np.interp(self.grid[None, :] / s[:, None], self.xc, self.yc, left=0.0, right=0.0)
         if sigma > 0:
-            F = np.fft.rfft(f, self.nfft) * np.exp(-2.0 * np.pi**2 * sigma**2 * self.k**2)
-            f = np.fft.irfft(F, self.nfft)[: len(self.grid)]
-        return np.interp(self.x, self.grid, f)
+            F = rfft(f, self.nfft, axis=1) * np.exp(-2.0 * np.pi**2 * sigma**2 * self.k**2)
+            f = irfft(F, self.nfft, axis=1)[:, : len(self.grid)]
+        # the measured points sit on the grid's step pattern: linear interpolation via index and weight
+        pos = (self.x - self.grid[0]) / (self.grid[1] - self.grid[0])
+        i = np.clip(np.floor(pos).astype(int), 0, len(self.grid) - 2)
+        w = pos - i
+        return f[:, i] * (1 - w) + f[:, i + 1] * w
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,10 +208,16 @@ class FitResult:
         d["broadening_sigma"]["unit"] = self.unit
         d["background_slope"]["unit"] = f"per {self.unit}"
         d["background"]["at"] = self.x_ref
-        return {**d, "chi2_red": self.chi2_red, "n_points": len(self.x), "weighted_by_errors": self.weighted,
-                "range": [float(self.x[0]), float(self.x[-1])], "unit": self.unit,
-                "model": "measured(E) = intensity_scale * [computed(E/frequency_scale) (x) Gaussian(broadening_sigma)]"
-                         " + background + background_slope*(E - at)"}
+        return {
+            **d,
+            "chi2_red": self.chi2_red,
+            "n_points": len(self.x),
+            "weighted_by_errors": self.weighted,
+            "range": [float(self.x[0]), float(self.x[-1])],
+            "unit": self.unit,
+            "model": "measured(E) = intensity_scale * [computed(E/frequency_scale) (x) Gaussian(broadening_sigma)]"
+            " + background + background_slope*(E - at)",
+        }
 
 
 def _parse_fit(fit) -> set:
@@ -203,13 +226,21 @@ def _parse_fit(fit) -> set:
     toks = set(fit or ())
     unknown = toks - set(FIT_TOKENS) - {"intensity"}
     if unknown:
-        raise InputError(f"unknown fit parameter(s) {', '.join(sorted(unknown))}",
-                         fix=f"choose from {', '.join(FIT_TOKENS)} (intensity scale is always fitted)")
+        raise InputError(
+            f"unknown fit parameter(s) {', '.join(sorted(unknown))}",
+            fix=f"choose from {', '.join(FIT_TOKENS)} (intensity scale is always fitted)",
+        )
     return toks
 
 
-def fit_spectrum(computed: Spectrum1D, measured: Spectrum1D, fit=("scale", "background", "broadening"),
-                 x_range=None, scale_bounds=(0.7, 1.3), sigma0: float | None = None) -> FitResult:
+def fit_spectrum(
+    computed: Spectrum1D,
+    measured: Spectrum1D,
+    fit=("scale", "background", "broadening"),
+    x_range=None,
+    scale_bounds=(0.7, 1.3),
+    sigma0: float | None = None,
+) -> FitResult:
     """Fit a computed spectrum to a measured one; see :class:`FitResult` for the model.
 
     Parameters
@@ -252,16 +283,31 @@ def fit_spectrum(computed: Spectrum1D, measured: Spectrum1D, fit=("scale", "back
 
     # Starting point: scan s with the linear parameters (A, background) solved exactly.
     s_grid = np.arange(scale_bounds[0], scale_bounds[1] + 1e-9, 0.005) if free_s else np.array([1.0])
-    chis = [solve_linear(model.shape(s, sig0))[1] for s in s_grid]
+    shapes = model.shapes(s_grid, sig0)
+    # batched weighted normal equations for (A, background) at every s of the scan
+    D = (
+        np.stack(
+            [shapes] + [np.broadcast_to(c, shapes.shape) for c in (np.ones_like(x), x - x_ref)[:n_bg]], axis=2
+        )
+        * w[None, :, None]
+    )
+    yw = y * w
+    coef = np.linalg.pinv(np.einsum("sni,snj->sij", D, D)) @ np.einsum("sni,n->si", D, yw)[..., None]
+    chis = np.sum((np.einsum("sni,si->sn", D, coef[..., 0]) - yw) ** 2, axis=1)
     s0 = float(s_grid[int(np.argmin(chis))])
     lin0, _ = solve_linear(model.shape(s0, sig0))
     if lin0[0] <= 0:
-        raise InputError("the computed spectrum does not resemble the measurement anywhere in the scanned "
-                         f"frequency scales {scale_bounds[0]}–{scale_bounds[1]} (best intensity scale ≤ 0)",
-                         fix="check units (--units) and the fitted range (--range)")
+        raise InputError(
+            "the computed spectrum does not resemble the measurement anywhere in the scanned "
+            f"frequency scales {scale_bounds[0]}–{scale_bounds[1]} (best intensity scale ≤ 0)",
+            fix="check units (--units) and the fitted range (--range)",
+        )
 
-    names = (["frequency_scale"] if free_s else []) + (["broadening_sigma"] if free_sig else []) + \
-        ["intensity_scale", "background", "background_slope"][: 1 + n_bg]
+    names = (
+        (["frequency_scale"] if free_s else [])
+        + (["broadening_sigma"] if free_sig else [])
+        + ["intensity_scale", "background", "background_slope"][: 1 + n_bg]
+    )
 
     def unpack(p):
         i = 0
@@ -289,8 +335,13 @@ def fit_spectrum(computed: Spectrum1D, measured: Spectrum1D, fit=("scale", "back
         std = np.sqrt(np.clip(np.diag(cov), 0, None))
     except np.linalg.LinAlgError:
         std = np.full(len(p0), np.nan)
-    params = {"frequency_scale": (1.0, 0.0), "intensity_scale": (0.0, 0.0), "background": (0.0, 0.0),
-              "background_slope": (0.0, 0.0), "broadening_sigma": (0.0, 0.0)}
+    params = {
+        "frequency_scale": (1.0, 0.0),
+        "intensity_scale": (0.0, 0.0),
+        "background": (0.0, 0.0),
+        "background_slope": (0.0, 0.0),
+        "broadening_sigma": (0.0, 0.0),
+    }
     for name, v, e in zip(names, res.x, std, strict=True):
         params[name] = (float(v), float(e))
     s, sig, lin = unpack(res.x)
@@ -320,13 +371,21 @@ class CompareResult:
     x_range: tuple
 
     def to_dict(self) -> dict:
-        d = {"computed": self.computed.source, "measured": self.measured.source, "unit": self.measured.unit,
-             "range": list(self.x_range), "measured_notes": list(self.measured.notes),
-             "similarity": self.similarity.to_dict()}
+        d = {
+            "computed": self.computed.source,
+            "measured": self.measured.source,
+            "unit": self.measured.unit,
+            "range": list(self.x_range),
+            "measured_notes": list(self.measured.notes),
+            "similarity": self.similarity.to_dict(),
+        }
         if self.fit is not None:
             f = self.fit.to_dict()
-            d["frequency_scale"] = {"value": f["frequency_scale"]["value"], "std": f["frequency_scale"]["std"],
-                                    "definition": "measured energy ≈ frequency_scale × computed energy"}
+            d["frequency_scale"] = {
+                "value": f["frequency_scale"]["value"],
+                "std": f["frequency_scale"]["std"],
+                "definition": "measured energy ≈ frequency_scale × computed energy",
+            }
             d["chi2_red"] = f["chi2_red"]
             d["fit"] = f
             d["similarity_fitted"] = self.similarity_fitted.to_dict()
@@ -343,8 +402,9 @@ def read_computed(path, units: str | None = None) -> Spectrum1D:
         return read_columns(path, units)
 
 
-def compare(computed, measured, fit=("scale", "background", "broadening"), x_range=None, *, units=None,
-            q_range=None) -> CompareResult:
+def compare(
+    computed, measured, fit=("scale", "background", "broadening"), x_range=None, *, units=None, q_range=None
+) -> CompareResult:
     """Put a computed and a measured spectrum on one axis, score their similarity and fit one to the other.
 
     Parameters
@@ -358,15 +418,21 @@ def compare(computed, measured, fit=("scale", "background", "broadening"), x_ran
     q_range : (float, float), optional, |Q| range (Å^-1) to reduce an S(Q,E) map over
     """
     c = computed if isinstance(computed, Spectrum1D) else read_computed(computed)
-    m = measured if isinstance(measured, Spectrum1D) else read_spectrum(measured, units=units, q_range=q_range)
+    m = (
+        measured
+        if isinstance(measured, Spectrum1D)
+        else read_spectrum(measured, units=units, q_range=q_range)
+    )
     if x_range is None:
         cmax = float(c.x[-1] * frequency_factor(c.unit, m.unit)) * 1.3
         lo = max(float(m.x[0]), 0.0)
         x_range = (lo, min(float(m.x[-1]), cmax))
     x_range = (float(x_range[0]), float(x_range[1]))
     if x_range[0] >= x_range[1]:
-        raise InputError(f"empty comparison range {x_range[0]:g}–{x_range[1]:g} {m.unit}",
-                         fix="give --range EMIN EMAX inside both spectra")
+        raise InputError(
+            f"empty comparison range {x_range[0]:g}–{x_range[1]:g} {m.unit}",
+            fix="give --range EMIN EMAX inside both spectra",
+        )
     mc = m.crop(*x_range)
     sim = similarity(c, mc)
     toks = _parse_fit(fit) if fit else set()
@@ -386,7 +452,9 @@ def plot_fit(result: CompareResult, path, title: str | None = None) -> Path:
 
     m = result.measured.crop(*result.x_range)
     unit_label = {"meV": "Energy (meV)", "cm-1": "Wavenumber (cm$^{-1}$)", "THz": "Frequency (THz)"}[m.unit]
-    fig, (ax, axr) = plt.subplots(2, 1, figsize=(7, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
+    fig, (ax, axr) = plt.subplots(
+        2, 1, figsize=(7, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05}
+    )
     if m.error is not None:
         ax.errorbar(m.x, m.y, m.error, fmt="o", ms=2.5, color="k", lw=0.6, label="measured")
     else:
@@ -396,12 +464,24 @@ def plot_fit(result: CompareResult, path, title: str | None = None) -> Path:
     inr = (xc >= m.x[0]) & (xc <= m.x[-1])
     if inr.sum() > 1 and np.trapezoid(result.computed.y[inr], xc[inr]) > 0:
         area = np.trapezoid(np.clip(m.y, 0, None), m.x) / np.trapezoid(result.computed.y[inr], xc[inr])
-        ax.plot(xc[inr], result.computed.y[inr] * area, color="0.55", lw=1, ls="--",
-                label="computed as is (area-matched)")
+        ax.plot(
+            xc[inr],
+            result.computed.y[inr] * area,
+            color="0.55",
+            lw=1,
+            ls="--",
+            label="computed as is (area-matched)",
+        )
     f = result.fit
     if f is not None:
         s, ds = f.frequency_scale
-        ax.plot(f.x, f.model, color="C3", lw=1.6, label=f"fit: s = {s:.3f} ± {ds:.3f}, χ²$_{{red}}$ = {f.chi2_red:.2f}")
+        ax.plot(
+            f.x,
+            f.model,
+            color="C3",
+            lw=1.6,
+            label=f"fit: s = {s:.3f} ± {ds:.3f}, χ²$_{{red}}$ = {f.chi2_red:.2f}",
+        )
         r = f.residual
         if f.error is not None:
             axr.errorbar(f.x, r, f.error, fmt="o", ms=2, color="C3", lw=0.5)
@@ -412,8 +492,12 @@ def plot_fit(result: CompareResult, path, title: str | None = None) -> Path:
     axr.set_xlabel(unit_label)
     ax.set_ylabel("Intensity (arb. units)")
     sim = result.similarity_fitted or result.similarity
-    ax.set_title(title or f"cosine {sim.cosine:.3f}, SIS {sim.sis:.3f}, Wasserstein "
-                 f"{sim.wasserstein:.2f} {m.unit}" + (" (after fit)" if result.fit else ""), fontsize=9)
+    ax.set_title(
+        title
+        or f"cosine {sim.cosine:.3f}, SIS {sim.sis:.3f}, Wasserstein {sim.wasserstein:.2f} {m.unit}"
+        + (" (after fit)" if result.fit else ""),
+        fontsize=9,
+    )
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -447,8 +531,17 @@ class IncoherentPowder:
         return Spectrum1D(self.energy_mev, self.total, None, "meV", (), "incoherent powder model")
 
 
-def incoherent_powder_spectrum(frequencies_thz, dos, mass_amu: float, temperature_k: float, q_invA, energy_mev,
-                               coverage=None, max_order: int = 4, step_mev: float = 0.05) -> IncoherentPowder:
+def incoherent_powder_spectrum(
+    frequencies_thz,
+    dos,
+    mass_amu: float,
+    temperature_k: float,
+    q_invA,
+    energy_mev,
+    coverage=None,
+    max_order: int = 4,
+    step_mev: float = 0.05,
+) -> IncoherentPowder:
     """S(E) averaged over |Q| bins, incoherent Gaussian approximation for a monatomic cubic crystal.
 
     With g(E) the phonon DOS per mode (∫g = 1), n(E) the Bose occupation and ħ²/2M the recoil constant,

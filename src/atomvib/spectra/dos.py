@@ -78,7 +78,7 @@ def phonon_dos(
     fwhm : float, optional
         Gaussian full width at half maximum in ``unit``; None: a plain histogram.
     weighting : None, "coherent", "incoherent" or "total"
-    mesh : mesh for :func:`~atomvib.spectra.ins.incoherent_modes` (default phonopy length 60 Å)
+    mesh : mesh for :func:`~atomvib.spectra.ins.incoherent_modes` (default phonopy length 50 Å)
     cross_sections : dict element -> barn, optional
         Override the Sears (1992) cross-section used for the chosen weighting.
     modes : IncoherentModes, optional
@@ -102,10 +102,14 @@ def phonon_dos(
     w = modes.qpoint_weights[:, None] * modes.eigvec_weights  # (nmodes, natom)
     if weighting is not None:
         key = {"coherent": "coherent_barn", "incoherent": "incoherent_barn", "total": "total_barn"}[weighting]
-        sig = np.array([
-            float(cross_sections[el]) if cross_sections and el in cross_sections else getattr(cross_section(el), key)
-            for el in modes.elements
-        ])
+        sig = np.array(
+            [
+                float(cross_sections[el])
+                if cross_sections and el in cross_sections
+                else getattr(cross_section(el), key)
+                for el in modes.elements
+            ]
+        )
         w = w * (sig * modes.masses_amu.mean() / modes.masses_amu)[None, :] / natom
     if fwhm is None:
         per_atom = np.stack([np.histogram(e, bins, weights=w[:, i])[0] for i in range(natom)])

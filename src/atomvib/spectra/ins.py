@@ -59,7 +59,9 @@ def as_phonopy(source):
         if p.is_dir():
             p = p / "phonopy.yaml"
         if not p.is_file():
-            raise InputError(f"{source}: no phonopy.yaml found", fix="give an `atomvib phonons` result directory")
+            raise InputError(
+                f"{source}: no phonopy.yaml found", fix="give an `atomvib phonons` result directory"
+            )
         import phonopy
 
         return phonopy.load(str(p), log_level=0)
@@ -75,8 +77,8 @@ def as_phonopy(source):
     )
 
 
-def default_mesh(ph, density_a: float = 60.0) -> tuple:
-    """Γ-centred mesh of phonopy length ``density_a`` (Å): 15×15×15 for a 4 Å cell."""
+def default_mesh(ph, density_a: float = 50.0) -> tuple:
+    """Γ-centred mesh of phonopy length ``density_a`` (Å): 15×15×15 for NaCl, 13×13×13 for Al2O3 (10 atoms)."""
     from phonopy.phonon.grid import length2mesh
 
     return tuple(int(x) for x in length2mesh(density_a, ph.primitive.cell))
@@ -142,7 +144,7 @@ def incoherent_modes(
     temperature_k : float
         Temperature of the Bose factors and the Debye–Waller factor, K.
     mesh : int or 3 ints, optional
-        Γ-centred mesh; default :func:`default_mesh` (phonopy length 60 Å).
+        Γ-centred mesh; default :func:`default_mesh` (phonopy length 50 Å).
     mesh_symmetry : bool
         Use the irreducible mesh (exact here after averaging over equivalent atoms; much faster).
     cutoff_mev : float
@@ -188,7 +190,9 @@ def incoherent_modes(
             avg[:, k] = eigw[:, inverse == k].mean(axis=1)
         eigw = avg[:, inverse]
     elements = list(prim.symbols)
-    return IncoherentModes(energies, weights, msd, elements, masses, reps, mult, float(temperature_k), mesh, qw, eigw)
+    return IncoherentModes(
+        energies, weights, msd, elements, masses, reps, mult, float(temperature_k), mesh, qw, eigw
+    )
 
 
 def _equivalent_atoms(ph, natom):
@@ -228,19 +232,33 @@ def _order_histograms(modes: IncoherentModes, order: int, de_mev: float, emax_me
     return energies, hists
 
 
-def _broaden(e_src, values, e_out, sigma_src):
-    """Σ_k values[..., k] G(e_out − e_src[k]; σ_k): Gaussian of per-source width, result per meV."""
-    nz = np.nonzero(np.any(values != 0, axis=tuple(range(values.ndim - 1))))[0]
+def _broaden(e_src, values, e_out, sigma_src, nsigma: float = 6.0):
+    """Σ_k values[..., k] G(e_out − e_src[k]; σ_k): Gaussian of per-source width, result per meV.
+
+    ``e_out`` must be uniform. Each source point only reaches the output bins within ``nsigma``·σ_k,
+    so the work is (2W+1) × nsrc with W = nsigma·max σ / Δe instead of nout × nsrc.
+    """
+    lead = values.shape[:-1]
+    flat = values.reshape(-1, values.shape[-1])
+    nz = np.nonzero(np.any(flat != 0, axis=0))[0]
+    out = np.zeros((flat.shape[0], len(e_out)))
     if nz.size == 0:
-        return np.zeros(values.shape[:-1] + (len(e_out),))
-    es, s, v = e_src[nz], sigma_src[nz], values[..., nz]
-    out = np.zeros(values.shape[:-1] + (len(e_out),))
-    step = 2048  # bounded memory for long grids
-    for a in range(0, len(nz), step):
-        z = (e_out[:, None] - es[None, a : a + step]) / s[None, a : a + step]
-        g = np.exp(-0.5 * z * z) / (np.sqrt(2.0 * np.pi) * s[None, a : a + step])
-        out += v[..., a : a + step] @ g.T
-    return out
+        return out.reshape(lead + (len(e_out),))
+    es, s, v = e_src[nz], sigma_src[nz], flat[:, nz]
+    de = e_out[1] - e_out[0]
+    j0 = np.rint((es - e_out[0]) / de).astype(int)
+    width = int(np.ceil(nsigma * s.max() / de)) + 1
+    norm = 1.0 / (np.sqrt(2.0 * np.pi) * s)
+    for d in range(-width, width + 1):
+        j = j0 + d
+        ok = (j >= 0) & (j < len(e_out))
+        if not ok.any():
+            continue
+        z = (e_out[j[ok]] - es[ok]) / s[ok]
+        g = np.exp(-0.5 * z * z) * norm[ok]
+        for r in range(flat.shape[0]):
+            out[r] += np.bincount(j[ok], v[r, ok] * g, minlength=len(e_out))
+    return out.reshape(lead + (len(e_out),))
 
 
 def _rebin(e_src, values, e_out, de_out):
@@ -394,19 +412,34 @@ def indirect_spectrum(
     for k, r in enumerate(modes.representatives):
         el = modes.elements[r]
         by_element[el] = by_element.get(el, 0.0) + per_orbit[k]
-    msd = {el: float(np.mean(modes.msd_a2[[i for i, x in enumerate(modes.elements) if x == el]])) for el in sig}
+    msd = {
+        el: float(np.mean(modes.msd_a2[[i for i, x in enumerate(modes.elements) if x == el]])) for el in sig
+    }
     return InsSpectrum(
-        e_out, by_order.sum(axis=0), by_order, by_element, inst.name, b.name, modes.temperature_k, msd,
-        {el: sig[el] for el in dict.fromkeys(modes.elements)}, resolution, modes.mesh,
+        e_out,
+        by_order.sum(axis=0),
+        by_order,
+        by_element,
+        inst.name,
+        b.name,
+        modes.temperature_k,
+        msd,
+        {el: sig[el] for el in dict.fromkeys(modes.elements)},
+        resolution,
+        modes.mesh,
     )
 
 
-def vision_spectrum(source, order: int = 3, temperature_k: float = 5.0, bank: str = "backward", **kw) -> InsSpectrum:
+def vision_spectrum(
+    source, order: int = 3, temperature_k: float = 5.0, bank: str = "backward", **kw
+) -> InsSpectrum:
     """VISION (SNS) powder spectrum; see :func:`indirect_spectrum` for the options."""
     return indirect_spectrum(source, "vision", bank, order=order, temperature_k=temperature_k, **kw)
 
 
-def tosca_spectrum(source, order: int = 3, temperature_k: float = 5.0, bank: str = "backward", **kw) -> InsSpectrum:
+def tosca_spectrum(
+    source, order: int = 3, temperature_k: float = 5.0, bank: str = "backward", **kw
+) -> InsSpectrum:
     """TOSCA (ISIS) powder spectrum; see :func:`indirect_spectrum` for the options."""
     return indirect_spectrum(source, "tosca", bank, order=order, temperature_k=temperature_k, **kw)
 
@@ -503,9 +536,13 @@ def direct_powder_map(
     else:
         inst = instrument
     if not isinstance(inst, DirectInstrument):
-        raise InputError(f"{inst.name} is an indirect-geometry instrument", fix="use indirect_spectrum() for it")
+        raise InputError(
+            f"{inst.name} is an indirect-geometry instrument", fix="use indirect_spectrum() for it"
+        )
     if not ei_mev or ei_mev <= 0:
-        raise InputError("a direct-geometry map needs an incident energy", fix="give --ei MEV (e.g. --ei 100)")
+        raise InputError(
+            "a direct-geometry map needs an incident energy", fix="give --ei MEV (e.g. --ei 100)"
+        )
     if modes is None:
         modes = incoherent_modes(source, temperature_k=temperature_k, mesh=mesh, mesh_symmetry=mesh_symmetry)
     if ei_mev <= modes.energies_mev.min():

@@ -129,12 +129,8 @@ def _resins_fwhm(name: str, ei_mev: float, energy_mev: np.ndarray, options: dict
     return (np.asarray(sig) * 2.0 * np.sqrt(2.0 * np.log(2.0))).reshape(e.shape)
 
 
-VISION = IndirectInstrument(
-    "vision", (Bank("backward", 135.0, 3.9675), Bank("forward", 45.0, 3.9675))
-)
-TOSCA = IndirectInstrument(
-    "tosca", (Bank("backward", 134.98885653282196, 3.32), Bank("forward", 45.0, 3.35))
-)
+VISION = IndirectInstrument("vision", (Bank("backward", 135.0, 3.9675), Bank("forward", 45.0, 3.9675)))
+TOSCA = IndirectInstrument("tosca", (Bank("backward", 134.98885653282196, 3.32), Bank("forward", 45.0, 3.35)))
 
 #: detector coverage in degrees (instrument web pages: ARCS 3–135 (as OCLIMAX), SEQUOIA 2–60,
 #: MAPS 3–60, MARI 3–134, MERLIN 3–135)

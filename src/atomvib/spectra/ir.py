@@ -338,7 +338,9 @@ def molecule_ir(result, engine=None, step_a: float = 0.01, apt=None) -> OpticalS
     """
     eng = None
     if apt is None and engine is None and getattr(result, "dipole_derivatives", None) is not None:
-        apt = np.asarray(result.dipole_derivatives)  # stored by the workflow from the Hessian's own geometries
+        apt = np.asarray(
+            result.dipole_derivatives
+        )  # stored by the workflow from the Hessian's own geometries
     if apt is None:
         eng = engine_for(result, engine)
         apt = dipole_derivatives(result.structure, eng, step_a)

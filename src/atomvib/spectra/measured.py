@@ -146,8 +146,10 @@ class SQEMap:
         n = ok.sum(axis=0)
         keep = n > 0
         if keep.sum() < 3:
-            raise InputError(f"{self.source} has fewer than 3 measured energies in |Q| {q_min}–{q_max} Å^-1",
-                             fix="widen --q-range")
+            raise InputError(
+                f"{self.source} has fewer than 3 measured energies in |Q| {q_min}–{q_max} Å^-1",
+                fix="widen --q-range",
+            )
         with np.errstate(invalid="ignore", divide="ignore"):
             y = np.where(ok, d, 0.0).sum(axis=0) / np.maximum(n, 1)
             err = None
@@ -157,8 +159,15 @@ class SQEMap:
         notes = [f"averaged over |Q| {q_min:g}–{q_max:g} Å^-1 ({int(qm.sum())} Q bins)"]
         if (~keep).any():
             notes.append(f"{int((~keep).sum())} energy bins with no measured Q bin dropped")
-        return _clean(self.energy_mev[keep], y[keep], None if err is None else err[keep], "meV",
-                      self.source, notes, warn=False)
+        return _clean(
+            self.energy_mev[keep],
+            y[keep],
+            None if err is None else err[keep],
+            "meV",
+            self.source,
+            notes,
+            warn=False,
+        )
 
 
 def _clean(x, y, err, unit, source, notes=None, warn=True) -> Spectrum1D:
@@ -179,16 +188,20 @@ def _clean(x, y, err, unit, source, notes=None, warn=True) -> Spectrum1D:
     if len(x) < 3:
         raise InputError(f"{source}: only {len(x)} usable points", fix="a spectrum needs at least 3 points")
     if err is not None and (err < 0).any():
-        raise InputError(f"{source}: negative uncertainties in the error column",
-                         fix="the third column must be standard uncertainties (≥ 0)")
+        raise InputError(
+            f"{source}: negative uncertainties in the error column",
+            fix="the third column must be standard uncertainties (≥ 0)",
+        )
     if np.any(np.diff(x) < 0):
         order = np.argsort(x, kind="stable")
         x, y = x[order], y[order]
         err = None if err is None else err[order]
         notes.append("axis was not sorted: sorted it")
     if np.any(np.diff(x) == 0):
-        raise InputError(f"{source}: repeated axis values (e.g. {x[np.argmin(np.diff(x))]:g} {unit})",
-                         fix="merge or remove duplicate points")
+        raise InputError(
+            f"{source}: repeated axis values (e.g. {x[np.argmin(np.diff(x))]:g} {unit})",
+            fix="merge or remove duplicate points",
+        )
     dx = np.diff(x)
     if np.ptp(dx) > 1e-3 * np.median(dx):
         # Similarity measures and the Gaussian broadening of the fit assume equal bins: resample linearly onto
@@ -198,8 +211,10 @@ def _clean(x, y, err, unit, source, notes=None, warn=True) -> Spectrum1D:
         xn = xn[xn <= x[-1] + 1e-9 * step]
         y = np.interp(xn, x, y)
         err = None if err is None else np.interp(xn, x, err)
-        notes.append(f"axis was not uniform (steps {dx.min():.4g}–{dx.max():.4g} {unit}): resampled linearly "
-                     f"onto a uniform {step:.4g} {unit} grid")
+        notes.append(
+            f"axis was not uniform (steps {dx.min():.4g}–{dx.max():.4g} {unit}): resampled linearly "
+            f"onto a uniform {step:.4g} {unit} grid"
+        )
         x = xn
     if (y < 0).any():
         notes.append(f"{int((y < 0).sum())} negative intensities kept (background-subtracted data?)")
@@ -267,8 +282,10 @@ def read_columns(path, units: str | None = None) -> Spectrum1D:
     if unit is None:
         unit = detect_unit(names[0] if names else (header or ""))
     if unit is None:
-        raise InputError(f"{path}: cannot tell the energy unit from the header {header!r}",
-                         fix="name the first column e.g. energy_meV / wavenumber_cm1 / frequency_thz, or pass --units")
+        raise InputError(
+            f"{path}: cannot tell the energy unit from the header {header!r}",
+            fix="name the first column e.g. energy_meV / wavenumber_cm1 / frequency_thz, or pass --units",
+        )
     return _clean(data[:, 0], data[:, 1], data[:, 2] if use_err else None, unit, str(path))
 
 
@@ -296,8 +313,10 @@ def read_sqe_map(path) -> SQEMap:
     try:
         with h5py.File(path, "r") as f:
             if "iqe" not in f:
-                raise InputError(f"{path}: no 'iqe' group (not an S(Q,E) histogram)",
-                                 fix="expected iqe/data, iqe/grid/Q, iqe/grid/energy")
+                raise InputError(
+                    f"{path}: no 'iqe' group (not an S(Q,E) histogram)",
+                    fix="expected iqe/data, iqe/grid/Q, iqe/grid/energy",
+                )
             g = f["iqe"]
             data = g["data"][()]
             errs = g["errors"][()] if "errors" in g else None
@@ -306,14 +325,23 @@ def read_sqe_map(path) -> SQEMap:
     except OSError as exc:
         raise InputError(f"{path}: not a readable HDF5 file ({exc})", fix="check the file") from None
     except KeyError as exc:
-        raise InputError(f"{path}: histogram dataset missing ({exc})",
-                         fix="expected iqe/data, iqe/grid/Q/bin centers, iqe/grid/energy/bin centers") from None
+        raise InputError(
+            f"{path}: histogram dataset missing ({exc})",
+            fix="expected iqe/data, iqe/grid/Q/bin centers, iqe/grid/energy/bin centers",
+        ) from None
     if data.shape != (len(q), len(e)):
-        raise InputError(f"{path}: iqe/data has shape {data.shape}, grid is {len(q)}×{len(e)}", fix="check the file")
+        raise InputError(
+            f"{path}: iqe/data has shape {data.shape}, grid is {len(q)}×{len(e)}", fix="check the file"
+        )
     if errs is not None and errs.shape != data.shape:
         errs = None
-    return SQEMap(np.asarray(q, float), np.asarray(e, float), np.asarray(data, float),
-                  None if errs is None else np.sqrt(np.clip(np.asarray(errs, float), 0, None)), str(path))
+    return SQEMap(
+        np.asarray(q, float),
+        np.asarray(e, float),
+        np.asarray(data, float),
+        None if errs is None else np.sqrt(np.clip(np.asarray(errs, float), 0, None)),
+        str(path),
+    )
 
 
 def _read_mantid_1d(f, path: Path, units: str | None) -> Spectrum1D:
@@ -367,6 +395,8 @@ def read_spectrum(path, units: str | None = None, q_range: tuple[float, float] |
             qmin, qmax = q_range or (3.0, 9.0)
             s = read_sqe_map(path).reduce(qmin, qmax)
             return s.to_unit(units) if units else s
-        raise InputError(f"{path}: HDF5 file with neither an 'iqe' histogram nor a Mantid 1D workspace",
-                         fix="convert it to two/three text columns (x, y, error)")
+        raise InputError(
+            f"{path}: HDF5 file with neither an 'iqe' histogram nor a Mantid 1D workspace",
+            fix="convert it to two/three text columns (x, y, error)",
+        )
     return read_columns(path, units)

@@ -135,7 +135,10 @@ def total_cross_sections_barn(elements, overrides: dict | None = None) -> dict[s
     ``overrides`` maps element -> barn and takes precedence over the table (e.g. isotopic samples).
     """
     overrides = dict(overrides or {})
-    return {el: float(overrides[el]) if el in overrides else cross_section(el).total_barn for el in dict.fromkeys(elements)}
+    return {
+        el: float(overrides[el]) if el in overrides else cross_section(el).total_barn
+        for el in dict.fromkeys(elements)
+    }
 
 
 def known_elements() -> list[str]:

@@ -20,7 +20,9 @@ def plot_indirect(spectra, path, title: str | None = None) -> Path:
     """Total and per-order lines of one or more :class:`~atomvib.spectra.ins.InsSpectrum` (one panel each)."""
     plt = _plt()
     spectra = list(spectra)
-    fig, axes = plt.subplots(len(spectra), 1, figsize=(7, 2.6 * len(spectra) + 0.6), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(
+        len(spectra), 1, figsize=(7, 2.6 * len(spectra) + 0.6), sharex=True, squeeze=False
+    )
     emax = max(s.energy_mev[np.nonzero(s.intensity > 1e-3 * s.intensity.max())[0][-1]] for s in spectra)
     for ax, s in zip(axes[:, 0], spectra):
         ax.plot(s.energy_mev, s.intensity, color="k", lw=1.2, label="total")
@@ -53,11 +55,15 @@ def plot_map(m, path, title: str | None = None) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     x = getattr(m, "q_ainv", None)
     x = m.x if x is None else x
-    pc = ax.pcolormesh(x, m.energy_mev, z.T, shading="auto", norm=LogNorm(vmin=vmax * 1e-4, vmax=vmax), cmap="viridis")
+    pc = ax.pcolormesh(
+        x, m.energy_mev, z.T, shading="auto", norm=LogNorm(vmin=vmax * 1e-4, vmax=vmax), cmap="viridis"
+    )
     fig.colorbar(pc, ax=ax, label="S(Q,E) (1/eV)")
     ax.set_xlabel("|Q| (1/Å)")
     ax.set_ylabel("Energy transfer (meV)")
-    label = f"{getattr(m, 'instrument', '').upper()} Ei = {getattr(m, 'ei_mev', 0):g} meV, {m.temperature_k:g} K"
+    label = (
+        f"{getattr(m, 'instrument', '').upper()} Ei = {getattr(m, 'ei_mev', 0):g} meV, {m.temperature_k:g} K"
+    )
     ax.set_title(title or label, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
