@@ -41,10 +41,18 @@ def add_parser(sub):
         epilog=PREDICT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="+", metavar="STRUCTURE", help="structure file(s): CIF, POSCAR, extxyz, ...")
-    p.add_argument("--model", metavar="PATH", help="model.pt from `atomvib train` (default: the shipped model)")
-    p.add_argument("--out", "-o", metavar="FILE.jsonl", required=True, help="output file, one JSON line per structure")
-    p.add_argument("--tmax", type=float, default=1000.0, metavar="K", help="highest temperature (default 1000)")
+    p.add_argument(
+        "inputs", nargs="+", metavar="STRUCTURE", help="structure file(s): CIF, POSCAR, extxyz, ..."
+    )
+    p.add_argument(
+        "--model", metavar="PATH", help="model.pt from `atomvib train` (default: the shipped model)"
+    )
+    p.add_argument(
+        "--out", "-o", metavar="FILE.jsonl", required=True, help="output file, one JSON line per structure"
+    )
+    p.add_argument(
+        "--tmax", type=float, default=1000.0, metavar="K", help="highest temperature (default 1000)"
+    )
     p.add_argument("--tstep", type=float, default=10.0, metavar="K", help="temperature step (default 10)")
     p.add_argument("--quiet", "-q", action="store_true", help="no summary on stdout")
     p.set_defaults(func=run)
@@ -61,8 +69,12 @@ def add_parser(sub):
     t.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory")
     t.add_argument("--members", type=int, default=5, metavar="N", help="ensemble members (default 5)")
     t.add_argument("--epochs", type=int, default=None, metavar="N", help="epochs per member (default 25)")
-    t.add_argument("--seed", type=int, default=0, metavar="S", help="seed of member 0; member k uses S+k (default 0)")
-    t.add_argument("--jobs", type=int, default=1, metavar="N", help="members trained in parallel processes (default 1)")
+    t.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed of member 0; member k uses S+k (default 0)"
+    )
+    t.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="members trained in parallel processes (default 1)"
+    )
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     t.set_defaults(func=run_train)
 
@@ -89,8 +101,10 @@ def run(args) -> int:
                 if not args.quiet:
                     k = int(np.argmin(np.abs(r.temperatures_k - 300.0)))
                     flag = "" if r.in_distribution else "  OUT OF DISTRIBUTION: run `atomvib phonons`"
-                    print(f"{inp}: {r.structure.formula}, Cv(300 K) {r.heat_capacity_j_per_k_per_mol[k]:.2f} ± "
-                          f"{r.heat_capacity_j_per_k_per_mol_std[k]:.2f} J/K/mol per cell{flag}")
+                    print(
+                        f"{inp}: {r.structure.formula}, Cv(300 K) {r.heat_capacity_j_per_k_per_mol[k]:.2f} ± "
+                        f"{r.heat_capacity_j_per_k_per_mol_std[k]:.2f} J/K/mol per cell{flag}"
+                    )
             except AtomvibError as exc:
                 line = {"input": inp, "error": str(exc)}
                 print(f"atomvib predict: {inp}: error: {exc}", file=sys.stderr)
@@ -107,7 +121,14 @@ def run_train(args) -> int:
     cfg = TrainConfig()
     if args.epochs:
         cfg = replace(cfg, epochs=args.epochs)
-    path = train(args.data, args.out, members=args.members, seed=args.seed, cfg=cfg, jobs=args.jobs,
-                 progress=not args.quiet)
+    path = train(
+        args.data,
+        args.out,
+        members=args.members,
+        seed=args.seed,
+        cfg=cfg,
+        jobs=args.jobs,
+        progress=not args.quiet,
+    )
     print(f"model written to {path}")
     return 0

@@ -10,9 +10,17 @@ from __future__ import annotations
 import importlib
 
 _WHERE = {
-    "predict": "predictor", "load_model": "predictor", "Predictor": "predictor", "DosPrediction": "predictor",
-    "read_petretto": "data", "read_results_dir": "data", "read_dataset": "data", "DosGrid": "data",
-    "DosSample": "data", "build_graph": "data", "TrainConfig": "train",
+    "predict": "predictor",
+    "load_model": "predictor",
+    "Predictor": "predictor",
+    "DosPrediction": "predictor",
+    "read_petretto": "data",
+    "read_results_dir": "data",
+    "read_dataset": "data",
+    "DosGrid": "data",
+    "DosSample": "data",
+    "build_graph": "data",
+    "TrainConfig": "train",
 }
 
 

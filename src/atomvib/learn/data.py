@@ -86,7 +86,9 @@ class DosGrid:
         d = s / self.width_cm1
         d = np.concatenate([np.zeros(s.shape[:-1] + (1,)), d, d[..., -1:]], axis=-1)
         flat = d.reshape(-1, d.shape[-1])
-        out = np.stack([np.interp(f, c, row, left=0.0, right=0.0) for row in flat]).reshape(s.shape[:-1] + f.shape)
+        out = np.stack([np.interp(f, c, row, left=0.0, right=0.0) for row in flat]).reshape(
+            s.shape[:-1] + f.shape
+        )
         step = f[1] - f[0]
         tot = out.sum(-1, keepdims=True) * step
         want = s.sum(-1, keepdims=True)
@@ -232,11 +234,15 @@ def read_results_dir(path, grid: DosGrid | None = None) -> list[DosSample]:
             )
         )
     if not out:
-        raise InputError(f"{path}: no dos.csv + structure.cif found", fix="run `atomvib phonons ... --out DIR` first")
+        raise InputError(
+            f"{path}: no dos.csv + structure.cif found", fix="run `atomvib phonons ... --out DIR` first"
+        )
     return out
 
 
-def read_dataset(path, split: str = "train", grid: DosGrid | None = None, limit: int | None = None) -> list[DosSample]:
+def read_dataset(
+    path, split: str = "train", grid: DosGrid | None = None, limit: int | None = None
+) -> list[DosSample]:
     """Samples from a Petretto-style data directory (``{split}.jsonl.gz``) or a directory of atomvib results."""
     p = Path(path)
     cand = p / f"{split}.jsonl.gz"

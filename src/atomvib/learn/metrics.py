@@ -47,10 +47,16 @@ def thermal_300(axis_cm1, dos_per_cm1, z: int, temperature_k: float = 300.0) -> 
     """Cv, S (J/K/mol) and F (kJ/mol) per mole of formula units from a DOS per cell on a uniform axis."""
     from ..harmonic.thermal import thermal_from_dos
 
-    th = thermal_from_dos(units.convert_frequency(axis_cm1, "cm-1", "THz"),
-                          np.asarray(dos_per_cm1) * units.THZ_TO_CM1, [temperature_k])
-    return {"cv": th.heat_capacity_j_per_k_per_mol[0] / z, "s": th.entropy_j_per_k_per_mol[0] / z,
-            "f": th.free_energy_kj_per_mol[0] / z}
+    th = thermal_from_dos(
+        units.convert_frequency(axis_cm1, "cm-1", "THz"),
+        np.asarray(dos_per_cm1) * units.THZ_TO_CM1,
+        [temperature_k],
+    )
+    return {
+        "cv": th.heat_capacity_j_per_k_per_mol[0] / z,
+        "s": th.entropy_j_per_k_per_mol[0] / z,
+        "f": th.free_energy_kj_per_mol[0] / z,
+    }
 
 
 def evaluate(predictions, samples) -> dict:
@@ -62,8 +68,24 @@ def evaluate(predictions, samples) -> dict:
     """
     from .data import DosGrid
 
-    out = {k: [] for k in ("wasserstein_cm1", "mse51", "cv_pred", "cv_ref", "cv_std", "s_pred", "s_ref",
-                           "f_pred", "f_ref", "cv_published", "s_published", "f_published", "in_distribution")}
+    out = {
+        k: []
+        for k in (
+            "wasserstein_cm1",
+            "mse51",
+            "cv_pred",
+            "cv_ref",
+            "cv_std",
+            "s_pred",
+            "s_ref",
+            "f_pred",
+            "f_ref",
+            "cv_published",
+            "s_published",
+            "f_published",
+            "in_distribution",
+        )
+    }
     for r, s in zip(predictions, samples):
         w = r.frequencies_cm1[1] - r.frequencies_cm1[0]
         grid = DosGrid(w, r.frequencies_cm1[-1] + 0.5 * w)
@@ -107,11 +129,14 @@ def summarise(m: dict) -> dict:
         "s300_mae_J_per_K_per_mol_fu": float(np.abs(m["s_pred"] - m["s_published"])[has].mean()),
         "f300_mae_kJ_per_mol_fu": float(np.abs(m["f_pred"] - m["f_published"])[has].mean()),
         "cv300_mae_vs_dos_J_per_K_per_mol_fu": float(np.abs(m["cv_pred"] - m["cv_ref"]).mean()),
-        "target_check_cv300_max_rel_err": float(np.nanmax(np.abs(m["cv_ref"] - m["cv_published"])[has]
-                                                          / m["cv_published"][has])),
+        "target_check_cv300_max_rel_err": float(
+            np.nanmax(np.abs(m["cv_ref"] - m["cv_published"])[has] / m["cv_published"][has])
+        ),
         "n_in_distribution": int(ind.sum()),
         "cv300_mae_in_distribution": float(np.abs(m["cv_pred"] - m["cv_published"])[has & ind].mean())
-        if (has & ind).any() else float("nan"),
+        if (has & ind).any()
+        else float("nan"),
         "cv300_mae_flagged": float(np.abs(m["cv_pred"] - m["cv_published"])[has & ~ind].mean())
-        if (has & ~ind).any() else float("nan"),
+        if (has & ~ind).any()
+        else float("nan"),
     }

@@ -30,7 +30,9 @@ class Bessel(nn.Module):
     def __init__(self, cutoff_a: float, nbasis: int = 8):
         super().__init__()
         self.cutoff = cutoff_a
-        self.register_buffer("freqs", torch.arange(1, nbasis + 1, dtype=torch.get_default_dtype()) * math.pi / cutoff_a)
+        self.register_buffer(
+            "freqs", torch.arange(1, nbasis + 1, dtype=torch.get_default_dtype()) * math.pi / cutoff_a
+        )
 
     def forward(self, r):
         x = r / self.cutoff
@@ -62,8 +64,9 @@ class Interaction(nn.Module):
         irreps_tp = o3.Irreps(irreps_tp)
         irreps_tp_sorted, perm, _ = irreps_tp.sort()
         instr = [(a, b, perm[c], m, t) for a, b, c, m, t in instr]
-        self.tp = o3.TensorProduct(self.irreps_in, irreps_sh, irreps_tp_sorted, instr,
-                                   shared_weights=False, internal_weights=False)
+        self.tp = o3.TensorProduct(
+            self.irreps_in, irreps_sh, irreps_tp_sorted, instr, shared_weights=False, internal_weights=False
+        )
         self.post = o3.Linear(irreps_tp_sorted.simplify(), mid)
         self.radial = nn.Sequential(nn.Linear(nbasis, 32), nn.SiLU(), nn.Linear(32, self.tp.weight_numel))
         self.self_linear = o3.Linear(self.irreps_in, mid)
@@ -90,11 +93,28 @@ class DosNet(nn.Module):
         Neighbour cutoff, Å (must match the graphs).
     """
 
-    def __init__(self, nbins, hidden="32x0e + 8x1o", ninteractions=3, cutoff_a=5.0, nbasis=8,
-                 nscalars_out=64, avg_neighbors=40.0, emb_dim=32):
+    def __init__(
+        self,
+        nbins,
+        hidden="32x0e + 8x1o",
+        ninteractions=3,
+        cutoff_a=5.0,
+        nbasis=8,
+        nscalars_out=64,
+        avg_neighbors=40.0,
+        emb_dim=32,
+    ):
         super().__init__()
-        self.config = dict(nbins=nbins, hidden=hidden, ninteractions=ninteractions, cutoff_a=cutoff_a,
-                           nbasis=nbasis, nscalars_out=nscalars_out, avg_neighbors=avg_neighbors, emb_dim=emb_dim)
+        self.config = dict(
+            nbins=nbins,
+            hidden=hidden,
+            ninteractions=ninteractions,
+            cutoff_a=cutoff_a,
+            nbasis=nbasis,
+            nscalars_out=nscalars_out,
+            avg_neighbors=avg_neighbors,
+            emb_dim=emb_dim,
+        )
         self.embed = nn.Embedding(119, emb_dim)
         self.mass_in = nn.Linear(1, emb_dim)
         self.irreps_sh = o3.Irreps.spherical_harmonics(1)

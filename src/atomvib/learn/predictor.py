@@ -114,7 +114,9 @@ class Predictor:
         from .model import DosNet
 
         if blob.get("format") != "atomvib-dos-ensemble/1":
-            raise InputError(f"{path}: not an atomvib DOS model", fix="give a model.pt written by `atomvib train`")
+            raise InputError(
+                f"{path}: not an atomvib DOS model", fix="give a model.pt written by `atomvib train`"
+            )
         self.path = str(path)
         self.blob = blob
         self.grid = DosGrid(**blob["grid"])
@@ -139,13 +141,17 @@ class Predictor:
         from ase.data import chemical_symbols
 
         if structure.is_molecule:
-            raise InputError(f"{name or structure.formula}: a molecule (no periodic cell)",
-                             fix="the DOS predictor is for crystals; use `atomvib phonons` for molecules")
+            raise InputError(
+                f"{name or structure.formula}: a molecule (no periodic cell)",
+                fix="the DOS predictor is for crystals; use `atomvib phonons` for molecules",
+            )
         unseen = sorted({int(z) for z in structure.numbers} - self.elements)
         if unseen:
             names = ", ".join(chemical_symbols[z] for z in unseen)
-            raise InputError(f"{name or structure.formula}: element(s) {names} never seen in training",
-                             fix="run `atomvib phonons` for this structure")
+            raise InputError(
+                f"{name or structure.formula}: element(s) {names} never seen in training",
+                fix="run `atomvib phonons` for this structure",
+            )
 
     @lru_cache(maxsize=8)  # noqa: B019 (one predictor per model file, cached itself)
     def _kernels(self, temperatures_k: tuple):
@@ -159,9 +165,11 @@ class Predictor:
 
         nu = units.convert_frequency(self.grid.centers_cm1, "cm-1", "THz")
         ths = [thermal_from_spectrum([v], [1.0], temperatures_k) for v in nu]
-        return (np.stack([x.heat_capacity_j_per_k_per_mol for x in ths], 1),
-                np.stack([x.entropy_j_per_k_per_mol for x in ths], 1),
-                np.stack([x.free_energy_kj_per_mol for x in ths], 1))
+        return (
+            np.stack([x.heat_capacity_j_per_k_per_mol for x in ths], 1),
+            np.stack([x.entropy_j_per_k_per_mol for x in ths], 1),
+            np.stack([x.free_energy_kj_per_mol for x in ths], 1),
+        )
 
     def raw(self, structures: list[Structure], batch_size: int = 64):
         """Member predictions: states (members, n, nbins) and member-0 embeddings (n, d)."""
@@ -183,7 +191,9 @@ class Predictor:
             return []
         states, emb = self.raw(structures)
         b = self.blob
-        d_nn = _nn_distance((emb - b["embedding_mean"]) / b["embedding_std"], np.asarray(b["train_embedding"], float))
+        d_nn = _nn_distance(
+            (emb - b["embedding_mean"]) / b["embedding_std"], np.asarray(b["train_embedding"], float)
+        )
         dis = disagreement(states) if self.n_members > 1 else np.zeros(len(structures))
         w = self.grid.width_cm1
         f_cm1 = self.grid.centers_cm1
@@ -202,15 +212,24 @@ class Predictor:
 
             out.append(
                 DosPrediction(
-                    input=names[i], structure=s, frequencies_cm1=f_cm1, dos=mean / w,
+                    input=names[i],
+                    structure=s,
+                    frequencies_cm1=f_cm1,
+                    dos=mean / w,
                     dos_std=(st.std(0, ddof=1) * ks / w) if multi else np.zeros_like(mean),
                     temperatures_k=t,
-                    heat_capacity_j_per_k_per_mol=mean @ kcv.T, heat_capacity_j_per_k_per_mol_std=sd(cv),
-                    entropy_j_per_k_per_mol=mean @ ks_.T, entropy_j_per_k_per_mol_std=sd(S),
-                    free_energy_kj_per_mol=mean @ kf.T, free_energy_kj_per_mol_std=sd(F),
-                    in_distribution=bool(d_nn[i] <= self.ood["distance_threshold"]
-                                         and dis[i] <= self.ood["disagreement_threshold"]),
-                    ood_distance=float(d_nn[i]), ood_disagreement=float(dis[i]),
+                    heat_capacity_j_per_k_per_mol=mean @ kcv.T,
+                    heat_capacity_j_per_k_per_mol_std=sd(cv),
+                    entropy_j_per_k_per_mol=mean @ ks_.T,
+                    entropy_j_per_k_per_mol_std=sd(S),
+                    free_energy_kj_per_mol=mean @ kf.T,
+                    free_energy_kj_per_mol_std=sd(F),
+                    in_distribution=bool(
+                        d_nn[i] <= self.ood["distance_threshold"]
+                        and dis[i] <= self.ood["disagreement_threshold"]
+                    ),
+                    ood_distance=float(d_nn[i]),
+                    ood_disagreement=float(dis[i]),
                 )
             )
         return out
@@ -226,7 +245,10 @@ def _load_cached(path: str) -> Predictor:
     try:
         blob = torch.load(p, weights_only=False, map_location="cpu")
     except Exception as exc:  # torch raises many types for a bad file
-        raise InputError(f"{path}: cannot read model ({type(exc).__name__})", fix="give a model.pt written by `atomvib train`") from None
+        raise InputError(
+            f"{path}: cannot read model ({type(exc).__name__})",
+            fix="give a model.pt written by `atomvib train`",
+        ) from None
     return Predictor(blob, path)
 
 

@@ -60,7 +60,9 @@ def cv_per_state(centers_cm1, temperature_k=T_CV_K) -> np.ndarray:
     from ..harmonic.thermal import thermal_from_spectrum
 
     nu = units.convert_frequency(centers_cm1, "cm-1", "THz")
-    return np.array([thermal_from_spectrum([v], [1.0], [temperature_k]).heat_capacity_j_per_k_per_mol[0] for v in nu])
+    return np.array(
+        [thermal_from_spectrum([v], [1.0], [temperature_k]).heat_capacity_j_per_k_per_mol[0] for v in nu]
+    )
 
 
 def _tensors(samples, cfg):
@@ -121,13 +123,21 @@ def train_member(train, valid, cfg: TrainConfig, seed: int, out_path=None, progr
     ntr = torch.as_tensor([len(g.numbers) for g in gtr], dtype=torch.float32)
     nva = np.array([len(g.numbers) for g in gva], float)
     avg_nb = float(np.mean([len(g.src) / len(g.numbers) for g in gtr]))
-    model = DosNet(grid.nbins, hidden=cfg.hidden, ninteractions=cfg.ninteractions, cutoff_a=cfg.cutoff_a,
-                   nscalars_out=cfg.nscalars_out, avg_neighbors=avg_nb, emb_dim=cfg.emb_dim)
+    model = DosNet(
+        grid.nbins,
+        hidden=cfg.hidden,
+        ninteractions=cfg.ninteractions,
+        cutoff_a=cfg.cutoff_a,
+        nscalars_out=cfg.nscalars_out,
+        avg_neighbors=avg_nb,
+        emb_dim=cfg.emb_dim,
+    )
     cvvec = torch.as_tensor(cv_per_state(grid.centers_cm1), dtype=torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     nsteps = cfg.epochs * math.ceil(len(gtr) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=nsteps, pct_start=0.05,
-                                                final_div_factor=200.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=nsteps, pct_start=0.05, final_div_factor=200.0
+    )
     best = (math.inf, None, -1)
     history = []
     bar = None
@@ -154,11 +164,20 @@ def train_member(train, valid, cfg: TrainConfig, seed: int, out_path=None, progr
         pv = predict_states(model, gva)
         w = np.abs(np.cumsum((pv - yv) / (3 * nva[:, None]), axis=1)).sum(1) * cfg.bin_cm1
         cv_err = np.abs((pv - yv) @ cvv)  # per cell, J/K/mol
-        rec = {"epoch": epoch + 1, "train_loss": tot / len(gtr), "valid_wasserstein_cm1": float(w.mean()),
-               "valid_cv300_mae_per_cell": float(cv_err.mean()), "seconds": time.time() - t0}
+        rec = {
+            "epoch": epoch + 1,
+            "train_loss": tot / len(gtr),
+            "valid_wasserstein_cm1": float(w.mean()),
+            "valid_cv300_mae_per_cell": float(cv_err.mean()),
+            "seconds": time.time() - t0,
+        }
         history.append(rec)
         if rec["valid_wasserstein_cm1"] < best[0]:
-            best = (rec["valid_wasserstein_cm1"], {k: v.clone() for k, v in model.state_dict().items()}, epoch + 1)
+            best = (
+                rec["valid_wasserstein_cm1"],
+                {k: v.clone() for k, v in model.state_dict().items()},
+                epoch + 1,
+            )
         msg = f"W {rec['valid_wasserstein_cm1']:.1f} cm-1, Cv err {rec['valid_cv300_mae_per_cell']:.2f} J/K/mol/cell"
         if bar is not None:
             bar.set_postfix_str(msg)
@@ -167,8 +186,14 @@ def train_member(train, valid, cfg: TrainConfig, seed: int, out_path=None, progr
             print(json.dumps({"seed": seed, **rec}), file=log, flush=True)
     if bar is not None:
         bar.close()
-    res = {"state_dict": best[1], "config": model.config, "seed": seed, "best_epoch": best[2],
-           "history": history, "train_config": cfg.__dict__}
+    res = {
+        "state_dict": best[1],
+        "config": model.config,
+        "seed": seed,
+        "best_epoch": best[2],
+        "history": history,
+        "train_config": cfg.__dict__,
+    }
     if out_path is not None:
         import torch
 
@@ -190,8 +215,15 @@ def _member_job(args):
     return k
 
 
-def train(data, out, members: int = 5, seed: int = 0, cfg: TrainConfig | None = None, jobs: int = 1,
-          progress: bool = True) -> Path:
+def train(
+    data,
+    out,
+    members: int = 5,
+    seed: int = 0,
+    cfg: TrainConfig | None = None,
+    jobs: int = 1,
+    progress: bool = True,
+) -> Path:
     """Train an ensemble on ``data`` (Petretto-style directory or atomvib results) and write ``out/model.pt``.
 
     Members already present in ``out`` (``member_K.pt`` with the same config) are reused, so an
@@ -221,7 +253,9 @@ def train(data, out, members: int = 5, seed: int = 0, cfg: TrainConfig | None = 
 
         ctx = mp.get_context("spawn")
         with ctx.Pool(min(jobs, len(todo))) as pool:
-            it = pool.imap_unordered(_member_job, [(str(data), str(out), cfg.__dict__, seed + k, k) for k in todo])
+            it = pool.imap_unordered(
+                _member_job, [(str(data), str(out), cfg.__dict__, seed + k, k) for k in todo]
+            )
             if progress:
                 from tqdm.auto import tqdm
 
@@ -241,7 +275,9 @@ def _valid_or_split(data, grid, train_s):
     if (p / "valid.jsonl.gz").exists():
         return read_dataset(p, "valid", grid)
     if len(train_s) < 2:
-        raise InputError(f"{data}: need at least 2 results to train", fix="add more `atomvib phonons` results")
+        raise InputError(
+            f"{data}: need at least 2 results to train", fix="add more `atomvib phonons` results"
+        )
     va = train_s[::10]
     tr = [s for k, s in enumerate(train_s) if k % 10]
     return tr, va
@@ -284,13 +320,17 @@ def assemble(out, members, train_s: list[DosSample], valid_s: list[DosSample], c
         "cutoff_a": cfg.cutoff_a,
         "elements": elements,
         "train_embedding": ((emb_tr - mu) / sd).astype(np.float32),
-        "embedding_mean": mu, "embedding_std": sd,
+        "embedding_mean": mu,
+        "embedding_std": sd,
         # OOD gate: thresholds at the 97.5th percentile of valid, so ~95 % of valid passes both
-        "ood": {"distance_threshold": float(np.percentile(d_va, 97.5)),
-                "disagreement_threshold": float(np.percentile(dis_va, 97.5))},
+        "ood": {
+            "distance_threshold": float(np.percentile(d_va, 97.5)),
+            "disagreement_threshold": float(np.percentile(dis_va, 97.5)),
+        },
         "calibration": calib,
         "train_config": cfg.__dict__,
-        "n_train": len(train_s), "n_valid": len(valid_s),
+        "n_train": len(train_s),
+        "n_valid": len(valid_s),
     }
     torch.save(blob, out / "model.pt")
     return out / "model.pt"
@@ -322,9 +362,11 @@ def calibrate(pv, valid_s, grid: DosGrid) -> dict:
         even, odd = rows % 2 == 0, rows % 2 == 1
         cov = []
         for a, b in ((even, odd), (odd, even)):
+            if not a.any() or not b.any():  # too few crystals for cross-validation
+                continue
             s = scale(r[a])
             cov.append(np.mean(r[b] <= Z90 * s))
-        return float(np.mean(cov))
+        return float(np.mean(cov)) if cov else float("nan")
 
     rows = np.broadcast_to(np.arange(len(valid_s))[:, None], mask.shape)
     return {
