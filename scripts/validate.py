@@ -25,6 +25,7 @@ import gzip
 import io
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -73,7 +74,13 @@ def dft_reference(material: str, with_born: bool):
 
     d = EXAMPLES / SANITY[material]
     born = d / "BORN" if with_born and (d / "BORN").exists() else None
-    return atomvib.phonons(d / "phonopy_disp.yaml", forces=d / "FORCE_SETS", born=born, mesh_density=MESH_DENSITY)
+    if not (d / "phonopy_disp.yaml").exists():  # Si: phonopy's older layout, 2×2×2 of POSCAR-unitcell
+        return atomvib.phonons(
+            d / "POSCAR-unitcell", forces=d / "FORCE_SETS", supercell=(2, 2, 2), mesh_density=MESH_DENSITY
+        )
+    return atomvib.phonons(
+        d / "phonopy_disp.yaml", forces=d / "FORCE_SETS", born=born, mesh_density=MESH_DENSITY
+    )
 
 
 def _gamma_max_thz(result) -> float:
@@ -92,8 +99,9 @@ def _bands_on_path(result, qpoints: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- sections
 def section_sanity(engines=ENGINES):
     """Si, NaCl, MgO per engine: ω_max vs DFT without NAC (like with like) and with the DFT BORN file."""
-    import atomvib
     from ase.io import read
+
+    import atomvib
 
     rows = _load("sanity.json", {})
     for mat in SANITY:
@@ -122,7 +130,11 @@ def section_sanity(engines=ENGINES):
             t0 = time.perf_counter()
             r = atomvib.phonons(unit, engine=eng, mesh_density=MESH_DENSITY)
             wall = time.perf_counter() - t0
-            r_nac = atomvib.phonons(unit, engine=eng, mesh_density=MESH_DENSITY, born=d / "BORN") if (d / "BORN").exists() else r
+            r_nac = (
+                atomvib.phonons(unit, engine=eng, mesh_density=MESH_DENSITY, born=d / "BORN")
+                if (d / "BORN").exists()
+                else r
+            )
             th = r.thermal().at(T_K)
             rows[mat][eng] = {
                 "omega_max_thz": r.omega_max_thz,
@@ -142,7 +154,10 @@ def section_sanity(engines=ENGINES):
             arrays[f"{eng}_nac"] = _bands_on_path(r_nac, bands_ref.qpoints)
             arrays[f"dos_{eng}_f"] = r.dos().frequencies_thz
             arrays[f"dos_{eng}"] = r.dos().total
-            print(f"sanity {mat:5s} {eng:9s} ω_max {r.omega_max_thz:6.2f} THz  ratio {rows[mat][eng]['ratio_no_nac']:.3f}  {wall:.0f} s", flush=True)
+            print(
+                f"sanity {mat:5s} {eng:9s} ω_max {r.omega_max_thz:6.2f} THz  ratio {rows[mat][eng]['ratio_no_nac']:.3f}  {wall:.0f} s",
+                flush=True,
+            )
         CACHE.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(CACHE / f"dispersion_{mat}.npz", **arrays)
         _save("sanity.json", rows)
@@ -151,17 +166,23 @@ def section_sanity(engines=ENGINES):
 
 def section_stability(engines=ENGINES):
     """Si optical mode at Γ versus displacement amplitude, per engine (relaxed once per engine)."""
-    import atomvib
     from ase.build import bulk
+
+    import atomvib
 
     rows = _load("stability.json", {})
     for eng in engines:
         out = {}
         for disp in DISPLACEMENTS_A:
             t0 = time.perf_counter()
-            r = atomvib.phonons(bulk("Si", "diamond", a=5.431), engine=eng, displacement_a=disp, mesh_density=10)
+            r = atomvib.phonons(
+                bulk("Si", "diamond", a=5.431), engine=eng, displacement_a=disp, mesh_density=10
+            )
             out[str(disp)] = {"gamma_optical_thz": _gamma_max_thz(r), "wall_s": time.perf_counter() - t0}
-            print(f"stability {eng:9s} {disp:.3f} Å  Γ optical {out[str(disp)]['gamma_optical_thz']:.3f} THz", flush=True)
+            print(
+                f"stability {eng:9s} {disp:.3f} Å  Γ optical {out[str(disp)]['gamma_optical_thz']:.3f} THz",
+                flush=True,
+            )
         rows[eng] = out
         _save("stability.json", rows)
     return rows
@@ -194,11 +215,15 @@ def _units():
     return units
 
 
-def section_petretto(engines=ENGINES):
+def _timeout(signum, frame):
+    raise TimeoutError("over the per-crystal time limit of the validation run")
+
+
+def section_petretto(engines=ENGINES, timeout_s: float = 180.0):
     """Per engine, per crystal: ω_max, imaginary modes, symmetry kept, S/F/Cv at 300 K per formula unit."""
-    import atomvib
     from ase.io import read
 
+    import atomvib
     from atomvib.errors import AtomvibError, ConvergenceError
 
     subset = petretto_subset()
@@ -210,9 +235,20 @@ def section_petretto(engines=ENGINES):
             if mid in done:
                 continue
             atoms = read(io.StringIO(row["cif"]), format="cif")
-            z_cif = int(next(ln.split()[1] for ln in row["cif"].splitlines() if ln.startswith("_cell_formula_units_Z")))
-            rec = {"formula": row["formula"], "nsites": row["nsites"], "z_cif": z_cif, "dft": _petretto_ref(row)}
+            z_cif = int(
+                next(
+                    ln.split()[1] for ln in row["cif"].splitlines() if ln.startswith("_cell_formula_units_Z")
+                )
+            )
+            rec = {
+                "formula": row["formula"],
+                "nsites": row["nsites"],
+                "z_cif": z_cif,
+                "dft": _petretto_ref(row),
+            }
             t0 = time.perf_counter()
+            signal.signal(signal.SIGALRM, _timeout)
+            signal.alarm(int(timeout_s))
             try:
                 try:
                     r = atomvib.phonons(atoms, engine=eng, mesh_density=MESH_DENSITY)
@@ -243,15 +279,20 @@ def section_petretto(engines=ENGINES):
                         "n_displacements": r.n_displacements,
                     }
                 )
-            except AtomvibError as err:
+            except (AtomvibError, TimeoutError) as err:
                 rec["error"] = f"{type(err).__name__}: {err}"
             except Exception as err:  # noqa: BLE001 - a validation table records every failure
                 rec["error"] = f"{type(err).__name__}: {err}"
                 traceback.print_exc()
+            finally:
+                signal.alarm(0)
             rec["wall_s"] = time.perf_counter() - t0
             done[mid] = rec
             _save(name, done)
-            print(f"petretto {eng:9s} {mid:10s} {row['formula']:8s} {rec.get('omega_max_thz', float('nan')):6.2f} / {rec['dft']['omega_max_thz']:6.2f} THz  {rec['wall_s']:.0f} s", flush=True)
+            print(
+                f"petretto {eng:9s} {mid:10s} {row['formula']:8s} {rec.get('omega_max_thz', float('nan')):6.2f} / {rec['dft']['omega_max_thz']:6.2f} THz  {rec['wall_s']:.0f} s",
+                flush=True,
+            )
     return {e: _load(f"petretto_{e}.json") for e in engines}
 
 
@@ -270,29 +311,47 @@ def _with_relaxation(result, relaxation: dict):
 #: same character for the C-H and C-C stretches (the top 6 and the e1u/e2g pairs at 1486/1596),
 #: while the order of close lying bending modes (967–1010, 673–707 cm^-1) is not guaranteed.
 MOLECULE_EXPERIMENT_CM1 = {
-    "H2O": [("bend ν2", 1595.0, 1648.5, False), ("sym. stretch ν1", 3657.0, 3832.2, True), ("asym. stretch ν3", 3756.0, 3942.5, True)],
-    "CO2": [("bend ν2", 667.0, 673.0, False), ("bend ν2", 667.0, 673.0, False), ("sym. stretch ν1", 1333.0, 1354.0, True),
-            ("asym. stretch ν3", 2349.0, 2397.0, True)],
+    "H2O": [
+        ("bend ν2", 1595.0, 1648.5, False),
+        ("sym. stretch ν1", 3657.0, 3832.2, True),
+        ("asym. stretch ν3", 3756.0, 3942.5, True),
+    ],
+    "CO2": [
+        ("bend ν2", 667.0, 673.0, False),
+        ("bend ν2", 667.0, 673.0, False),
+        ("sym. stretch ν1", 1333.0, 1354.0, True),
+        ("asym. stretch ν3", 2349.0, 2397.0, True),
+    ],
     "C6H6": [
-        ("ν16 e2u ring out-of-plane", 398.0, None, False), ("ν16 e2u ring out-of-plane", 398.0, None, False),
-        ("ν6 e2g ring in-plane", 606.0, None, False), ("ν6 e2g ring in-plane", 606.0, None, False),
+        ("ν16 e2u ring out-of-plane", 398.0, None, False),
+        ("ν16 e2u ring out-of-plane", 398.0, None, False),
+        ("ν6 e2g ring in-plane", 606.0, None, False),
+        ("ν6 e2g ring in-plane", 606.0, None, False),
         ("ν11 a2u C-H out-of-plane", 673.0, None, False),
         ("ν4 b2g ring out-of-plane", 707.0, None, False),
-        ("ν10 e1g C-H out-of-plane", 849.0, None, False), ("ν10 e1g C-H out-of-plane", 849.0, None, False),
-        ("ν17 e2u C-H out-of-plane", 967.0, None, False), ("ν17 e2u C-H out-of-plane", 967.0, None, False),
+        ("ν10 e1g C-H out-of-plane", 849.0, None, False),
+        ("ν10 e1g C-H out-of-plane", 849.0, None, False),
+        ("ν17 e2u C-H out-of-plane", 967.0, None, False),
+        ("ν17 e2u C-H out-of-plane", 967.0, None, False),
         ("ν5 b2g C-H out-of-plane", 990.0, None, False),
         ("ν1 a1g ring breathing", 992.0, None, False),
         ("ν12 b1u ring trigonal", 1010.0, None, False),
-        ("ν18 e1u C-H in-plane", 1037.0, None, False), ("ν18 e1u C-H in-plane", 1037.0, None, False),
+        ("ν18 e1u C-H in-plane", 1037.0, None, False),
+        ("ν18 e1u C-H in-plane", 1037.0, None, False),
         ("ν15 b2u C-H in-plane", 1150.0, None, False),
-        ("ν9 e2g C-H in-plane", 1178.0, None, False), ("ν9 e2g C-H in-plane", 1178.0, None, False),
+        ("ν9 e2g C-H in-plane", 1178.0, None, False),
+        ("ν9 e2g C-H in-plane", 1178.0, None, False),
         ("ν14 b2u C-C stretch (Kekulé)", 1309.0, None, False),
         ("ν3 a2g C-H in-plane", 1350.0, None, False),
-        ("ν19 e1u C-C stretch", 1486.0, None, True), ("ν19 e1u C-C stretch", 1486.0, None, True),
-        ("ν8 e2g C-C stretch", 1596.0, None, True), ("ν8 e2g C-C stretch", 1596.0, None, True),
-        ("ν7 e2g C-H stretch", 3056.0, None, True), ("ν7 e2g C-H stretch", 3056.0, None, True),
+        ("ν19 e1u C-C stretch", 1486.0, None, True),
+        ("ν19 e1u C-C stretch", 1486.0, None, True),
+        ("ν8 e2g C-C stretch", 1596.0, None, True),
+        ("ν8 e2g C-C stretch", 1596.0, None, True),
+        ("ν7 e2g C-H stretch", 3056.0, None, True),
+        ("ν7 e2g C-H stretch", 3056.0, None, True),
         ("ν2 a1g C-H stretch", 3062.0, None, True),
-        ("ν20 e1u C-H stretch", 3064.0, None, True), ("ν20 e1u C-H stretch", 3064.0, None, True),
+        ("ν20 e1u C-H stretch", 3064.0, None, True),
+        ("ν20 e1u C-H stretch", 3064.0, None, True),
         ("ν13 b1u C-H stretch", 3068.0, None, True),
     ],
 }
@@ -300,8 +359,9 @@ MOLECULE_EXPERIMENT_CM1 = {
 
 def section_molecules():
     """H2O, CO2, benzene with GFN2-xTB (the molecule default): frequencies vs experiment, sorted order."""
-    import atomvib
     from ase.build import molecule
+
+    import atomvib
 
     rows = {}
     for name in MOLECULE_EXPERIMENT_CM1:
@@ -336,7 +396,9 @@ def section_figures():
         if not path.exists():
             continue
         z = np.load(path)
-        fig, (ax, axd) = plt.subplots(1, 2, figsize=(8.5, 3.6), gridspec_kw={"width_ratios": [3, 1]}, sharey=True)
+        fig, (ax, axd) = plt.subplots(
+            1, 2, figsize=(8.5, 3.6), gridspec_kw={"width_ratios": [3, 1]}, sharey=True
+        )
         x = z["distances"]
         for key, lab, kw in (
             ("dft_nac", "DFT (VASP, with BORN)", dict(color="k", lw=1.4)),
@@ -356,10 +418,20 @@ def section_figures():
         ax.set_ylabel("frequency (THz)")
         ax.set_title(f"{mat}: MLIP vs DFT dispersion (same q-path)")
         ax.legend(fontsize=7, loc="lower right")
-        for key, lab, c in (("dos_dft_no_nac", "DFT", "k"), ("dos_sevennet", "SevenNet-0", colors["sevennet"]), ("dos_chgnet", "CHGNet", colors["chgnet"])):
+        for key, lab, c in (
+            ("dos_dft_no_nac", "DFT", "k"),
+            ("dos_sevennet", "SevenNet-0", colors["sevennet"]),
+            ("dos_chgnet", "CHGNet", colors["chgnet"]),
+        ):
             if key in z:
                 g = z[key]
-                axd.plot(g / g.max(), z[key + "_f"] if key + "_f" in z else z["dos_dft_no_nac_f"], color=c, lw=1.0, label=lab)
+                axd.plot(
+                    g / g.max(),
+                    z[key + "_f"] if key + "_f" in z else z["dos_dft_no_nac_f"],
+                    color=c,
+                    lw=1.0,
+                    label=lab,
+                )
         axd.set_xlabel("DOS (max-norm.)")
         axd.set_title("DOS (no NAC)")
         ax.set_ylim(bottom=0)
@@ -374,9 +446,20 @@ def section_figures():
             if not rows:
                 continue
             good = [r for r in rows.values() if "omega_max_thz" in r]
-            for ax, key, ref in ((axes[0], "omega_max_thz", "omega_max_thz"), (axes[1], "cv", "cv"), (axes[2], "s", "s")):
-                ax.scatter([r["dft"][ref] for r in good], [r[key] for r in good], s=14, color=colors[eng], label=eng,
-                           alpha=0.8, edgecolor="none")
+            for ax, key, ref in (
+                (axes[0], "omega_max_thz", "omega_max_thz"),
+                (axes[1], "cv", "cv"),
+                (axes[2], "s", "s"),
+            ):
+                ax.scatter(
+                    [r["dft"][ref] for r in good],
+                    [r[key] for r in good],
+                    s=14,
+                    color=colors[eng],
+                    label=eng,
+                    alpha=0.8,
+                    edgecolor="none",
+                )
         for ax, lab in zip(axes, ("ω_max (THz)", "Cv(300 K) (J/K/mol f.u.)", "S(300 K) (J/K/mol f.u.)")):
             lo, hi = ax.get_xlim()
             ax.plot([lo, hi], [lo, hi], color="k", lw=0.7)
@@ -384,7 +467,9 @@ def section_figures():
             ax.set_ylabel(f"MLIP {lab}")
         axes[0].plot([0, 40], [0, 32], color="0.6", lw=0.7, ls=":", label="0.8 × DFT")
         axes[0].legend(fontsize=8)
-        fig.suptitle(f"{N_PETRETTO} smallest stable Petretto valid crystals, MLIP vs DFPT (PBEsol)", fontsize=10)
+        fig.suptitle(
+            f"{N_PETRETTO} smallest stable Petretto valid crystals, MLIP vs DFPT (PBEsol)", fontsize=10
+        )
         fig.tight_layout()
         fig.savefig(FIGS / "validation_petretto_parity.png", dpi=100)
         plt.close(fig)
@@ -397,8 +482,16 @@ def section_figures():
             ax.plot(xs, [d[str(x)]["gamma_optical_thz"] for x in xs], "o-", color=colors.get(eng), label=eng)
         sanity = _load("sanity.json", {})
         if "Si" in sanity:
-            ax.axhline(sanity["Si"]["dft"]["gamma_max_thz_dft_no_nac"], color="k", lw=0.8, ls="--", label="DFT (VASP)")
+            ax.axhline(
+                sanity["Si"]["dft"]["gamma_max_thz_dft_no_nac"],
+                color="k",
+                lw=0.8,
+                ls="--",
+                label="DFT (VASP)",
+            )
         ax.set_xscale("log")
+        ax.set_xticks(DISPLACEMENTS_A, [f"{d:g}" for d in DISPLACEMENTS_A])
+        ax.minorticks_off()
         ax.set_xlabel("displacement (Å)")
         ax.set_ylabel("Si optical mode at Γ (THz)")
         ax.legend(fontsize=8)
@@ -412,7 +505,10 @@ def petretto_stats(rows: dict) -> dict:
     good = [r for r in rows.values() if "omega_max_thz" in r]
     ratio = np.array([r["omega_max_thz"] / r["dft"]["omega_max_thz"] for r in good])
     mae = lambda k: float(np.mean([abs(r[k] - r["dft"][k]) for r in good]))  # noqa: E731
-    mae_omega_k = float(np.mean([abs(r["omega_max_thz"] - r["dft"]["omega_max_thz"]) for r in good])) * _units().THZ_TO_K
+    mae_omega_k = (
+        float(np.mean([abs(r["omega_max_thz"] - r["dft"]["omega_max_thz"]) for r in good]))
+        * _units().THZ_TO_K
+    )
     return {
         "n": len(rows),
         "n_ok": len(good),
@@ -434,11 +530,12 @@ def petretto_stats(rows: dict) -> dict:
 def section_report():
     from string import Template
 
-    tpl_path = ROOT / "scripts" / "validation_template.md"
-    values: dict[str, str] = {}
+    values: dict[str, str] = {"mesh": f"{MESH_DENSITY:g}", "npet": str(N_PETRETTO), "decision": DECISION}
     sanity = _load("sanity.json", {})
-    lines = ["| crystal | DFT ω_max no NAC / with BORN (THz) | engine | ω_max (THz) | ratio vs DFT no NAC | ω_max with DFT BORN | ratio (both with BORN) | min freq (THz) | a relaxed / DFT (Å) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| crystal | DFT ω_max no NAC / with BORN (THz) | engine | ω_max (THz) | ratio vs DFT no NAC | ω_max with DFT BORN | ratio (both with BORN) | min freq (THz) | a relaxed / DFT (Å) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for mat, d in sanity.items():
         for eng in ENGINES:
             if eng not in d:
@@ -450,17 +547,44 @@ def section_report():
                 f"{e['ratio_with_born']:.3f} | {e['min_frequency_thz']:.3f} | {e['lattice_a_relaxed']:.3f} / {e['lattice_a_dft']:.3f} |"
             )
     values["sanity_table"] = "\n".join(lines)
+    bad = [
+        f"{eng} on {mat} (ratio {d[eng]['ratio_no_nac']:.3f})"
+        for mat, d in sanity.items()
+        for eng in ENGINES
+        if eng in d and not (0.8 < d[eng]["ratio_no_nac"] < 1.2)
+    ]
+    imag = [
+        f"{eng} on {mat}"
+        for mat, d in sanity.items()
+        for eng in ENGINES
+        if eng in d and d[eng]["has_imaginary"]
+    ]
+    values["sanity_verdict"] = (
+        "No imaginary modes for any engine. " if not imag else f"Imaginary modes: {', '.join(imag)}. "
+    ) + (
+        "All ω_max ratios are inside the 20 % window."
+        if not bad
+        else f"Outside the 20 % window: {', '.join(bad)} — a failure of the issue's bar, kept visible "
+        "(its test is a strict xfail); every other ratio is inside."
+    )
 
     stab = _load("stability.json", {})
-    lines = ["| engine | " + " | ".join(f"{d} Å" for d in DISPLACEMENTS_A) + " | spread |", "|---|" + "---|" * (len(DISPLACEMENTS_A) + 1)]
+    lines = [
+        "| engine | " + " | ".join(f"{d} Å" for d in DISPLACEMENTS_A) + " | spread |",
+        "|---|" + "---|" * (len(DISPLACEMENTS_A) + 1),
+    ]
     for eng, d in stab.items():
         v = [d[str(x)]["gamma_optical_thz"] for x in DISPLACEMENTS_A if str(x) in d]
         lines.append(f"| {eng} | " + " | ".join(f"{x:.3f}" for x in v) + f" | {max(v) - min(v):.3f} THz |")
     values["stability_table"] = "\n".join(lines)
 
-    lines = ["| engine | crystals | median ω_max ratio (range) | MAE ω_max (K / THz) | MAE S (J/K/mol) | MAE F (kJ/mol) | MAE Cv (J/K/mol) | modes < −0.1 THz | lost symmetry | relax not converged | CPU time |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    lines.append("| anchor: plain phonopy loop + CHGNet | 25 | 0.77 | 101 K | 26 | 9.4 | 4.0 | 13 of 25 | 5 of 25 | – | – |")
+    lines = [
+        "| engine | crystals | median ω_max ratio (range) | MAE ω_max (K / THz) | MAE S (J/K/mol) | MAE F (kJ/mol) | MAE Cv (J/K/mol) | modes < −0.1 THz | lost symmetry | relax not converged | wall time (loaded shared 2-core machine) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines.append(
+        "| anchor: plain phonopy loop + CHGNet | 25 | 0.77 | 101 K | 26 | 9.4 | 4.0 | 13 of 25 | 5 of 25 | – | – |"
+    )
     per_crystal = []
     for eng in ENGINES:
         rows = _load(f"petretto_{eng}.json")
@@ -475,31 +599,163 @@ def section_report():
         for k, e in s["errors"].items():
             per_crystal.append(f"- {eng}, {k}: failed: `{e}`")
     values["petretto_table"] = "\n".join(lines)
+    il = []
+    for eng in ENGINES:
+        rows = _load(f"petretto_{eng}.json") or {}
+        neg = [f"{r['formula']} {r['min_frequency_thz']:.2f}" for r in rows.values() if r.get("imaginary")]
+        il.append(f"- {eng}: " + (", ".join(neg) + " THz (lowest frequency)" if neg else "none"))
+    values["imag_list"] = "\n".join(il)
     # per-crystal table
     sv, cg = _load("petretto_sevennet.json", {}), _load("petretto_chgnet.json", {})
-    lines = ["| material | formula | atoms | DFT ω_max (THz) | SevenNet-0 | CHGNet | DFT Cv | SevenNet-0 Cv | CHGNet Cv |", "|---|---|---|---|---|---|---|---|---|"]
-    fmt = lambda r, k, f="{:.2f}": (f.format(r[k]) + (" ⚠" if k == "omega_max_thz" and r.get("imaginary") else "")) if r and k in r else "–"  # noqa: E731
+    lines = [
+        "| material | formula | atoms | DFT ω_max (THz) | SevenNet-0 | CHGNet | DFT Cv | SevenNet-0 Cv | CHGNet Cv |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def fmt(r, k, f="{:.2f}"):
+        return (
+            (f.format(r[k]) + (" ⚠" if k == "omega_max_thz" and r.get("imaginary") else ""))
+            if r and k in r
+            else "–"
+        )
+
     for row in petretto_subset():
         mid = row["material_id"]
         ref = _petretto_ref(row)
         a, b = sv.get(mid), cg.get(mid)
-        lines.append(f"| {mid} | {row['formula']} | {row['nsites']} | {ref['omega_max_thz']:.2f} | {fmt(a, 'omega_max_thz')} | {fmt(b, 'omega_max_thz')} | "
-                     f"{ref['cv']:.2f} | {fmt(a, 'cv')} | {fmt(b, 'cv')} |")
+        lines.append(
+            f"| {mid} | {row['formula']} | {row['nsites']} | {ref['omega_max_thz']:.2f} | {fmt(a, 'omega_max_thz')} | {fmt(b, 'omega_max_thz')} | "
+            f"{ref['cv']:.2f} | {fmt(a, 'cv')} | {fmt(b, 'cv')} |"
+        )
     values["petretto_rows"] = "\n".join(lines + [""] + per_crystal)
 
     mols = _load("molecules.json", {})
-    lines = ["| molecule | mode (experiment) | fundamental (cm⁻¹) | GFN2-xTB harmonic (cm⁻¹) | vs fundamental | exp. harmonic ω_e | vs ω_e |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| molecule | mode (experiment) | fundamental (cm⁻¹) | GFN2-xTB harmonic (cm⁻¹) | vs fundamental | exp. harmonic ω_e | vs ω_e |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, d in mols.items():
         calc = d["frequencies_cm1"]
         for e, c in zip(d["experiment"], calc):
             h = e["harmonic_cm1"]
             hs = f"{h:.0f} | {100 * (c - h) / h:+.1f} %" if h else "– | –"
             mode = f"**{e['mode']}**" if e["stretch"] else e["mode"]
-            lines.append(f"| {name} | {mode} | {e['cm1']:.0f} | {c:.0f} | {100 * (c - e['cm1']) / e['cm1']:+.1f} % | {hs} |")
+            lines.append(
+                f"| {name} | {mode} | {e['cm1']:.0f} | {c:.0f} | {100 * (c - e['cm1']) / e['cm1']:+.1f} % | {hs} |"
+            )
     values["molecule_table"] = "\n".join(lines)
-    DOC.write_text(Template(tpl_path.read_text()).safe_substitute(values))
+    DOC.write_text(Template(REPORT_TEMPLATE).safe_substitute(values))
     print(f"wrote {DOC}")
+
+
+#: the engine decision, written from the measurements in the tables above it on the page
+DECISION = """\
+**Decision: SevenNet-0 (`sevennet`) is the default crystal engine.** Measured above: it gives
+the same Γ optical mode of Si within hundredths of a THz from 0.003 to 0.06 Å displacements,
+while CHGNet drifts by THz over the same range (its forces are not smooth on the scale of a
+finite displacement, so its force constants depend on a numerical choice); SevenNet-0 is closer
+to DFT on ω_max in the Petretto table (median ratio above), has fewer spurious imaginary modes
+and smaller thermal-property errors. CHGNet stays available (`--engine chgnet`): it is faster
+per call and useful for screening. Both ship their weights in their packages; MACE is an
+optional extra (a user-supplied model file).
+"""
+
+REPORT_TEMPLATE = """\
+# Validation of the harmonic core
+
+All numbers and figures on this page are produced by `scripts/validate.py` from the cached rows
+in `scripts/validation_cache/` (regenerate: `python scripts/validate.py`, or one part with
+`--section sanity|stability|petretto|molecules|figures|report`; the Petretto table takes
+10–15 min of one core per engine, run `--section petretto --engine chgnet` etc. in parallel).
+Settings everywhere: atomvib defaults (symmetry-constrained relaxation of positions and cell to
+1e-3 eV/Å, displacement 0.01 Å, supercell ≥ 10 Å), `mesh_density=${mesh}` Å for DOS/thermal,
+ω_max taken over the mesh and the seekpath band path. Single-threaded CPU.
+
+The exact/toy-model checks and the phonopy FORCE_SETS fidelity checks (atomvib reproduces
+phonopy's ω_max and Cv to 1e-4) are in the test suite; this page covers what can only be
+judged against DFT or experiment.
+
+## 1. MLIP sanity: Si, NaCl, MgO against DFT force sets
+
+DFT: the VASP force sets of phonopy's examples (`../shared/data/phonopy-examples`) run through
+atomvib. MLIPs have no Born charges, so the ratio in **bold** compares like with like: MLIP
+without NAC against the same DFT force constants *without* BORN. The next columns add the DFT
+BORN file to the MLIP force constants (`atomvib.phonons(structure, engine=..., born=BORN)`) and
+compare with DFT + BORN. Each MLIP relaxes the cell itself (its own lattice constant).
+
+${sanity_table}
+
+Tests: `tests/test_mlip_sanity.py` (SevenNet-0 Si in the default suite; the rest `-m slow`).
+${sanity_verdict} The softening of universal MLIPs (5–25 %) is visible and is a
+property of the models, not of the pipeline (the same pipeline reproduces phonopy on DFT forces).
+
+![NaCl](figures/validation_dispersion_NaCl.png)
+![MgO](figures/validation_dispersion_MgO.png)
+
+*MLIP (no NAC) and DFT dispersions on the same q-points (the DFT path), and DOS overlays (DFT
+without NAC, as the MLIPs). The black curve is DFT with BORN: the LO–TO splitting the MLIPs can
+only get from a BORN file.*
+
+## 2. Default engine, chosen by measurement
+
+Displacement-amplitude stability, Si optical mode at Γ (THz), relaxed Si, mesh irrelevant:
+
+${stability_table}
+
+![stability](figures/validation_displacement_stability.png)
+
+${decision}
+
+## 3. MLIP accuracy on Petretto DFPT crystals
+
+Subset: the ${npet} dynamically stable crystals of `petretto-dfpt/valid.jsonl.gz` with the fewest
+atoms per cell (ties broken by material id; all 2–4 atoms). Reference: ABINIT DFPT (PBEsol).
+ω_max ratio is MLIP ω_max over the DFT `band_max_cm1`, **which includes LO–TO splitting**
+(the MLIPs do not), so for polar crystals the ratio is biased low by the LO–TO gap. S, F
+(Helmholtz, both including the zero-point energy) and Cv at 300 K per mole of formula units
+(atomvib's per-cell values divided by the cell's formula units). "modes < −0.1 THz": spurious
+imaginary modes (the DFT found none on these crystals). "lost symmetry": space group after the
+relaxation differs from before. A relaxation that did not converge in 300 steps keeps the
+partially relaxed cell (flagged). A crystal past the per-crystal time limit (180 s; rocksalt BeO,
+216-atom supercell, was rerun with 480 s on the loaded machine) would be listed as a failure.
+
+${petretto_table}
+
+Both engines keep every space group: atomvib relaxes under `FixSymmetry`, which the anchor's
+plain loop did not (its 5 of 25 symmetry losses are gone). Spurious imaginary modes:
+${imag_list}
+
+Rocksalt BeO (mp-1794, a high-pressure polymorph that DFPT finds stable at its PBEsol volume) is
+strongly unstable with both MLIPs, and its SevenNet-0 ω_max ratio of 1.47 is the one outlier
+above 1.06.
+
+![parity](figures/validation_petretto_parity.png)
+
+Per crystal (⚠ = modes below −0.1 THz); every row, with S, F, Cv and formula units, is in
+`scripts/validation_cache/petretto_<engine>.json`:
+
+${petretto_rows}
+
+## 4. Molecules: GFN2-xTB (the molecule default) against experiment
+
+Gas-phase experimental fundamentals (NIST CCCBDB / Herzberg) and, where known, experimental
+harmonic frequencies ω_e (the like-for-like quantity for a harmonic calculation). Matching by
+sorted order: unambiguous for H2O and CO2; for benzene the stretches (bold) pair by character,
+the order of close-lying bends (967–1010 cm⁻¹) is not guaranteed. All frequencies are real.
+Tests: `tests/test_molecules_reference.py` (also: atomvib's Hessian agrees with ASE's
+`Vibrations` on the same geometry to 2 cm⁻¹; benzene's e-modes come out degenerate).
+
+${molecule_table}
+
+Stretches are within 10 % of the fundamentals except the CO2 antisymmetric stretch (+10.4 %),
+which is +8.2 % from the experimental harmonic ω_e = 2397 cm⁻¹: GFN2-xTB's C=O bond is
+1.144 Å (experiment 1.160 Å).
+
+## Sources
+- Petretto et al., Sci. Data 5, 180065 (2018), CC-BY-4.0 (DFPT phonons, PBEsol).
+- phonopy `example/` force sets (VASP), BSD-3-Clause.
+- NIST CCCBDB (cccbdb.nist.gov), G. Herzberg, *Molecular Spectra and Molecular Structure II/III*.
+"""
 
 
 SECTIONS = {
@@ -514,8 +770,15 @@ SECTIONS = {
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--section", action="append", choices=list(SECTIONS), help="run only these sections (repeatable)")
-    p.add_argument("--engine", action="append", choices=list(ENGINES), help="only these engines (sanity, stability, petretto)")
+    p.add_argument(
+        "--section", action="append", choices=list(SECTIONS), help="run only these sections (repeatable)"
+    )
+    p.add_argument(
+        "--engine",
+        action="append",
+        choices=list(ENGINES),
+        help="only these engines (sanity, stability, petretto)",
+    )
     a = p.parse_args(argv)
     for name in a.section or list(SECTIONS):
         t0 = time.perf_counter()

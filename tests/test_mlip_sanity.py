@@ -33,24 +33,31 @@ def _dft(mat, with_born):
     d = _need(mat)
     born = d / "BORN" if with_born and (d / "BORN").exists() else None
     if not (d / "phonopy_disp.yaml").exists():  # Si: phonopy's older layout, 2×2×2 of POSCAR-unitcell
-        return atomvib.phonons(d / "POSCAR-unitcell", forces=d / "FORCE_SETS", supercell=(2, 2, 2), mesh_density=MESH)
+        return atomvib.phonons(
+            d / "POSCAR-unitcell", forces=d / "FORCE_SETS", supercell=(2, 2, 2), mesh_density=MESH
+        )
     return atomvib.phonons(d / "phonopy_disp.yaml", forces=d / "FORCE_SETS", born=born, mesh_density=MESH)
 
 
 def _mlip(mat, engine, with_born=False):
-    import atomvib
     from ase.io import read
+
+    import atomvib
 
     d = _need(mat)
     born = d / "BORN" if with_born else None
-    return atomvib.phonons(read(d / "POSCAR-unitcell", format="vasp"), engine=engine, born=born, mesh_density=MESH)
+    return atomvib.phonons(
+        read(d / "POSCAR-unitcell", format="vasp"), engine=engine, born=born, mesh_density=MESH
+    )
 
 
 def _check(mlip, dft, lo=0.8, hi=1.2):
     assert not mlip.has_imaginary, mlip.instability.describe()
     assert mlip.min_frequency_thz > -0.1  # acoustic modes at Γ: only numerical noise below zero
     ratio = mlip.omega_max_thz / dft.omega_max_thz
-    assert lo < ratio < hi, f"ω_max ratio {ratio:.3f} (MLIP {mlip.omega_max_thz:.2f} THz, DFT {dft.omega_max_thz:.2f} THz)"
+    assert lo < ratio < hi, (
+        f"ω_max ratio {ratio:.3f} (MLIP {mlip.omega_max_thz:.2f} THz, DFT {dft.omega_max_thz:.2f} THz)"
+    )
     return ratio
 
 
@@ -58,20 +65,34 @@ def test_default_engine_si_against_dft():
     """SevenNet-0 is the crystal default; Si ω_max 12.49 THz vs DFT 15.09 THz (ratio 0.83)."""
     r = _mlip("Si", None)
     assert r.engine["name"] == "sevennet"
-    ratio = _check(r, _dft("Si", False))
+    dft = _dft("Si", False)
+    ratio = _check(r, dft)
     # measured 0.828: the known MLIP softening, well inside the window, not an accident near its edge
     assert 0.80 < ratio < 0.90
     # the structure stays diamond after relaxation, and the cell stays close to the DFT (PBE) one
     assert r.relaxation["spacegroup_after"] == r.relaxation["spacegroup_before"] == "Fd-3m (227)"
     a_ml = np.linalg.norm(r.primitive.cell[0])
-    a_dft = np.linalg.norm(_dft("Si", False).primitive.cell[0])
+    a_dft = np.linalg.norm(dft.primitive.cell[0])
     assert abs(a_ml / a_dft - 1) < 0.02
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "mat,engine",
-    [("Si", "chgnet"), ("NaCl", "sevennet"), ("NaCl", "chgnet"), ("MgO", "sevennet"), ("MgO", "chgnet")],
+    [
+        ("Si", "chgnet"),
+        ("NaCl", "sevennet"),
+        # measured: CHGNet NaCl ω_max 4.76 THz vs DFT 6.29 THz without NAC (ratio 0.757), TO mode at Γ
+        # 1.9 THz: a real failure of the 20 % bar, recorded in docs/validation.md; strict, so a model
+        # or pipeline change that fixes it shows up
+        pytest.param(
+            "NaCl",
+            "chgnet",
+            marks=pytest.mark.xfail(strict=True, reason="CHGNet softens NaCl by 24 % (measured 0.757)"),
+        ),
+        ("MgO", "sevennet"),
+        ("MgO", "chgnet"),
+    ],
 )
 def test_mlip_against_dft_without_nac(mat, engine):
     _check(_mlip(mat, engine), _dft(mat, False))
@@ -91,8 +112,9 @@ def test_default_engine_with_dft_born_against_dft_with_born(mat):
 @pytest.mark.slow
 def test_default_engine_stable_with_displacement_amplitude():
     """A smooth potential gives the same harmonic Si Γ optical mode for 0.003–0.06 Å displacements."""
-    import atomvib
     from ase.build import bulk
+
+    import atomvib
 
     nus = []
     for disp in (0.003, 0.01, 0.03, 0.06):
@@ -100,5 +122,5 @@ def test_default_engine_stable_with_displacement_amplitude():
         ph = r.to_phonopy()
         ph.run_qpoints([[0, 0, 0]])
         nus.append(float(np.max(ph.qpoints.frequencies)))
-    # measured spread 0.01 THz (12.49–12.50); 0.1 THz is the scale of a visible DOS shift
+    # measured spread 0.045 THz (12.455–12.500, anharmonicity at 0.06 Å); 0.1 THz is a visible DOS shift
     assert max(nus) - min(nus) < 0.1, nus

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("tblite") is None, reason="tblite (xtb) not installed")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("tblite") is None, reason="tblite (xtb) not installed"
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from validate import MOLECULE_EXPERIMENT_CM1  # noqa: E402
@@ -24,8 +26,9 @@ from validate import MOLECULE_EXPERIMENT_CM1  # noqa: E402
 
 @pytest.fixture(scope="module")
 def vib():
-    import atomvib
     from ase.build import molecule
+
+    import atomvib
 
     return {name: atomvib.phonons(molecule(name)) for name in ("H2O", "CO2", "C6H6")}
 
