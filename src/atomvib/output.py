@@ -153,7 +153,13 @@ def write_result(result, out: Path, plot: bool = True) -> list[Path]:
             plot_band_dos(result, out / "band_dos.png")
             written.append(out / "band_dos.png")
     else:
-        np.savez_compressed(out / "modes.npz", frequencies_cm1=result.frequencies_cm1, modes=result.modes, hessian_eV_per_A2=result.hessian)
+        extra = {}
+        if result.dipole_derivatives is not None:
+            extra["dipole_derivatives_e"] = result.dipole_derivatives
+        np.savez_compressed(
+            out / "modes.npz", frequencies_cm1=result.frequencies_cm1, modes=result.modes,
+            hessian_eV_per_A2=result.hessian, **extra,
+        )
         write(out / "structure.xyz", result.structure.to_ase())
         written += [out / "modes.npz", out / "structure.xyz"]
         if plot:

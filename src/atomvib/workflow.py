@@ -53,13 +53,16 @@ class ForceCheckpoint:
         self.path = Path(directory) / "forces_checkpoint.npz" if directory else None
         self.key = key
         self.done: dict[int, np.ndarray] = {}
+        self.dipoles: dict[int, np.ndarray] = {}
         if self.path is not None and self.path.exists():
             try:
                 with np.load(self.path, allow_pickle=False) as z:
                     if str(z["key"]) == key:
                         self.done = {int(i): f for i, f in zip(z["index"], z["forces"])}
+                        if "dipoles" in z.files:
+                            self.dipoles = {int(i): d for i, d in zip(z["index"], z["dipoles"])}
             except (OSError, KeyError, ValueError):  # a torn write: start again
-                self.done = {}
+                self.done, self.dipoles = {}, {}
         self.n = n
 
     def save(self):
@@ -67,7 +70,10 @@ class ForceCheckpoint:
             return
         idx = np.array(sorted(self.done))
         tmp = self.path.with_suffix(".tmp.npz")
-        np.savez(tmp, key=np.array(self.key), index=idx, forces=np.stack([self.done[i] for i in idx]))
+        extra = {}
+        if len(self.dipoles) == len(self.done):
+            extra["dipoles"] = np.stack([self.dipoles[i] for i in idx])
+        np.savez(tmp, key=np.array(self.key), index=idx, forces=np.stack([self.done[i] for i in idx]), **extra)
         tmp.replace(self.path)
 
     def clear(self):
@@ -82,8 +88,12 @@ def _key(structure: Structure, engine: Engine, settings: PhononSettings, extra: 
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-def evaluate_forces(engine: Engine, atoms_list: list, key: str, checkpoint_dir=None, progress=True, desc="forces", chunk=8) -> np.ndarray:
-    """Forces (n, natoms, 3) eV/Å for ``atoms_list``, resuming from and writing to a checkpoint."""
+def evaluate_forces(engine: Engine, atoms_list: list, key: str, checkpoint_dir=None, progress=True, desc="forces",
+                    chunk=8, with_dipoles=False):
+    """Forces (n, natoms, 3) eV/Å for ``atoms_list``, resuming from and writing to a checkpoint.
+
+    With ``with_dipoles``, returns ``(forces, dipoles)``; dipoles (n, 3) e·Å, or None if the engine gives none.
+    """
     ckpt = ForceCheckpoint(checkpoint_dir, key, len(atoms_list))
     todo = [i for i in range(len(atoms_list)) if i not in ckpt.done]
     bar = _Progress(len(atoms_list), desc, progress)
@@ -94,10 +104,17 @@ def evaluate_forces(engine: Engine, atoms_list: list, key: str, checkpoint_dir=N
             evs = engine.evaluate([atoms_list[i] for i in idx], progress=bar)
             for i, ev in zip(idx, evs):
                 ckpt.done[i] = ev.forces
+                if ev.dipole is not None:
+                    ckpt.dipoles[i] = ev.dipole
             ckpt.save()
     finally:
         bar.close()
-    return np.stack([ckpt.done[i] for i in range(len(atoms_list))])
+    forces = np.stack([ckpt.done[i] for i in range(len(atoms_list))])
+    if not with_dipoles:
+        return forces
+    n = len(atoms_list)
+    dipoles = np.stack([ckpt.dipoles[i] for i in range(n)]) if len(ckpt.dipoles) == n else None
+    return forces, dipoles
 
 
 def load_input(inp) -> Structure:
@@ -303,7 +320,13 @@ def _yaml_has_nac(path: Path) -> bool:
 
 
 def _molecule(structure, eng, settings, checkpoint_dir, progress):
-    from .harmonic.molecule import MoleculeVibrations, displaced_geometries, hessian_from_forces, normal_modes
+    from .harmonic.molecule import (
+        MoleculeVibrations,
+        dipole_derivatives_from_dipoles,
+        displaced_geometries,
+        hessian_from_forces,
+        normal_modes,
+    )
 
     eng.check(structure)
     timings: dict[str, float] = {}
@@ -311,15 +334,18 @@ def _molecule(structure, eng, settings, checkpoint_dir, progress):
     step = settings.displacement_a
     geoms = displaced_geometries(structure, step)
     t0 = time.perf_counter()
-    forces = evaluate_forces(eng, geoms, _key(structure, eng, settings), checkpoint_dir, progress, desc="displacements")
+    forces, dipoles = evaluate_forces(
+        eng, geoms, _key(structure, eng, settings), checkpoint_dir, progress, desc="displacements", with_dipoles=True
+    )
     timings["forces"] = time.perf_counter() - t0
+    apt = dipole_derivatives_from_dipoles(dipoles, step) if dipoles is not None else None
     energy = eng.evaluate([structure.to_ase()])[0].energy
     hess = hessian_from_forces(forces[0::2], forces[1::2], step)
     freqs, modes = normal_modes(structure, hess)
     return MoleculeVibrations(
         structure=structure, hessian=hess, frequencies_cm1=freqs, modes=modes, energy_ev=energy,
         engine=eng.info.to_dict(), settings=settings, relaxation=relaxation, n_displacements=len(geoms),
-        timings=timings,
+        timings=timings, dipole_derivatives=apt,
     )
 
 

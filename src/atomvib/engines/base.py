@@ -35,10 +35,11 @@ class EngineInfo:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Energy (eV) and forces ((natoms, 3) eV/Å) of one structure."""
+    """Energy (eV), forces ((natoms, 3) eV/Å) and, where the engine gives it, the dipole ((3,) e·Å) of one structure."""
 
     energy: float
     forces: np.ndarray
+    dipole: np.ndarray | None = None
 
 
 class Engine(ABC):
@@ -109,7 +110,9 @@ class Engine(ABC):
             a.calc = calc
             forces = np.array(a.get_forces(), dtype=np.float64)
             energy = float(a.get_potential_energy())
-            out.append(Evaluation(energy=energy, forces=forces))
+            # calculators that compute the dipole with the forces (xtb, PySCF) have it cached: free
+            dipole = calc.results.get("dipole")
+            out.append(Evaluation(energy=energy, forces=forces, dipole=None if dipole is None else np.array(dipole, float)))
             if progress:
                 progress(1)
         return out

@@ -31,6 +31,14 @@ def hessian_from_forces(forces_plus: np.ndarray, forces_minus: np.ndarray, step_
     return 0.5 * (h + h.T)
 
 
+def dipole_derivatives_from_dipoles(dipoles_pm: np.ndarray, step_a: float) -> np.ndarray:
+    """Atomic polar tensors (N, 3, 3) e, ``[κ, α (dipole component), β (displacement)]``, from the dipoles
+    (6N, 3) e·Å at the geometries of :func:`displaced_geometries` (+x0, −x0, +y0, ...)."""
+    dips = np.asarray(dipoles_pm, float)
+    d = (dips[0::2] - dips[1::2]) / (2.0 * step_a)  # (3N, 3): [κβ, α]
+    return d.reshape(-1, 3, 3).transpose(0, 2, 1)
+
+
 def rigid_body_basis(positions: np.ndarray, masses: np.ndarray) -> np.ndarray:
     """Orthonormal basis (3N, k) of mass-weighted translations and rotations (k = 5 linear, 6 otherwise, 3 atom)."""
     n = len(masses)
@@ -79,6 +87,7 @@ class MoleculeVibrations:
     relaxation: dict | None = None
     n_displacements: int = 0
     timings: dict = field(default_factory=dict)
+    #: atomic polar tensors (N, 3, 3) e, ``[κ, α, β]``, when the engine gives dipoles (xtb, PySCF)
     dipole_derivatives: np.ndarray | None = None
 
     kind = "molecule"

@@ -297,7 +297,7 @@ def dipole_derivatives(structure, engine, step_a: float = 0.01) -> np.ndarray:
     Same layout as Born charges: ``[κ, α (dipole component), β (displacement)]``. 6N calls of the
     engine's ASE calculator at the geometries of :func:`~atomvib.harmonic.molecule.displaced_geometries`.
     """
-    from ..harmonic.molecule import displaced_geometries
+    from ..harmonic.molecule import dipole_derivatives_from_dipoles, displaced_geometries
 
     calc = engine.calculator()
     if "dipole" not in getattr(calc, "implemented_properties", ()):
@@ -309,9 +309,7 @@ def dipole_derivatives(structure, engine, step_a: float = 0.01) -> np.ndarray:
     for atoms in displaced_geometries(structure, step_a):
         atoms.calc = calc
         dips.append(np.asarray(atoms.get_dipole_moment(), dtype=float))
-    dips = np.array(dips)  # (6N, 3): +x0, -x0, +y0, ...
-    d = (dips[0::2] - dips[1::2]) / (2.0 * step_a)  # (3N, 3): [κβ, α]
-    return d.reshape(structure.natoms, 3, 3).transpose(0, 2, 1)
+    return dipole_derivatives_from_dipoles(np.array(dips), step_a)
 
 
 def mass_weighted_modes(structure, modes) -> np.ndarray:
