@@ -25,14 +25,22 @@ from atomvib.store import Store
 # tiny and fast: 2×2×2 supercells of one-atom cells, coarse mesh, no relaxation (~1–2 s per task)
 FAST = PhononSettings(engine="emt", relax=False, min_supercell_length_a=5.0, mesh_density=5.0)
 FAST_CLI = ["--engine", "emt", "--no-relax", "--min-length", "5", "--mesh-density", "5", "--quiet"]
-ENV = {**os.environ, "ATOMVIB_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+ENV = {
+    **os.environ,
+    "ATOMVIB_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
 
 
 @pytest.fixture(scope="module")
 def cluster():
     from distributed import LocalCluster
 
-    os.environ.update({k: ENV[k] for k in ("ATOMVIB_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+    os.environ.update(
+        {k: ENV[k] for k in ("ATOMVIB_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    )
     c = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     yield c
     c.close()
@@ -75,9 +83,14 @@ def test_batch_records_everything_and_reruns_in_seconds(tmp_path, cluster):
     store = Store(db)
     df = store.calculations()
     by = {(r.formula, r.task): r for r in df.itertuples()}
-    assert by[("Fe", "phonons")].status == "failed" and "does not cover element(s) Fe" in by[("Fe", "phonons")].error
+    assert (
+        by[("Fe", "phonons")].status == "failed"
+        and "does not cover element(s) Fe" in by[("Fe", "phonons")].error
+    )
     bad = df[df["task"] == "read"]
-    assert len(bad) == 1 and bad.iloc[0]["status"] == "failed" and bad.iloc[0]["source"].endswith("broken.cif")
+    assert (
+        len(bad) == 1 and bad.iloc[0]["status"] == "failed" and bad.iloc[0]["source"].endswith("broken.cif")
+    )
     cu = by[("Cu", "phonons")]
     assert {Path(p).name for p in store.sources_of(cu.structure_hash)} == {"Cu.cif", "Cu_conventional.cif"}
     assert by[("Ni", "phonons")].source.endswith("many.extxyz@0")
@@ -94,7 +107,9 @@ def test_batch_records_everything_and_reruns_in_seconds(tmp_path, cluster):
         band_q = json.loads((Path(row.result_dir) / "band.json").read_text())["qpoints"]
         ph.run_qpoints(band_q)
         ref = max(ph.get_mesh_dict()["frequencies"].max(), ph.get_qpoints_dict()["frequencies"].max())
-        assert row.omega_max_thz == pytest.approx(ref, abs=1e-4)  # omega_max is over the mesh and the band path
+        assert row.omega_max_thz == pytest.approx(
+            ref, abs=1e-4
+        )  # omega_max is over the mesh and the band path
     # EMT metals: the lighter and stiffer, the higher the top frequency (Al/Ni above Au by > 2×)
     assert by[("Ni", "phonons")].omega_max_thz > 2 * by[("Au", "phonons")].omega_max_thz
 
@@ -110,14 +125,57 @@ def test_batch_records_everything_and_reruns_in_seconds(tmp_path, cluster):
     import pandas as pd
 
     csv = pd.read_csv(out)
-    for col in ("structure_hash", "formula", "source", "engine", "task", "status", "error", "omega_max_thz", "has_imaginary", "seconds"):
+    for col in (
+        "structure_hash",
+        "formula",
+        "source",
+        "engine",
+        "task",
+        "status",
+        "error",
+        "omega_max_thz",
+        "has_imaginary",
+        "seconds",
+    ):
         assert col in csv.columns
     assert len(csv) == 6 and set(csv["status"]) == {"done", "failed"}
-    assert main(["db", "export", "--db", str(db), "--format", "extxyz", "--status", "done", "--out", str(tmp_path / "d.extxyz")]) == 0
+    assert (
+        main(
+            [
+                "db",
+                "export",
+                "--db",
+                str(db),
+                "--format",
+                "extxyz",
+                "--status",
+                "done",
+                "--out",
+                str(tmp_path / "d.extxyz"),
+            ]
+        )
+        == 0
+    )
     frames = read(tmp_path / "d.extxyz", index=":")
     assert sorted(a.get_chemical_formula() for a in frames) == ["Al", "Au", "Cu", "Ni"]
     assert all(a.info["omega_max_thz"] > 0 for a in frames)
-    assert main(["db", "export", "--db", str(db), "--format", "json", "--formula", "Cu", "--out", str(tmp_path / "c.json")]) == 0
+    assert (
+        main(
+            [
+                "db",
+                "export",
+                "--db",
+                str(db),
+                "--format",
+                "json",
+                "--formula",
+                "Cu",
+                "--out",
+                str(tmp_path / "c.json"),
+            ]
+        )
+        == 0
+    )
     assert [r["formula"] for r in json.loads((tmp_path / "c.json").read_text())] == ["Cu"]
 
 
@@ -132,13 +190,23 @@ def test_cli_batch_and_db_list(tmp_path, cluster, capsys):
     assert "Al" in out and "Cu" in out and "done" in out
     assert main(["batch", str(files[0]), "--tasks", "phonons,bogus", "--db", db, *FAST_CLI]) == 2
     assert "unknown task(s) bogus" in capsys.readouterr().err
+    assert (
+        main(["db", "list", "--db", str(tmp_path / "none.db")]) == 2
+    )  # a query never creates an empty database
+    assert "no database at" in capsys.readouterr().err and not (tmp_path / "none.db").exists()
 
 
 def test_relax_then_phonons_chain(tmp_path, cluster):
     write(tmp_path / "Cu.cif", bulk("Cu", "fcc", a=3.70))  # strained: the relaxation has work to do
     db = tmp_path / "r.db"
     settings = PhononSettings(engine="emt", min_supercell_length_a=5.0, mesh_density=5.0, fmax_ev_per_a=1e-3)
-    s = run_batch([tmp_path / "Cu.cif"], tasks=["relax", "phonons"], settings=settings, db=db, scheduler=cluster.scheduler_address)
+    s = run_batch(
+        [tmp_path / "Cu.cif"],
+        tasks=["relax", "phonons"],
+        settings=settings,
+        db=db,
+        scheduler=cluster.scheduler_address,
+    )
     assert (s.done, s.failed) == (2, 0)
     df = Store(db).calculations().set_index("task")
     relaxed = read(Path(df.loc["relax", "result_dir"]) / "relaxed.extxyz")
@@ -177,8 +245,14 @@ def test_killing_a_worker_loses_nothing(tmp_path, cluster):
 
 
 def _cli(args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "atomvib.cli.main", *args], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "atomvib.cli.main", *args],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 @pytest.mark.slow
@@ -194,7 +268,10 @@ def test_killed_driver_resumes_and_two_batches_share_a_database(tmp_path, cluste
             break
     p.kill()  # like a power cut: no cleanup in the driver
     p.wait()
-    assert "running" in set(Store(db).calculations()["status"]) or len(Store(db).calculations(status="done")) == 12
+    assert (
+        "running" in set(Store(db).calculations()["status"])
+        or len(Store(db).calculations(status="done")) == 12
+    )
     # two batches over overlapping inputs at once, on the same SQLite file
     p1, p2 = _cli(["batch", *files[:8], *common]), _cli(["batch", *files[4:], *common])
     for q in (p1, p2):
@@ -212,9 +289,25 @@ def test_slurm_options_map_to_the_job_script(tmp_path):
     from atomvib.cli.batch import _slurm
     from atomvib.cli.main import get_parser
 
-    args = get_parser().parse_args(["batch", "x.cif", "--slurm", "--slurm-queue", "gpu", "--slurm-account", "proj42",
-                                    "--slurm-walltime", "02:30:00", "--slurm-cores", "8", "--slurm-memory", "32GB",
-                                    "--slurm-jobs", "3"])
+    args = get_parser().parse_args(
+        [
+            "batch",
+            "x.cif",
+            "--slurm",
+            "--slurm-queue",
+            "gpu",
+            "--slurm-account",
+            "proj42",
+            "--slurm-walltime",
+            "02:30:00",
+            "--slurm-cores",
+            "8",
+            "--slurm-memory",
+            "32GB",
+            "--slurm-jobs",
+            "3",
+        ]
+    )
     opts = _slurm(args)
     assert opts.jobs == 3
     cluster = opts.cluster()
@@ -222,6 +315,14 @@ def test_slurm_options_map_to_the_job_script(tmp_path):
         script = cluster.job_script()
     finally:
         cluster.close()
-    for line in ("#SBATCH -p gpu", "#SBATCH -A proj42", "#SBATCH -t 02:30:00", "#SBATCH --cpus-per-task=8",
-                 "export ATOMVIB_THREADS=1", "--nworkers 8", "--nthreads 1", "#SBATCH --mem=30G"):
+    for line in (
+        "#SBATCH -p gpu",
+        "#SBATCH -A proj42",
+        "#SBATCH -t 02:30:00",
+        "#SBATCH --cpus-per-task=8",
+        "export ATOMVIB_THREADS=1",
+        "--nworkers 8",
+        "--nthreads 1",
+        "#SBATCH --mem=30G",
+    ):
         assert line in script, line

@@ -8,7 +8,6 @@ import shutil
 import socket
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -39,18 +38,28 @@ def _rotated_permuted_translated(atoms, seed=0):
 def test_same_crystal_in_any_setting_has_one_hash():
     prim = bulk("NaCl", "rocksalt", a=5.64)
     conv = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
-    variants = [prim, conv, _rotated_permuted_translated(conv), prim.repeat((2, 1, 3)), _rotated_permuted_translated(prim, 3)]
+    variants = [
+        prim,
+        conv,
+        _rotated_permuted_translated(conv),
+        prim.repeat((2, 1, 3)),
+        _rotated_permuted_translated(prim, 3),
+    ]
     hashes = {canonical_hash(_s(v)) for v in variants}
     assert len(hashes) == 1
     # Si: conventional 8-atom cell vs 2-atom primitive cell
-    assert canonical_hash(_s(bulk("Si", "diamond", a=5.43))) == canonical_hash(_s(bulk("Si", "diamond", a=5.43, cubic=True)))
+    assert canonical_hash(_s(bulk("Si", "diamond", a=5.43))) == canonical_hash(
+        _s(bulk("Si", "diamond", a=5.43, cubic=True))
+    )
 
 
 def test_different_crystals_have_different_hashes():
     nacl = canonical_hash(_s(bulk("NaCl", "rocksalt", a=5.64)))
     assert canonical_hash(_s(bulk("NaCl", "rocksalt", a=5.66))) != nacl  # 0.02 Å change of lattice constant
     assert canonical_hash(_s(bulk("NaCl", "zincblende", a=5.64))) != nacl  # same composition, other structure
-    assert canonical_hash(_s(bulk("Si", "diamond", a=5.43))) != canonical_hash(_s(bulk("Ge", "diamond", a=5.43)))
+    assert canonical_hash(_s(bulk("Si", "diamond", a=5.43))) != canonical_hash(
+        _s(bulk("Ge", "diamond", a=5.43))
+    )
 
 
 def test_molecule_hash_is_orientation_and_order_invariant():
@@ -79,14 +88,33 @@ def test_fresh_database_is_at_head_and_reopens(tmp_path):
 
 
 def _calc(i, h="h0"):
-    return {"key": f"k{i:05d}", "structure_hash": h, "task": "phonons", "engine": "emt", "engine_version": "1",
-            "settings_digest": f"d{i}", "settings_json": "{}", "source": f"s{i}.cif"}
+    return {
+        "key": f"k{i:05d}",
+        "structure_hash": h,
+        "task": "phonons",
+        "engine": "emt",
+        "engine_version": "1",
+        "settings_digest": f"d{i}",
+        "settings_json": "{}",
+        "source": f"s{i}.cif",
+    }
 
 
 def test_claim_is_exclusive_and_plan_keeps_results(tmp_path):
     s = Store(tmp_path / "a.db")
-    s.add_structures([{"hash": "h0", "formula": "NaCl", "natoms": 2, "kind": "crystal", "source": "a.cif",
-                       "spacegroup": "Fm-3m (225)", "extxyz": ""}])
+    s.add_structures(
+        [
+            {
+                "hash": "h0",
+                "formula": "NaCl",
+                "natoms": 2,
+                "kind": "crystal",
+                "source": "a.cif",
+                "spacegroup": "Fm-3m (225)",
+                "extxyz": "",
+            }
+        ]
+    )
     s.plan([_calc(i) for i in range(10)])
     r1, r2 = s.start_run(), s.start_run()
     got1 = s.claim([f"k{i:05d}" for i in range(6)], r1)
@@ -105,7 +133,10 @@ def test_claim_is_exclusive_and_plan_keeps_results(tmp_path):
     assert c == {"done": 1, "failed": 1, "pending": 4, "running": 4}
     assert s.claim(["k00001"], s.start_run()) == []  # failed is kept unless asked
     assert s.claim(["k00001"], s.start_run(), retry_failed=True) == ["k00001"]
-    assert len(s.calculations(formula="ClNa")) == 10 and len(s.calculations(formula="Na2Cl2", status="done")) == 1
+    assert (
+        len(s.calculations(formula="ClNa")) == 10
+        and len(s.calculations(formula="Na2Cl2", status="done")) == 1
+    )
 
 
 def test_rows_of_a_killed_run_are_reset(tmp_path):
@@ -116,7 +147,11 @@ def test_rows_of_a_killed_run_are_reset(tmp_path):
     proc = subprocess.Popen(["sleep", "0"])
     proc.wait()  # a pid that no longer exists: the run 'was killed'
     run = "deadrun"
-    s._write(lambda ses: ses.add(RunRow(id=run, host=socket.gethostname(), pid=proc.pid, started=0.0, heartbeat=0.0, command="")))
+    s._write(
+        lambda ses: ses.add(
+            RunRow(id=run, host=socket.gethostname(), pid=proc.pid, started=0.0, heartbeat=0.0, command="")
+        )
+    )
     assert len(s.claim(["k00000", "k00001"], run)) == 2
     assert s.counts()["running"] == 2
     assert s.reset_stale() == 2
@@ -127,8 +162,19 @@ def _writer(db, offset, n, barrier):
     s = Store(db)
     barrier.wait()
     run = s.start_run()
-    s.add_structures([{"hash": "shared", "formula": "Cu", "natoms": 1, "kind": "crystal", "source": f"w{offset}",
-                       "spacegroup": "", "extxyz": ""}])
+    s.add_structures(
+        [
+            {
+                "hash": "shared",
+                "formula": "Cu",
+                "natoms": 1,
+                "kind": "crystal",
+                "source": f"w{offset}",
+                "spacegroup": "",
+                "extxyz": "",
+            }
+        ]
+    )
     keys = [f"k{offset + i:05d}" for i in range(n)]
     s.plan([_calc(offset + i, h="shared") for i in range(n)])
     for k in s.claim(keys, run):
@@ -152,14 +198,22 @@ def test_two_processes_writing_one_sqlite_file(tmp_path):
     assert con.execute("pragma integrity_check").fetchone()[0] == "ok"
     df = Store(db).calculations()
     assert len(df) == 2 * n and set(df["status"]) == {"done"} and df["key"].is_unique
-    assert Store(db).sources_of("shared") == ["w0", f"w{n}"] or set(Store(db).sources_of("shared")) == {"w0", f"w{n}"}
+    assert Store(db).sources_of("shared") == ["w0", f"w{n}"] or set(Store(db).sources_of("shared")) == {
+        "w0",
+        f"w{n}",
+    }
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------------
 
 
 def _pg_bin():
-    for d in [os.environ.get("PG_BIN", ""), "/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/local/bin"]:
+    for d in [
+        os.environ.get("PG_BIN", ""),
+        "/usr/lib/postgresql/15/bin",
+        "/usr/lib/postgresql/16/bin",
+        "/usr/local/bin",
+    ]:
         if d and Path(d, "initdb").exists() and Path(d, "pg_ctl").exists():
             return Path(d)
     w = shutil.which("initdb")
@@ -169,7 +223,10 @@ def _pg_bin():
 @pytest.fixture(scope="module")
 def postgres():
     """A throwaway PostgreSQL server on a free port (skipped where the binaries or the driver are absent)."""
-    pytest.importorskip("psycopg")
+    import importlib.util
+
+    if not any(importlib.util.find_spec(m) for m in ("psycopg", "psycopg2")):
+        pytest.skip("no PostgreSQL driver (psycopg or psycopg2) installed")
     bindir = _pg_bin()
     if bindir is None:
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed")
@@ -194,24 +251,70 @@ def postgres():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    subprocess.run([*pre, str(bindir / "initdb"), "-D", str(data), "-U", "atomvib", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
-    subprocess.run([*pre, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-t", "60",
-                    "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    subprocess.run(
+        [*pre, str(bindir / "initdb"), "-D", str(data), "-U", "atomvib", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *pre,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(base / "log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {port} -k {base} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
-        subprocess.run([str(bindir / "createdb") if (bindir / "createdb").exists() else "createdb", "-h", "127.0.0.1",
-                        "-p", str(port), "-U", "atomvib", "atomvib"], check=True, capture_output=True)
-        yield f"postgresql+psycopg://atomvib@127.0.0.1:{port}/atomvib"
+        subprocess.run(
+            [
+                str(bindir / "createdb") if (bindir / "createdb").exists() else "createdb",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "atomvib",
+                "atomvib",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        yield f"postgresql://atomvib@127.0.0.1:{port}/atomvib"  # Store picks the installed driver
     finally:
-        subprocess.run([*pre, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        subprocess.run(
+            [*pre, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-W", "stop"],
+            capture_output=True,
+        )
         shutil.rmtree(base, ignore_errors=True)
 
 
 def test_postgresql_store(postgres):
     s = Store(postgres)
     assert s.revision() == Store.head_revision()
-    s.add_structures([{"hash": "h0", "formula": "Al", "natoms": 1, "kind": "crystal", "source": "Al.cif",
-                       "spacegroup": "Fm-3m (225)", "extxyz": ""}] * 2)
+    s.add_structures(
+        [
+            {
+                "hash": "h0",
+                "formula": "Al",
+                "natoms": 1,
+                "kind": "crystal",
+                "source": "Al.cif",
+                "spacegroup": "Fm-3m (225)",
+                "extxyz": "",
+            }
+        ]
+        * 2
+    )
     s.plan([_calc(i) for i in range(5)])
     s.plan([_calc(i) for i in range(5)])
     run = s.start_run()

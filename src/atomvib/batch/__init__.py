@@ -7,5 +7,15 @@
 from .runner import BatchSummary, SlurmOptions, expand_inputs, make_client, run_batch
 from .tasks import TASKS, TaskContext, TaskOutput, discover_tasks, register_task
 
-__all__ = ["run_batch", "BatchSummary", "SlurmOptions", "make_client", "expand_inputs", "register_task",
-           "discover_tasks", "TASKS", "TaskContext", "TaskOutput"]
+__all__ = [
+    "run_batch",
+    "BatchSummary",
+    "SlurmOptions",
+    "make_client",
+    "expand_inputs",
+    "register_task",
+    "discover_tasks",
+    "TASKS",
+    "TaskContext",
+    "TaskOutput",
+]

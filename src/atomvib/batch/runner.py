@@ -31,9 +31,26 @@ from ..settings import PhononSettings
 from .tasks import TaskContext, discover_tasks
 
 # .json is left out on purpose: result directories are full of summary.json files
-STRUCTURE_SUFFIXES = {".cif", ".vasp", ".poscar", ".xyz", ".extxyz", ".traj", ".pdb", ".xsf", ".res", ".gen", ".mol"}
+STRUCTURE_SUFFIXES = {
+    ".cif",
+    ".vasp",
+    ".poscar",
+    ".xyz",
+    ".extxyz",
+    ".traj",
+    ".pdb",
+    ".xsf",
+    ".res",
+    ".gen",
+    ".mol",
+}
 STRUCTURE_NAMES = ("POSCAR", "CONTCAR")
-THREAD_ENV = {"ATOMVIB_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+THREAD_ENV = {
+    "ATOMVIB_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,7 +99,10 @@ class BatchSummary:
             f"  database {self.db_url}; files under {self.results_dir}",
         ]
         if self.failed:
-            lines.append("  see the failures: atomvib db list --status failed" + ("" if "atomvib.db" in self.db_url else f" --db {self.db_url}"))
+            lines.append(
+                "  see the failures: atomvib db list --status failed"
+                + ("" if "atomvib.db" in self.db_url else f" --db {self.db_url}")
+            )
         return "\n".join(lines)
 
 
@@ -105,8 +125,11 @@ def expand_inputs(inputs, exclude=()) -> list[str]:
             files += [m for m in matches if Path(m).is_file()]
         elif Path(inp).is_dir():
             for p in sorted(Path(inp).rglob("*")):
-                if p.is_file() and not p.name.startswith(".") and not any(p.resolve().is_relative_to(e) for e in exclude) and (
-                    p.suffix.lower() in STRUCTURE_SUFFIXES or p.name.startswith(STRUCTURE_NAMES)
+                if (
+                    p.is_file()
+                    and not p.name.startswith(".")
+                    and not any(p.resolve().is_relative_to(e) for e in exclude)
+                    and (p.suffix.lower() in STRUCTURE_SUFFIXES or p.name.startswith(STRUCTURE_NAMES))
                 ):
                     files.append(str(p))
         else:
@@ -147,10 +170,17 @@ def read_inputs(files: list[str], symprec: float):
             first = h not in structures
             if first:
                 structures[h] = s
-            records.append({
-                "hash": h, "formula": s.formula, "natoms": s.natoms, "kind": s.kind, "source": s.source,
-                "spacegroup": "" if s.is_molecule else s.spacegroup(symprec), "extxyz": _extxyz(s) if first else "",
-            })
+            records.append(
+                {
+                    "hash": h,
+                    "formula": s.formula,
+                    "natoms": s.natoms,
+                    "kind": s.kind,
+                    "source": s.source,
+                    "spacegroup": "" if s.is_molecule else s.spacegroup(symprec),
+                    "extxyz": _extxyz(s) if first else "",
+                }
+            )
     return structures, records, unreadable
 
 
@@ -176,14 +206,30 @@ def run_task(task: str, structure, engine: str, settings: PhononSettings, out_di
         spec = discover_tasks()[task]
         res = spec.fn(structure, TaskContext(engine=engine, settings=settings, out_dir=out))
     except AtomvibError as exc:
-        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - t0, "task": task}
+        return {
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}",
+            "seconds": time.perf_counter() - t0,
+            "task": task,
+        }
     except Exception as exc:  # a bug or a library failure: keep the batch going, keep the traceback
         tb = traceback.format_exc(limit=3)
-        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}\n{tb}", "seconds": time.perf_counter() - t0, "task": task}
+        return {
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}\n{tb}",
+            "seconds": time.perf_counter() - t0,
+            "task": task,
+        }
     return {
-        "status": "done", "task": task, "seconds": time.perf_counter() - t0, "structure": res.structure,
-        "omega_max_thz": res.omega_max_thz, "has_imaginary": res.has_imaginary, "energy_ev": res.energy_ev,
-        "summary": res.summary, "result_dir": str(out),
+        "status": "done",
+        "task": task,
+        "seconds": time.perf_counter() - t0,
+        "structure": res.structure,
+        "omega_max_thz": res.omega_max_thz,
+        "has_imaginary": res.has_imaginary,
+        "energy_ev": res.energy_ev,
+        "summary": res.summary,
+        "result_dir": str(out),
     }
 
 
@@ -204,8 +250,13 @@ class SlurmOptions:
 
     def cluster_kwargs(self) -> dict:
         return {
-            "queue": self.queue, "account": self.account, "walltime": self.walltime, "cores": self.cores,
-            "processes": self.cores, "memory": self.memory, "python": self.python or sys.executable,
+            "queue": self.queue,
+            "account": self.account,
+            "walltime": self.walltime,
+            "cores": self.cores,
+            "processes": self.cores,
+            "memory": self.memory,
+            "python": self.python or sys.executable,
             "job_script_prologue": [f"export {k}={v}" for k, v in THREAD_ENV.items()],
         }
 
@@ -225,7 +276,9 @@ def make_client(workers: int | None = None, scheduler: str | None = None, slurm:
         try:
             return Client(scheduler, timeout="20s"), None
         except OSError as exc:
-            raise InputError(f"cannot reach Dask scheduler {scheduler}: {exc}", fix="check the address (tcp://host:8786)") from None
+            raise InputError(
+                f"cannot reach Dask scheduler {scheduler}: {exc}", fix="check the address (tcp://host:8786)"
+            ) from None
     if slurm is not None:
         cluster = slurm.cluster()
         cluster.scale(jobs=slurm.jobs)
@@ -233,8 +286,14 @@ def make_client(workers: int | None = None, scheduler: str | None = None, slurm:
     from ..runtime import available_cores
 
     n = workers or available_cores()
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR, worker_dashboard_address=None)
+    cluster = LocalCluster(
+        n_workers=n,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+        worker_dashboard_address=None,
+    )
     return Client(cluster), cluster
 
 
@@ -262,7 +321,9 @@ class _Bar:
         if self.bar is not None:
             if status:
                 self.bar.update(1)
-            self.bar.set_postfix_str(f"done {self.done}, failed {self.failed}, running {self.running}", refresh=False)
+            self.bar.set_postfix_str(
+                f"done {self.done}, failed {self.failed}, running {self.running}", refresh=False
+            )
 
     def close(self):
         if self.bar is not None:
@@ -271,7 +332,9 @@ class _Bar:
 
 def _store_fields(res: dict) -> dict:
     return {k: res.get(k) for k in ("error", "seconds", "omega_max_thz", "has_imaginary", "energy_ev")} | {
-        "error": res.get("error") or "", "result_dir": res.get("result_dir") or "", "summary_json": res.get("summary") or {},
+        "error": res.get("error") or "",
+        "result_dir": res.get("result_dir") or "",
+        "summary_json": res.get("summary") or {},
     }
 
 
@@ -330,10 +393,16 @@ def run_batch(
     tasks = [t.strip() for t in tasks if t.strip()]
     unknown = [t for t in tasks if t not in specs]
     if unknown or not tasks:
-        raise InputError(f"unknown task(s) {', '.join(unknown) or '(none)'}", fix=f"choose from {', '.join(specs)}")
+        raise InputError(
+            f"unknown task(s) {', '.join(unknown) or '(none)'}", fix=f"choose from {', '.join(specs)}"
+        )
     store = Store(db)
     if results_dir is None:
-        results_dir = Path(store.url.split("///", 1)[1]).with_suffix("").as_posix() + "_results" if store.is_sqlite else "atomvib_results"
+        results_dir = (
+            Path(store.url.split("///", 1)[1]).with_suffix("").as_posix() + "_results"
+            if store.is_sqlite
+            else "atomvib_results"
+        )
     results_dir = Path(results_dir).resolve()
 
     files = expand_inputs(inputs, exclude=[results_dir])
@@ -358,17 +427,38 @@ def run_batch(
                 tset = dataclasses.replace(tset, relax=False)  # already relaxed upstream
             digest = specs[t].digest(tset, upstream)
             key = _sha(h, t, spec, version, digest)
-            calcs.append({"key": key, "structure_hash": h, "task": t, "engine": spec, "engine_version": version,
-                          "settings_digest": digest, "settings_json": json.dumps(tset.to_dict()), "source": s.source})
+            calcs.append(
+                {
+                    "key": key,
+                    "structure_hash": h,
+                    "task": t,
+                    "engine": spec,
+                    "engine_version": version,
+                    "settings_digest": digest,
+                    "settings_json": json.dumps(tset.to_dict()),
+                    "source": s.source,
+                }
+            )
             chain.append((t, key, tset))
             upstream = f"{t}:{digest}"
         chains[h] = chain
     spec0 = default_spec or "default"
     version0 = get_engine(default_spec).info.version if default_spec else ""
     for path, msg in unreadable:
-        calcs.append({"key": _sha("unreadable", path, spec0), "structure_hash": "file-" + _sha(path)[:11], "task": "read",
-                      "engine": spec0, "engine_version": version0, "settings_digest": "", "settings_json": "{}",
-                      "source": path, "status": "failed", "error": msg})
+        calcs.append(
+            {
+                "key": _sha("unreadable", path, spec0),
+                "structure_hash": "file-" + _sha(path)[:11],
+                "task": "read",
+                "engine": spec0,
+                "engine_version": version0,
+                "settings_digest": "",
+                "settings_json": "{}",
+                "source": path,
+                "status": "failed",
+                "error": msg,
+            }
+        )
     store.plan(calcs)
     keys = [c["key"] for c in calcs if c["task"] != "read"]
 
@@ -388,8 +478,17 @@ def run_batch(
                 for t, key, tset in chain:
                     if key in claimed:
                         out_dir = results_dir / key[:2] / key
-                        fut = client.submit(run_task, t, upstream, tset.engine, tset, str(out_dir),
-                                            key=f"atomvib-{t}-{key}-{run_id}", pure=False, retries=retries)
+                        fut = client.submit(
+                            run_task,
+                            t,
+                            upstream,
+                            tset.engine,
+                            tset,
+                            str(out_dir),
+                            key=f"atomvib-{t}-{key}-{run_id}",
+                            pure=False,
+                            retries=retries,
+                        )
                         futures[fut] = key
                         upstream = fut
                     elif status.get(key) == "done" and t == "relax":
@@ -399,7 +498,10 @@ def run_batch(
                         except AtomvibError:
                             upstream = {"status": "failed", "task": t}
                     elif status.get(key) != "done":
-                        upstream = {"status": "failed", "task": t}  # failed or held elsewhere: downstream waits
+                        upstream = {
+                            "status": "failed",
+                            "task": t,
+                        }  # failed or held elsewhere: downstream waits
             done, failed = _collect(client, futures, store, run_id, bar)
     finally:
         bar.close()
@@ -409,9 +511,17 @@ def run_batch(
             if cluster is not None:
                 cluster.close()
     return BatchSummary(
-        n_inputs=len(records) + len(unreadable), n_structures=len(structures), n_duplicates=len(records) - len(structures),
-        n_unreadable=len(unreadable), n_calculations=len(keys) + len(unreadable), already_done=len(keys) - len(claimed),
-        done=done, failed=failed, seconds=time.perf_counter() - t_start, db_url=store.url, results_dir=str(results_dir),
+        n_inputs=len(records) + len(unreadable),
+        n_structures=len(structures),
+        n_duplicates=len(records) - len(structures),
+        n_unreadable=len(unreadable),
+        n_calculations=len(keys) + len(unreadable),
+        already_done=len(keys) - len(claimed),
+        done=done,
+        failed=failed,
+        seconds=time.perf_counter() - t_start,
+        db_url=store.url,
+        results_dir=str(results_dir),
     )
 
 
@@ -430,7 +540,9 @@ def _collect(client, futures: dict, store, run_id: str, bar: _Bar) -> tuple[int,
                 try:
                     # 'processing' includes tasks queued on a worker: cap by its threads to count executing ones
                     nthreads = client.nthreads()
-                    bar.update(running=sum(min(len(v), nthreads.get(w, 1)) for w, v in client.processing().items()))
+                    bar.update(
+                        running=sum(min(len(v), nthreads.get(w, 1)) for w, v in client.processing().items())
+                    )
                 except Exception:  # scheduler momentarily unreachable: the count is cosmetic
                     pass
                 last_poll = now

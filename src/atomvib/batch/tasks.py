@@ -120,8 +120,21 @@ def _phonons(structure, ctx: TaskContext) -> TaskOutput:
     write_result(result, ctx.out_dir, plot=False)
     (ctx.out_dir / "forces_checkpoint.npz").unlink(missing_ok=True)
     s = result.summary()
-    keep = {k: s[k] for k in ("kind", "omega_max_thz", "min_frequency_thz", "has_imaginary", "mesh", "n_displacements",
-                              "supercell_matrix", "thermal", "timings_s") if k in s}
+    keep = {
+        k: s[k]
+        for k in (
+            "kind",
+            "omega_max_thz",
+            "min_frequency_thz",
+            "has_imaginary",
+            "mesh",
+            "n_displacements",
+            "supercell_matrix",
+            "thermal",
+            "timings_s",
+        )
+        if k in s
+    }
     return TaskOutput(
         structure=getattr(result, "structure", structure),
         omega_max_thz=float(s["omega_max_thz"]),

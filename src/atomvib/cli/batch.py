@@ -51,18 +51,44 @@ def add_parser(sub):
         epilog=BATCH_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="structure files, directories, glob patterns, extxyz with many structures")
-    p.add_argument("--tasks", default="phonons", metavar="LIST", help="comma-separated tasks in order: relax,phonons[,ins,predict] (default phonons)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="structure files, directories, glob patterns, extxyz with many structures",
+    )
+    p.add_argument(
+        "--tasks",
+        default="phonons",
+        metavar="LIST",
+        help="comma-separated tasks in order: relax,phonons[,ins,predict] (default phonons)",
+    )
     _add_db_option(p)
-    p.add_argument("--results", metavar="DIR", help="directory for result files (default: <db name>_results next to the database)")
+    p.add_argument(
+        "--results",
+        metavar="DIR",
+        help="directory for result files (default: <db name>_results next to the database)",
+    )
     g = p.add_argument_group("where to compute (default: a local cluster with one worker per core)")
-    g.add_argument("--workers", "-j", type=int, metavar="N", help="local worker processes (default: available cores)")
-    g.add_argument("--scheduler", metavar="ADDRESS", help="use an existing Dask scheduler, e.g. tcp://host:8786")
+    g.add_argument(
+        "--workers", "-j", type=int, metavar="N", help="local worker processes (default: available cores)"
+    )
+    g.add_argument(
+        "--scheduler", metavar="ADDRESS", help="use an existing Dask scheduler, e.g. tcp://host:8786"
+    )
     g.add_argument("--slurm", action="store_true", help="submit Dask workers as SLURM jobs (dask-jobqueue)")
     g.add_argument("--slurm-queue", metavar="PARTITION", help="SLURM partition (#SBATCH -p)")
     g.add_argument("--slurm-account", metavar="ACCOUNT", help="SLURM account (#SBATCH -A)")
-    g.add_argument("--slurm-walltime", default="01:00:00", metavar="HH:MM:SS", help="job wall time (default 01:00:00)")
-    g.add_argument("--slurm-cores", type=int, default=4, metavar="N", help="cores per job = worker processes per job (default 4)")
+    g.add_argument(
+        "--slurm-walltime", default="01:00:00", metavar="HH:MM:SS", help="job wall time (default 01:00:00)"
+    )
+    g.add_argument(
+        "--slurm-cores",
+        type=int,
+        default=4,
+        metavar="N",
+        help="cores per job = worker processes per job (default 4)",
+    )
     g.add_argument("--slurm-memory", default="16GB", metavar="MEM", help="memory per job (default 16GB)")
     g.add_argument("--slurm-jobs", type=int, default=1, metavar="N", help="number of SLURM jobs (default 1)")
     g = p.add_argument_group("behaviour")
@@ -86,7 +112,9 @@ def add_parser(sub):
         q.add_argument("--engine", help="engine name or spec")
         q.add_argument("--status", choices=("done", "failed", "running", "pending"))
         q.add_argument("--task", help="task name (relax, phonons, ...)")
-        q.add_argument("--has-imaginary", choices=("yes", "no"), help="only unstable (yes) or stable (no) results")
+        q.add_argument(
+            "--has-imaginary", choices=("yes", "no"), help="only unstable (yes) or stable (no) results"
+        )
         q.add_argument("--out", "-o", metavar="FILE", help="write to FILE instead of standard output")
         if name == "export":
             q.add_argument("--format", "-f", choices=("csv", "json", "extxyz"), default="csv")
@@ -101,8 +129,14 @@ def add_parser(sub):
 def _slurm(args):
     from ..batch import SlurmOptions
 
-    return SlurmOptions(queue=args.slurm_queue, account=args.slurm_account, walltime=args.slurm_walltime,
-                        cores=args.slurm_cores, memory=args.slurm_memory, jobs=args.slurm_jobs)
+    return SlurmOptions(
+        queue=args.slurm_queue,
+        account=args.slurm_account,
+        walltime=args.slurm_walltime,
+        cores=args.slurm_cores,
+        memory=args.slurm_memory,
+        jobs=args.slurm_jobs,
+    )
 
 
 def run(args) -> int:
@@ -112,20 +146,42 @@ def run(args) -> int:
     if sum(bool(x) for x in (args.workers, args.scheduler, args.slurm)) > 1:
         raise InputError("--workers, --scheduler and --slurm are alternatives", fix="give only one of them")
     summary = run_batch(
-        args.inputs, tasks=args.tasks.split(","), settings=settings_from_args(args), db=args.db,
-        results_dir=args.results, workers=args.workers, scheduler=args.scheduler,
-        slurm=_slurm(args) if args.slurm else None, retry_failed=args.retry_failed, progress=not args.quiet,
+        args.inputs,
+        tasks=args.tasks.split(","),
+        settings=settings_from_args(args),
+        db=args.db,
+        results_dir=args.results,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        slurm=_slurm(args) if args.slurm else None,
+        retry_failed=args.retry_failed,
+        progress=not args.quiet,
     )
     print(summary.describe())
     return 1 if summary.failed or summary.n_unreadable else 0
 
 
-def _filtered(args):
-    from ..store import Store
+def _open(db):
+    """The store for a query; a missing SQLite file is an error (do not create an empty one)."""
+    from pathlib import Path
 
+    from ..errors import InputError
+    from ..store import Store, database_url
+
+    url = database_url(db)
+    if url.startswith("sqlite") and not Path(url.split("///", 1)[1]).is_file():
+        raise InputError(
+            f"no database at {url.split('///', 1)[1]}", fix="give --db, or run `atomvib batch` first"
+        )
+    return Store(url)
+
+
+def _filtered(args):
     imag = None if args.has_imaginary is None else args.has_imaginary == "yes"
-    store = Store(args.db)
-    df = store.calculations(formula=args.formula, engine=args.engine, status=args.status, has_imaginary=imag, task=args.task)
+    store = _open(args.db)
+    df = store.calculations(
+        formula=args.formula, engine=args.engine, status=args.status, has_imaginary=imag, task=args.task
+    )
     return store, df
 
 
@@ -142,10 +198,25 @@ def run_db(args) -> int:
         return _show(args)
     store, df = _filtered(args)
     if args.db_command == "list":
-        cols = ["structure_hash", "formula", "task", "engine", "status", "omega_max_thz", "has_imaginary", "seconds", "source", "error"]
+        cols = [
+            "structure_hash",
+            "formula",
+            "task",
+            "engine",
+            "status",
+            "omega_max_thz",
+            "has_imaginary",
+            "seconds",
+            "source",
+            "error",
+        ]
         view = df[cols].copy()
         view["error"] = view["error"].str.split("\n").str[0].str.slice(0, 80)
-        text = view.to_string(index=False, float_format=lambda x: f"{x:.3f}") if len(view) else "no calculations match"
+        text = (
+            view.to_string(index=False, float_format=lambda x: f"{x:.3f}")
+            if len(view)
+            else "no calculations match"
+        )
         _emit(text + "\n", args.out)
         return 0
     fmt = args.format
@@ -171,9 +242,15 @@ def _extxyz(store, df) -> str:
         if not text:
             continue
         relaxed = Path(row.result_dir) / "relaxed.extxyz" if row.result_dir else None
-        atoms = read(relaxed) if relaxed is not None and relaxed.is_file() else read(io.StringIO(text), format="extxyz")
+        atoms = (
+            read(relaxed)
+            if relaxed is not None and relaxed.is_file()
+            else read(io.StringIO(text), format="extxyz")
+        )
         atoms.calc = None
-        atoms.info = {k: getattr(row, k) for k in ("structure_hash", "formula", "source", "engine", "task", "status")}
+        atoms.info = {
+            k: getattr(row, k) for k in ("structure_hash", "formula", "source", "engine", "task", "status")
+        }
         for k in ("omega_max_thz", "energy_ev", "seconds"):
             v = getattr(row, k)
             if v is not None and v == v:
@@ -188,13 +265,15 @@ def _show(args) -> int:
     import json
 
     from ..errors import InputError
-    from ..store import Store
 
-    store = Store(args.db)
+    store = _open(args.db)
     df = store.calculations()
     m = df[df["key"].str.startswith(args.ident) | df["structure_hash"].str.startswith(args.ident)]
     if m.empty:
-        raise InputError(f"nothing in {store.url} matches '{args.ident}'", fix="use a structure hash or key from `atomvib db list`")
+        raise InputError(
+            f"nothing in {store.url} matches '{args.ident}'",
+            fix="use a structure hash or key from `atomvib db list`",
+        )
     for h in dict.fromkeys(m["structure_hash"]):
         sub = m[m["structure_hash"] == h]
         r0 = sub.iloc[0]
@@ -203,9 +282,13 @@ def _show(args) -> int:
             print(f"  source: {s}")
         for _, r in sub.iterrows():
             row = store.get_calculation(r["key"])
-            print(f"  {r['task']} [{r['status']}] engine {r['engine']} {r['engine_version']}, settings {r['settings_digest']}, key {r['key']}")
+            print(
+                f"  {r['task']} [{r['status']}] engine {r['engine']} {r['engine_version']}, settings {r['settings_digest']}, key {r['key']}"
+            )
             if r["seconds"] == r["seconds"] and r["seconds"] is not None:
-                print(f"    {r['seconds']:.2f} s on {r['host']}, atomvib {r['atomvib_version']}, attempts {r['attempts']}")
+                print(
+                    f"    {r['seconds']:.2f} s on {r['host']}, atomvib {r['atomvib_version']}, attempts {r['attempts']}"
+                )
             if r["error"]:
                 print(f"    error: {r['error']}")
             if r["result_dir"]:

@@ -8,4 +8,12 @@ from .db import CSV_COLUMNS, DEFAULT_DB, Store, database_url
 from .hashing import canonical_form, canonical_hash
 from .models import STATUSES
 
-__all__ = ["Store", "database_url", "canonical_hash", "canonical_form", "CSV_COLUMNS", "DEFAULT_DB", "STATUSES"]
+__all__ = [
+    "Store",
+    "database_url",
+    "canonical_hash",
+    "canonical_form",
+    "CSV_COLUMNS",
+    "DEFAULT_DB",
+    "STATUSES",
+]

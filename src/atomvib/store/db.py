@@ -35,15 +35,39 @@ STALE_AFTER_S = 600.0
 _LOCK_RETRIES = 20
 
 CSV_COLUMNS = [
-    "structure_hash", "formula", "source", "engine", "engine_version", "task", "status", "error",
-    "omega_max_thz", "has_imaginary", "energy_ev", "seconds", "attempts", "settings_digest", "key",
-    "result_dir", "spacegroup", "natoms", "host", "atomvib_version", "finished",
+    "structure_hash",
+    "formula",
+    "source",
+    "engine",
+    "engine_version",
+    "task",
+    "status",
+    "error",
+    "omega_max_thz",
+    "has_imaginary",
+    "energy_ev",
+    "seconds",
+    "attempts",
+    "settings_digest",
+    "key",
+    "result_dir",
+    "spacegroup",
+    "natoms",
+    "host",
+    "atomvib_version",
+    "finished",
 ]
 
 
 def database_url(db: str | os.PathLike | None) -> str:
     """A SQLAlchemy URL from a URL or a path (a path means SQLite; default ``./atomvib.db``)."""
     db = str(db) if db is not None else DEFAULT_DB
+    if db.startswith(("postgresql://", "postgres://")):
+        # SQLAlchemy's default PostgreSQL driver is psycopg2; use psycopg 3 where only that is installed
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
+            return "postgresql+psycopg://" + db.split("://", 1)[1]
     if "://" in db:
         return db
     return f"sqlite:///{Path(db).expanduser().resolve()}"
@@ -94,11 +118,17 @@ class Store:
         if self.is_sqlite:
             path = Path(self.url.split("///", 1)[1])
             if not path.parent.is_dir():
-                raise InputError(f"database directory {path.parent} does not exist", fix="create it or give another --db")
+                raise InputError(
+                    f"database directory {path.parent} does not exist", fix="create it or give another --db"
+                )
         try:
-            self.engine = create_engine(self.url, **({"connect_args": {"timeout": 30}} if self.is_sqlite else {"pool_pre_ping": True}))
+            self.engine = create_engine(
+                self.url, **({"connect_args": {"timeout": 30}} if self.is_sqlite else {"pool_pre_ping": True})
+            )
         except Exception as exc:  # bad URL, missing driver
-            raise InputError(f"cannot open database {self.url}: {exc}", fix="check --db (a file path or a SQLAlchemy URL)") from None
+            raise InputError(
+                f"cannot open database {self.url}: {exc}", fix="check --db (a file path or a SQLAlchemy URL)"
+            ) from None
         if self.is_sqlite:
             self._sqlite_discipline()
         self._migrate()
@@ -133,7 +163,9 @@ class Store:
                 return
             except (OperationalError, IntegrityError) as exc:  # another process migrating right now
                 if attempt == _LOCK_RETRIES - 1:
-                    raise InputError(f"cannot prepare database {self.url}: {exc.orig}", fix="check the database") from None
+                    raise InputError(
+                        f"cannot prepare database {self.url}: {exc.orig}", fix="check the database"
+                    ) from None
                 time.sleep(0.2 * (attempt + 1))
             except Exception as exc:
                 if "already exists" in str(exc) and attempt < _LOCK_RETRIES - 1:
@@ -164,7 +196,11 @@ class Store:
                 with Session(self.engine) as s, s.begin():
                     return fn(s)
             except OperationalError as exc:
-                if "locked" not in str(exc).lower() and "deadlock" not in str(exc).lower() or attempt == _LOCK_RETRIES - 1:
+                if (
+                    "locked" not in str(exc).lower()
+                    and "deadlock" not in str(exc).lower()
+                    or attempt == _LOCK_RETRIES - 1
+                ):
                     raise
                 time.sleep(0.05 * (attempt + 1))
 
@@ -186,13 +222,24 @@ class Store:
         self.reset_stale()
 
         def fn(s):
-            s.add(RunRow(id=run_id, host=socket.gethostname(), pid=os.getpid(), started=now, heartbeat=now, command=command))
+            s.add(
+                RunRow(
+                    id=run_id,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    started=now,
+                    heartbeat=now,
+                    command=command,
+                )
+            )
 
         self._write(fn)
         return run_id
 
     def heartbeat(self, run_id: str) -> None:
-        self._write(lambda s: s.execute(update(RunRow).where(RunRow.id == run_id).values(heartbeat=time.time())))
+        self._write(
+            lambda s: s.execute(update(RunRow).where(RunRow.id == run_id).values(heartbeat=time.time()))
+        )
 
     def end_run(self, run_id: str) -> None:
         """Mark the run finished and give back the rows it still holds (interrupted → pending)."""
@@ -249,7 +296,12 @@ class Store:
         for r in records:  # the first input seen for a hash is the structure kept
             first.setdefault(r["hash"], {**r, "created": now})
         rows = list(first.values())
-        srcs = list({(r["hash"], r["source"]): {"structure_hash": r["hash"], "source": r["source"]} for r in records}.values())
+        srcs = list(
+            {
+                (r["hash"], r["source"]): {"structure_hash": r["hash"], "source": r["source"]}
+                for r in records
+            }.values()
+        )
 
         def fn(s):
             for i in range(0, len(rows), 200):
@@ -266,8 +318,20 @@ class Store:
             return
         ins = self._insert_ignore(CalculationRow.__table__)
         now = time.time()
-        rows = [{"status": "pending", "error": "", "attempts": 0, "created": now, "result_dir": "", "summary_json": "{}",
-                 "atomvib_version": "", "host": "", **c} for c in calcs]
+        rows = [
+            {
+                "status": "pending",
+                "error": "",
+                "attempts": 0,
+                "created": now,
+                "result_dir": "",
+                "summary_json": "{}",
+                "atomvib_version": "",
+                "host": "",
+                **c,
+            }
+            for c in calcs
+        ]
 
         def fn(s):
             for i in range(0, len(rows), 200):
@@ -291,8 +355,11 @@ class Store:
                     .values(status="running", run_id=run_id, started=now, error="")
                 )
                 claimed += s.scalars(
-                    select(CalculationRow.key).where(CalculationRow.key.in_(chunk), CalculationRow.run_id == run_id,
-                                                     CalculationRow.status == "running")
+                    select(CalculationRow.key).where(
+                        CalculationRow.key.in_(chunk),
+                        CalculationRow.run_id == run_id,
+                        CalculationRow.status == "running",
+                    )
                 ).all()
             return claimed
 
@@ -319,7 +386,15 @@ class Store:
             out = {}
             for i in range(0, len(keys), 400):
                 chunk = keys[i : i + 400]
-                out.update(dict(s.execute(select(CalculationRow.key, CalculationRow.status).where(CalculationRow.key.in_(chunk))).all()))
+                out.update(
+                    dict(
+                        s.execute(
+                            select(CalculationRow.key, CalculationRow.status).where(
+                                CalculationRow.key.in_(chunk)
+                            )
+                        ).all()
+                    )
+                )
             return out
 
     def get_calculation(self, key: str) -> CalculationRow | None:
@@ -328,8 +403,15 @@ class Store:
 
     # -- queries ----------------------------------------------------------------------------------
 
-    def calculations(self, formula: str | None = None, engine: str | None = None, status: str | None = None,
-                     has_imaginary: bool | None = None, task: str | None = None, structure: str | None = None):
+    def calculations(
+        self,
+        formula: str | None = None,
+        engine: str | None = None,
+        status: str | None = None,
+        has_imaginary: bool | None = None,
+        task: str | None = None,
+        structure: str | None = None,
+    ):
         """Calculations joined with their structure, as a pandas DataFrame (columns :data:`CSV_COLUMNS`).
 
         Filters: ``formula`` (reduced formula in any element order, e.g. ``NaCl``), ``engine`` (name or spec prefix),
@@ -339,11 +421,26 @@ class Store:
 
         q = (
             select(
-                CalculationRow.structure_hash, StructureRow.formula, CalculationRow.source, CalculationRow.engine,
-                CalculationRow.engine_version, CalculationRow.task, CalculationRow.status, CalculationRow.error,
-                CalculationRow.omega_max_thz, CalculationRow.has_imaginary, CalculationRow.energy_ev, CalculationRow.seconds,
-                CalculationRow.attempts, CalculationRow.settings_digest, CalculationRow.key, CalculationRow.result_dir,
-                StructureRow.spacegroup, StructureRow.natoms, CalculationRow.host, CalculationRow.atomvib_version,
+                CalculationRow.structure_hash,
+                StructureRow.formula,
+                CalculationRow.source,
+                CalculationRow.engine,
+                CalculationRow.engine_version,
+                CalculationRow.task,
+                CalculationRow.status,
+                CalculationRow.error,
+                CalculationRow.omega_max_thz,
+                CalculationRow.has_imaginary,
+                CalculationRow.energy_ev,
+                CalculationRow.seconds,
+                CalculationRow.attempts,
+                CalculationRow.settings_digest,
+                CalculationRow.key,
+                CalculationRow.result_dir,
+                StructureRow.spacegroup,
+                StructureRow.natoms,
+                CalculationRow.host,
+                CalculationRow.atomvib_version,
                 CalculationRow.finished,
             )
             .select_from(CalculationRow)
@@ -366,7 +463,9 @@ class Store:
         df["has_imaginary"] = df["has_imaginary"].astype("boolean")
         if formula:
             want = _reduced(formula)
-            df = df[[isinstance(f, str) and _reduced(f) == want for f in df["formula"]]].reset_index(drop=True)
+            df = df[[isinstance(f, str) and _reduced(f) == want for f in df["formula"]]].reset_index(
+                drop=True
+            )
         return df
 
     def structures(self):
@@ -374,19 +473,35 @@ class Store:
         import pandas as pd
 
         q = (
-            select(StructureRow.hash, StructureRow.formula, StructureRow.natoms, StructureRow.spacegroup, StructureRow.kind,
-                   StructureRow.source, func.count(SourceRow.id).label("n_sources"))
+            select(
+                StructureRow.hash,
+                StructureRow.formula,
+                StructureRow.natoms,
+                StructureRow.spacegroup,
+                StructureRow.kind,
+                StructureRow.source,
+                func.count(SourceRow.id).label("n_sources"),
+            )
             .outerjoin(SourceRow, SourceRow.structure_hash == StructureRow.hash)
             .group_by(StructureRow.hash)
             .order_by(StructureRow.created)
         )
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
-        return pd.DataFrame([tuple(r) for r in rows], columns=["hash", "formula", "natoms", "spacegroup", "kind", "source", "n_sources"])
+        return pd.DataFrame(
+            [tuple(r) for r in rows],
+            columns=["hash", "formula", "natoms", "spacegroup", "kind", "source", "n_sources"],
+        )
 
     def sources_of(self, structure_hash: str) -> list[str]:
         with Session(self.engine) as s:
-            return list(s.scalars(select(SourceRow.source).where(SourceRow.structure_hash == structure_hash).order_by(SourceRow.id)))
+            return list(
+                s.scalars(
+                    select(SourceRow.source)
+                    .where(SourceRow.structure_hash == structure_hash)
+                    .order_by(SourceRow.id)
+                )
+            )
 
     def structure_extxyz(self, structure_hash: str) -> str:
         with Session(self.engine) as s:
@@ -395,7 +510,11 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
-            return dict(conn.execute(select(CalculationRow.status, func.count()).group_by(CalculationRow.status)).all())
+            return dict(
+                conn.execute(
+                    select(CalculationRow.status, func.count()).group_by(CalculationRow.status)
+                ).all()
+            )
 
     def close(self):
         self.engine.dispose()

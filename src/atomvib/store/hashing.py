@@ -34,8 +34,12 @@ def _round_frac(frac: np.ndarray) -> np.ndarray:
 
 def _lattice_parameters(lattice: np.ndarray) -> list[float]:
     a, b, c = (float(np.linalg.norm(v)) for v in lattice)
+
     def ang(u, v):
-        return float(np.degrees(np.arccos(np.clip(np.dot(u, v) / np.linalg.norm(u) / np.linalg.norm(v), -1, 1))))
+        return float(
+            np.degrees(np.arccos(np.clip(np.dot(u, v) / np.linalg.norm(u) / np.linalg.norm(v), -1, 1)))
+        )
+
     angles = [ang(lattice[1], lattice[2]), ang(lattice[0], lattice[2]), ang(lattice[0], lattice[1])]
     return [round(x, LENGTH_DECIMALS) for x in (a, b, c)] + [round(x, ANGLE_DECIMALS) for x in angles]
 
@@ -46,10 +50,18 @@ def canonical_form(structure, symprec: float = 1e-3) -> dict:
         numbers = np.sort(structure.numbers)
         pos = structure.positions
         d = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=-1)[np.triu_indices(len(pos), 1)]
-        return {"kind": "molecule", "numbers": numbers.tolist(), "distances": np.round(np.sort(d), 2).tolist()}
+        return {
+            "kind": "molecule",
+            "numbers": numbers.tolist(),
+            "distances": np.round(np.sort(d), 2).tolist(),
+        }
     import spglib
 
-    cell = (np.asarray(structure.cell), np.asarray(structure.scaled_positions()), np.asarray(structure.numbers))
+    cell = (
+        np.asarray(structure.cell),
+        np.asarray(structure.scaled_positions()),
+        np.asarray(structure.numbers),
+    )
     std = spglib.standardize_cell(cell, to_primitive=True, no_idealize=False, symprec=symprec)
     if std is None:  # spglib found no symmetry at this tolerance: fall back to the cell as given (P1)
         std = cell

@@ -65,7 +65,9 @@ class RunRow(Base):
 class CalculationRow(Base):
     __tablename__ = "calculations"
     __table_args__ = (
-        UniqueConstraint("structure_hash", "task", "engine", "engine_version", "settings_digest", name="uq_calculation"),
+        UniqueConstraint(
+            "structure_hash", "task", "engine", "engine_version", "settings_digest", name="uq_calculation"
+        ),
         Index("ix_calc_status", "status"),
     )
 

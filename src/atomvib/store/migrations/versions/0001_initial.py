@@ -70,7 +70,9 @@ def upgrade() -> None:
         sa.Column("summary_json", sa.Text, nullable=False),
         sa.Column("atomvib_version", sa.String(40), nullable=False),
         sa.Column("host", sa.String(200), nullable=False),
-        sa.UniqueConstraint("structure_hash", "task", "engine", "engine_version", "settings_digest", name="uq_calculation"),
+        sa.UniqueConstraint(
+            "structure_hash", "task", "engine", "engine_version", "settings_digest", name="uq_calculation"
+        ),
     )
     op.create_index("ix_calc_status", "calculations", ["status"])
     op.create_index("ix_calculations_structure_hash", "calculations", ["structure_hash"])
