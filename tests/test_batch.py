@@ -326,3 +326,23 @@ def test_slurm_options_map_to_the_job_script(tmp_path):
         "#SBATCH --mem=30G",
     ):
         assert line in script, line
+
+
+def test_phonons_ins_predict_chain(tmp_path, cluster):
+    """ins reuses the upstream phonons result; predict runs the shipped model; both land in the store."""
+    write(tmp_path / "Al.cif", bulk("Al", "fcc", a=4.05))
+    db = tmp_path / "p.db"
+    s = run_batch(
+        [tmp_path / "Al.cif"], tasks=["phonons", "ins", "predict"], settings=FAST, db=db,
+        scheduler=cluster.scheduler_address,
+    )
+    assert (s.done, s.failed) == (3, 0)
+    df = Store(db).calculations().set_index("task")
+    ins_dir = Path(df.loc["ins", "result_dir"])
+    assert (ins_dir / "ins.csv").exists() and not (ins_dir / "phonopy.yaml").exists()  # no second phonon run
+    ins = json.loads((ins_dir / "ins.json").read_text())
+    ph = json.loads((Path(df.loc["phonons", "result_dir"]) / "summary.json").read_text())
+    # the strongest VISION one-phonon peak lies within the phonon band
+    assert 0 < ins["strongest_peak_meV"] <= ph["omega_max_thz"] * 4.1357 + 1.0
+    pred = json.loads((Path(df.loc["predict", "result_dir"]) / "prediction.json").read_text())
+    assert pred["formula"] == "Al" and abs(sum(pred["dos"]) * 10.0 - 3.0) < 0.05  # 3 states, 10 cm^-1 bins

@@ -198,13 +198,15 @@ def run_task(task: str, structure, engine: str, settings: PhononSettings, out_di
     t0 = time.perf_counter()
     if isinstance(structure, dict) and structure.get("status") != "done":  # the upstream task failed
         return {"status": "failed", "error": f"skipped: {structure.get('task')} failed", "seconds": 0.0}
+    upstream_dir = None
     if isinstance(structure, dict):
+        upstream_dir = Path(structure["result_dir"]) if structure.get("result_dir") else None
         structure = structure["structure"]
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
         spec = discover_tasks()[task]
-        res = spec.fn(structure, TaskContext(engine=engine, settings=settings, out_dir=out))
+        res = spec.fn(structure, TaskContext(engine=engine, settings=settings, out_dir=out, upstream_dir=upstream_dir))
     except AtomvibError as exc:
         return {
             "status": "failed",

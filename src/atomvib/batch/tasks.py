@@ -1,9 +1,8 @@
 """The batch task registry: a task is a small function ``fn(structure, ctx) -> TaskOutput``.
 
-``relax`` and ``phonons`` are built in. Other modules plug in by name with
-:func:`register_task`; ``ins`` and ``predict`` are picked up automatically when
-``atomvib.spectra.ins`` / ``atomvib.learn.predict`` import and define ``batch_task``
-(same signature) — see :func:`discover_tasks`.
+``relax``, ``phonons``, ``ins`` (VISION spectrum, order 3, 5 K, from the upstream phonons result or
+its own) and ``predict`` (the shipped direct DOS predictor) are built in; other modules plug in by
+name with :func:`register_task`.
 
 Tasks run inside Dask worker processes. The engine comes from :func:`atomvib.engines.get_engine`,
 which caches one engine (one loaded model) per spec per process, so a worker loads its model once.
@@ -13,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
 import time
 from collections.abc import Callable
@@ -40,6 +38,8 @@ class TaskContext:
     engine: str
     settings: PhononSettings
     out_dir: Path
+    #: result directory of the task before this one in the chain, when it ran in this batch
+    upstream_dir: Path | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,23 +144,47 @@ def _phonons(structure, ctx: TaskContext) -> TaskOutput:
     )
 
 
+def _ins(structure, ctx: TaskContext) -> TaskOutput:
+    """VISION spectrum (order 3, 5 K) written as ``ins.csv``; reuses the upstream phonons result if there is one."""
+    from ..spectra.ins import vision_spectrum
+
+    up = ctx.upstream_dir
+    if up is not None and (Path(up) / "phonopy.yaml").is_file():
+        source = Path(up)
+    else:  # no phonons task before this one in the batch: compute them here
+        _phonons(structure, ctx)
+        source = ctx.out_dir
+    spec = vision_spectrum(source, order=3, temperature_k=5.0)
+    spec.to_csv(ctx.out_dir / "ins.csv")
+    k = int(spec.intensity.argmax())
+    summary = {"instrument": "vision", "order": 3, "temperature_K": 5.0, "strongest_peak_meV": float(spec.energy_mev[k])}
+    (ctx.out_dir / "ins.json").write_text(json.dumps(summary, indent=2))
+    return TaskOutput(structure=structure, summary=summary)
+
+
+def _predict(structure, ctx: TaskContext) -> TaskOutput:
+    """Direct DOS prediction with the shipped model, written as ``prediction.json``."""
+    from ..learn import predict
+
+    pred = predict([structure])[0]
+    d = pred.to_dict()
+    (ctx.out_dir / "prediction.json").write_text(json.dumps(d))
+    i300 = int(abs(pred.temperatures_k - 300.0).argmin())
+    summary = {
+        "in_distribution": d["in_distribution"],
+        "heat_capacity_300K_J_per_K_per_mol": float(pred.heat_capacity_j_per_k_per_mol[i300]),
+        "heat_capacity_300K_std": float(pred.heat_capacity_j_per_k_per_mol_std[i300]),
+        "entropy_300K_J_per_K_per_mol": float(pred.entropy_j_per_k_per_mol[i300]),
+    }
+    return TaskOutput(structure=structure, summary=summary)
+
+
 register_task("relax", _relax, settings_fields=("relax_cell", "fmax_ev_per_a", "relax_steps", "symprec"))
 register_task("phonons", _phonons)
-
-#: optional tasks provided by other atomvib modules through a ``batch_task`` function
-PLUGINS = {"ins": "atomvib.spectra.ins", "predict": "atomvib.learn.predict"}
+register_task("ins", _ins)
+register_task("predict", _predict, settings_fields=())
 
 
 def discover_tasks() -> dict[str, TaskSpec]:
-    """The registry, with plug-in tasks whose module imports and defines ``batch_task``."""
-    for name, mod_name in PLUGINS.items():
-        if name in TASKS:
-            continue
-        try:
-            mod = importlib.import_module(mod_name)
-        except ImportError:
-            continue
-        fn = getattr(mod, "batch_task", None)
-        if callable(fn):
-            register_task(name, fn, getattr(mod, "BATCH_SETTINGS_FIELDS", None))
+    """The task registry."""
     return TASKS
