@@ -11,6 +11,7 @@ PREDICT_EPILOG = """examples:
   atomvib predict examples/Si.cif --out si.jsonl                  # shipped model
   atomvib predict cifs/*.cif --out screen.jsonl                    # a batch: model loaded once
   atomvib predict a.cif --model runs/my-model/model.pt --out a.jsonl
+  atomvib predict a.cif --ins vision --out a.jsonl                 # + predicted VISION spectrum (5 K)
 
 output (FILE.jsonl, one JSON object per input structure):
   input, formula, formula_units, natoms
@@ -19,6 +20,9 @@ output (FILE.jsonl, one JSON object per input structure):
   thermal           temperature_K, heat_capacity_J_per_K_per_mol, entropy_J_per_K_per_mol,
                     free_energy_kJ_per_mol, each with _std; per mole of the input cell
   in_distribution   false: far from the training data, run `atomvib phonons` instead
+  ins_energy_meV, ins_intensity   with --ins: powder INS spectrum (backward bank, orders 1-3,
+                    instrument resolution, 1/eV) from the predicted partial DOS per element,
+                    incoherent isotropic approximation (see docs/predictor.md)
   error             instead of the above when the input cannot be used (molecule, unseen element)
 exit codes: 0 all predicted, 2 some inputs failed (their lines say why; the others are written)"""
 
@@ -54,6 +58,18 @@ def add_parser(sub):
         "--tmax", type=float, default=1000.0, metavar="K", help="highest temperature (default 1000)"
     )
     p.add_argument("--tstep", type=float, default=10.0, metavar="K", help="temperature step (default 10)")
+    p.add_argument(
+        "--ins",
+        choices=("vision", "tosca"),
+        help="also write the predicted INS spectrum of this instrument (ins_energy_meV, ins_intensity)",
+    )
+    p.add_argument(
+        "--ins-temperature",
+        type=float,
+        default=5.0,
+        metavar="K",
+        help="sample temperature of the INS spectrum (default 5)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no summary on stdout")
     p.set_defaults(func=run)
 
@@ -98,6 +114,13 @@ def run(args) -> int:
                 s = read_structure(inp)
                 r = model.predict([s], [inp], temps)[0]
                 line = r.to_dict()
+                if getattr(args, "ins", None):
+                    from ..learn.spectra import predicted_ins_spectrum
+
+                    sp = predicted_ins_spectrum(r, args.ins, temperature_k=args.ins_temperature)
+                    line["ins_instrument"] = f"{sp.instrument} {sp.bank}, {sp.temperature_k:g} K"
+                    line["ins_energy_meV"] = np.round(sp.energy_mev, 6).tolist()
+                    line["ins_intensity"] = sp.intensity.tolist()
                 if not args.quiet:
                     k = int(np.argmin(np.abs(r.temperatures_k - 300.0)))
                     flag = "" if r.in_distribution else "  OUT OF DISTRIBUTION: run `atomvib phonons`"

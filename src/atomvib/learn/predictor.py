@@ -55,6 +55,9 @@ class DosPrediction:
         False when the crystal is far from the training data (embedding distance or ensemble
         disagreement above the thresholds set on valid): run ``atomvib phonons`` instead.
     ood_distance, ood_disagreement : float
+    partial_dos : dict element -> ndarray (nbins,), states per cm^-1 per cell
+        Ensemble-mean contribution of each element's atoms (each atom carries exactly 3 states);
+        sums to ``dos``. Input of :mod:`atomvib.learn.spectra` (neutron-weighted DOS, INS).
     """
 
     input: str
@@ -72,6 +75,7 @@ class DosPrediction:
     in_distribution: bool
     ood_distance: float
     ood_disagreement: float
+    partial_dos: dict | None = None
 
     @property
     def formula_units(self) -> int:
@@ -181,6 +185,43 @@ class Predictor:
             outs = [predict_states(net, graphs, batch_size, return_embedding=True) for net in self.nets]
         return np.stack([o[0] for o in outs]), outs[0][1]
 
+    def raw_atoms(self, structures: list[Structure], batch_size: int = 64):
+        """One pass of every member, keeping the atoms apart.
+
+        Returns ``states`` (members, n, nbins) per cell, ``embedding`` (n, d) of member 0 (as
+        :meth:`raw`) and ``atom_states`` (Σ natoms, nbins): ensemble-mean states per bin of every
+        atom (3 per atom). The arithmetic is that of :meth:`DosNet.forward` (softplus, normalise to
+        3, sum over the cell), redone here because the partial DOS needs the atoms before the sum.
+        """
+        from .data import build_graph
+        from .model import collate
+
+        torch = self._torch
+        graphs = [build_graph(s, self.cutoff_a) for s in structures]
+        counts = np.array([len(g.numbers) for g in graphs])
+        owner = np.repeat(np.arange(len(graphs)), counts)
+        states, atom_sum, emb = [], None, None
+        with torch.no_grad():
+            for m, net in enumerate(self.nets):
+                parts, feats = [], []
+                for k in range(0, len(graphs), batch_size):
+                    h = net.atom_features(collate(graphs[k : k + batch_size]))
+                    p = torch.nn.functional.softplus(net.readout(h))
+                    parts.append((3.0 * p / p.sum(dim=1, keepdim=True)).numpy().astype(float))
+                    if m == 0:
+                        feats.append(h.numpy().astype(float))
+                a = np.concatenate(parts)
+                cell = np.zeros((len(graphs), a.shape[1]))
+                np.add.at(cell, owner, a)
+                states.append(cell)
+                atom_sum = a if atom_sum is None else atom_sum + a
+                if m == 0:
+                    f = np.concatenate(feats)
+                    emb = np.zeros((len(graphs), f.shape[1]))
+                    np.add.at(emb, owner, f)
+                    emb /= counts[:, None]
+        return np.stack(states), emb, atom_sum / self.n_members
+
     def predict(self, structures, names=None, temperatures_k=DEFAULT_TEMPERATURES_K) -> list[DosPrediction]:
         """Predict every structure (all must pass :meth:`check`)."""
         structures = list(structures)
@@ -189,7 +230,8 @@ class Predictor:
             self.check(s, n)
         if not structures:
             return []
-        states, emb = self.raw(structures)
+        states, emb, atom_states = self.raw_atoms(structures)
+        offsets = np.cumsum([0] + [s.natoms for s in structures])
         b = self.blob
         d_nn = _nn_distance(
             (emb - b["embedding_mean"]) / b["embedding_std"], np.asarray(b["train_embedding"], float)
@@ -206,6 +248,14 @@ class Predictor:
             st = states[:, i, :]  # (members, nbins) states per bin
             mean = st.mean(0)
             cv, S, F = st @ kcv.T, st @ ks_.T, st @ kf.T  # (members, nt)
+
+            from ase.data import chemical_symbols
+
+            per_atom = atom_states[offsets[i] : offsets[i + 1]]
+            partial: dict = {}
+            for z, row in zip(s.numbers, per_atom):
+                el = chemical_symbols[int(z)]
+                partial[el] = partial.get(el, 0.0) + row / w
 
             def sd(a):
                 return a.std(0, ddof=1) * kc if multi else np.zeros(a.shape[1])
@@ -230,6 +280,7 @@ class Predictor:
                     ),
                     ood_distance=float(d_nn[i]),
                     ood_disagreement=float(dis[i]),
+                    partial_dos=partial,
                 )
             )
         return out
