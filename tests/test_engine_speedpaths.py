@@ -84,7 +84,7 @@ def test_fast_path_matches_ase_calculator(engine, cells, reference):
         assert ev.forces.shape == f_ref.shape and ev.forces.dtype == np.float64
         assert np.abs(ev.forces - f_ref).max() < TOL_EV_A
         # float32 total energy of ~-50 eV: a few ulp
-        assert ev.energy == pytest.approx(e_ref, abs=1e-4 * max(1.0, abs(e_ref)))
+        assert ev.energy == pytest.approx(float(e_ref), abs=1e-4 * max(1.0, abs(float(e_ref))))
 
 
 def test_graph_reuse_equals_fresh_graph(engine, cells):
