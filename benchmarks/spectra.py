@@ -6,12 +6,16 @@ conversion to Euphonic's ForceConstants is outside all timings):
 1. DOS of MgO on a 20×20×20 Γ-centred mesh, Gaussian FWHM 1 meV. Euphonic: frequencies on the full
    mesh (its fastest DOS path) + ``calculate_dos``; atomvib: ``phonon_dos`` (phonopy on the
    irreducible mesh, with eigenvectors, so partial DOS come for free).
-2. Powder S(|Q|,E) map with the Debye–Waller factor, MgO, 5 K, 30 |Q| shells 0.5–7.75 Å⁻¹, 1000
-   directions each. Euphonic as its ``euphonic-powder-map`` does it: DW factor on its default grid
-   (spacing 0.1 Å⁻¹) then ``sample_sphere_structure_factor`` per shell. atomvib
-   ``coherent_powder_map``: the very same Euphonic sampling, DW on a 6×6×6 grid (its convergence is
-   printed). atomvib ``direct_powder_map`` (incoherent approximation, orders 1–3, ARCS kinematics and
-   resolution) is timed as well: a different approximation, shown for scale.
+2. Powder S(|Q|,E) map with the Debye–Waller factor, MgO, 5 K, 30 |Q| shells 0.5–7.75 Å⁻¹.
+   Euphonic as its ``euphonic-powder-map`` does it: DW factor on its default grid (spacing
+   0.1 Å⁻¹) then ``sample_sphere_structure_factor`` per shell, 1000 golden directions each.
+   atomvib ``coherent_powder_map`` with its defaults: DW on a 6×6×6 grid, directions of one
+   fundamental domain of the Laue group only (npts=10000 → ≈ 200 per shell), linear interpolation
+   over triangles, all shells in one Euphonic call. Accuracy of both: relative L1 distance (E ≥ 5
+   meV) to a converged map, Euphonic's own full-sphere histogram with 16000 directions (6 shells,
+   same 6³ DW, so only the sampling differs). atomvib ``direct_powder_map`` (incoherent
+   approximation, orders 1–3, ARCS kinematics and resolution) is timed as well: a different
+   approximation, shown for scale.
 3. VISION spectrum with orders 1–3: Al2O3 primitive cell (10 atoms), and a 108-atom cell (fcc Al,
    3×3×3 conventional, EMT force constants), default mesh.
 
@@ -126,7 +130,7 @@ def bench_map(repeat):
     q = np.arange(0.5, 7.8, 0.25)
     ebins = np.arange(0.0, 90.5, 0.5)
 
-    def eu():
+    def eu(npts=1000):
         dw = _get_debye_waller(5 * ureg("K"), fc, grid_spacing=0.1 * ureg("1/angstrom"), asr="reciprocal")
         z = []
         for qq in q:
@@ -136,22 +140,26 @@ def bench_map(repeat):
                 dw=dw,
                 temperature=5 * ureg("K"),
                 sampling="golden",
-                npts=1000,
+                npts=npts,
                 jitter=False,
                 energy_bins=ebins * ureg("meV"),
             )
             z.append(sf.y_data.magnitude)
         return np.array(z), dw
 
-    def av():
-        return coherent_powder_map(ph, q, ebins, temperature_k=5.0, dw_mesh=6, npts=1000, fc=fc)
+    def av(npts=10000):
+        return coherent_powder_map(ph, q, ebins, temperature_k=5.0, dw_mesh=6, npts=npts, fc=fc)
 
     import contextlib
     import io
 
+    # two pairs at equal accuracy: Euphonic's default 1000 directions vs atomvib at npts=2400 (≈ 50
+    # wedge directions), and Euphonic at 4000 vs atomvib's default npts=10000 (≈ 200)
     with contextlib.redirect_stdout(io.StringIO()):
         t_eu, (z_eu, dw_eu) = _best(eu, max(1, repeat - 1))
+        t_eu4, (z_eu4, _) = _best(lambda: eu(4000), max(1, repeat - 1))
     t_av, m = _best(av, repeat)
+    t_av24, m24 = _best(lambda: av(2400), repeat)
     # DW convergence: coarse 6³ grid vs Euphonic's default grid
     from atomvib.spectra.coherent import _debye_waller
 
@@ -166,7 +174,15 @@ def bench_map(repeat):
     w6 = dw6.debye_waller.to("angstrom**2").magnitude
     wd = dw_eu.debye_waller.to("angstrom**2").magnitude
     dw_diff = np.abs(np.trace(w6, axis1=1, axis2=2) / np.trace(wd, axis1=1, axis2=2) - 1).max()
-    map_diff = np.abs(m.intensity - z_eu).max() / z_eu.max()
+    # sampling accuracy of both maps against a converged full-sphere map (Euphonic, 16000 directions)
+    sub = slice(None, None, 5)
+    ref = coherent_powder_map(
+        ph, q[sub], ebins, temperature_k=5.0, dw_mesh=6, npts=16000, fc=fc, symmetry=False
+    ).intensity
+    sel = ebins[:-1] >= 5.0
+
+    def l1(z):
+        return np.abs(z - ref)[:, sel].sum() / ref[:, sel].sum()
 
     def inc():
         modes = incoherent_modes(ph, temperature_k=5.0)
@@ -176,15 +192,28 @@ def bench_map(repeat):
 
     t_inc, _ = _best(inc, repeat)
     return {
-        "case": "powder S(|Q|,E) with DW, MgO (30 shells × 1000 directions)",
+        "case": "powder S(\\|Q\\|,E) with DW, MgO, 30 \\|Q\\| shells",
         "euphonic_s": t_eu,
         "atomvib_s": t_av,
         "dw_rel_diff": dw_diff,
-        "map_rel_diff": map_diff,
+        "l1_euphonic": l1(z_eu[sub]),
+        "l1_atomvib": l1(m.intensity[sub]),
+        "dirs_per_shell": _wedge_count(fc, 10000),
+        "euphonic4000_s": t_eu4,
+        "atomvib2400_s": t_av24,
+        "l1_euphonic4000": l1(z_eu4[sub]),
+        "l1_atomvib2400": l1(m24.intensity[sub]),
+        "dirs_per_shell2400": _wedge_count(fc, 2400),
         "incoherent_map_s": t_inc,
         "dw_default_s": t_dwd,
         "dw_coarse_s": t_dw6,
     }
+
+
+def _wedge_count(fc, npts):
+    from atomvib.spectra.coherent import laue_rotations_cart, wedge_directions
+
+    return len(wedge_directions(npts, laue_rotations_cart(fc.crystal)))
 
 
 def bench_vision(repeat):
@@ -222,10 +251,30 @@ def main():
         f"| {d['case']} | {d['euphonic_s']:.2f} | {d['atomvib_s']:.2f} | {d['euphonic_s'] / d['atomvib_s']:.1f}× "
         f"| DOS max diff {100 * d['max_rel_diff']:.2f} % of peak |"
     )
-    lines.append(
-        f"| {m['case']} | {m['euphonic_s']:.2f} | {m['atomvib_s']:.2f} | {m['euphonic_s'] / m['atomvib_s']:.1f}× "
-        f"| DW (6³ vs default grid) {100 * m['dw_rel_diff']:.2f} %, map {100 * m['map_rel_diff']:.2f} % of max |"
-    )
+    for eu_n, t_e, t_a, l_e, l_a, n_a in (
+        (
+            1000,
+            m["euphonic_s"],
+            m["atomvib2400_s"],
+            m["l1_euphonic"],
+            m["l1_atomvib2400"],
+            m["dirs_per_shell2400"],
+        ),
+        (
+            4000,
+            m["euphonic4000_s"],
+            m["atomvib_s"],
+            m["l1_euphonic4000"],
+            m["l1_atomvib"],
+            m["dirs_per_shell"],
+        ),
+    ):
+        lines.append(
+            f"| {m['case']}: Euphonic {eu_n} directions/shell vs atomvib {n_a} wedge directions"
+            f"{' (default)' if n_a == m['dirs_per_shell'] else ''} | {t_e:.2f} | {t_a:.2f} | {t_e / t_a:.1f}× "
+            f"| L1 error vs converged map (E ≥ 5 meV): Euphonic {100 * l_e:.0f} %, atomvib {100 * l_a:.0f} %; "
+            f"DW (6³ vs default grid) {100 * m['dw_rel_diff']:.2f} % |"
+        )
     lines.append(
         f"| Debye–Waller factor alone (Euphonic default 0.1 Å⁻¹ grid vs 6³) | {m['dw_default_s']:.2f} "
         f"| {m['dw_coarse_s']:.3f} | {m['dw_default_s'] / m['dw_coarse_s']:.0f}× | {100 * m['dw_rel_diff']:.2f} % |"
@@ -239,10 +288,18 @@ def main():
         )
     lines += [
         "",
-        "The coherent powder map keeps Euphonic's sphere sampling (identical numbers); the gain is the "
-        "Debye–Waller factor, which converges on a 6×6×6 grid (difference shown) instead of Euphonic's "
-        "command-line default 0.1 Å⁻¹ grid. For a 2-atom cell the sampling dominates, so the whole map gains "
-        "less than the DW step; the larger the cell, the more the DW grid dominates Euphonic's time. The "
+        "The coherent powder map evaluates phonons only in one fundamental domain of the crystal's Laue "
+        "group (1/48 of the sphere for MgO; S(Q,ω) is invariant under it, tested mode by mode with "
+        "Euphonic), interpolates ω and S linearly over the triangles between directions (a 2-D "
+        "tetrahedron method, which converges much faster than binning delta functions), sends all "
+        "shells to Euphonic in one call, and takes the Debye–Waller factor from a 6×6×6 grid instead of "
+        "Euphonic's default 0.1 Å⁻¹ grid. Each pair is at equal accuracy: both maps are compared with a "
+        "16000-direction full-sphere map (Euphonic, same 6³ DW; its own sampling noise is ≈ 4 %), on 6 of "
+        "the 30 shells. At the same number of evaluated directions the symmetric set alone (histogram "
+        "binning) is *less* accurate than Euphonic's golden set, which already samples npts distinct "
+        "orbits: the gain comes from the triangle interpolation in the wedge and from batching. "
+        "Convergence plot: docs/figures/coherent_powder_mgo.png (scripts/coherent_powder_figure.py). "
+        "The "
         "incoherent-approximation map (what OCLIMAX's TASK=0 gives) is a sum of outer products and needs no "
         "sampling at all.",
     ]

@@ -118,3 +118,132 @@ def test_coherent_powder_map_energy_range():
     above = m.energy_mev > wmax + 1.0
     assert np.all(m.intensity[:, above] < 1e-6 * m.intensity.max())
     assert np.all(m.intensity.sum(axis=1) > 0)
+
+
+def _phonopy_fc(name):
+    """Force constants from the phonopy example (Born charges included), cached."""
+    if not (DATA / name).is_dir():
+        pytest.skip("reference data ../shared/data not present")
+    key = ("fc", name)
+    if key not in _CACHE:
+        import phonopy
+
+        d = DATA / name
+        ph = phonopy.load(
+            str(d / "phonopy_disp.yaml"),
+            force_sets_filename=str(d / "FORCE_SETS"),
+            born_filename=str(d / "BORN"),
+            primitive_matrix="auto",
+            log_level=0,
+        )
+        _CACHE[key] = (ph, euphonic_force_constants(ph))
+    return _CACHE[key]
+
+
+@pytest.mark.parametrize(("name", "order"), [("MgO", 48), ("Al2O3", 12)])
+def test_laue_rotations_leave_structure_factor_invariant(name, order):
+    """S(Q, ω_ν) with DW at Q and at R·Q agree mode by mode (Euphonic on both) for every R of G."""
+    from atomvib.spectra.coherent import _debye_waller, laue_rotations_cart
+
+    ph, fc = _phonopy_fc(name)
+    rots = laue_rotations_cart(fc.crystal)
+    assert len(rots) == order  # m-3m and -3m
+    assert np.allclose(np.einsum("nij,nkj->nik", rots, rots), np.eye(3), atol=1e-10)
+    dw = _debye_waller(fc, 300.0, 4)  # 300 K: a sizeable, anisotropic-looking W must also be invariant
+    rec = fc.crystal.reciprocal_cell.to("1/angstrom").magnitude
+    rng = np.random.default_rng(3)
+    q_cart = rng.normal(size=(3, 3)) * 2.5  # generic Q (Å⁻¹): no degenerate modes
+    images = np.einsum("nij,mj->mni", rots, q_cart).reshape(-1, 3)  # every R·Q
+    frac = np.linalg.solve(rec.T, images.T).T
+    sf = fc.calculate_qpoint_phonon_modes(frac).calculate_structure_factor(dw=dw)
+    freqs = sf.frequencies.to("meV").magnitude.reshape(len(q_cart), len(rots), -1)
+    s = sf.structure_factors.to("mbarn").magnitude.reshape(len(q_cart), len(rots), -1)
+    for k in range(len(q_cart)):
+        order_k = np.argsort(freqs[k], axis=1)
+        f_k = np.take_along_axis(freqs[k], order_k, axis=1)
+        s_k = np.take_along_axis(s[k], order_k, axis=1)
+        assert np.allclose(f_k, f_k[0], rtol=1e-6, atol=1e-9)
+        assert np.allclose(s_k, s_k[0], rtol=1e-6, atol=1e-9 * s_k.max())
+
+
+def test_wedge_directions_tile_the_sphere():
+    """The kept directions and their images under G form a set of ≈ npts distinct directions that
+    covers the sphere evenly (second moment I/3, first moment 0; cubic group: exact)."""
+    from atomvib.spectra.coherent import laue_rotations_cart, wedge_directions
+
+    _, fc = _phonopy_fc("MgO")
+    rots = laue_rotations_cart(fc.crystal)
+    npts = 20000
+    u = wedge_directions(npts, rots)
+    assert abs(len(u) - npts / len(rots)) < 0.05 * npts / len(rots)
+    images = np.einsum("nij,mj->nmi", rots, u).reshape(-1, 3)
+    # all |G|·n images are distinct: no kept direction lies on a symmetry element
+    d = np.sort(images @ np.array([0.1234, 0.5678, 0.8135]))
+    assert np.min(np.diff(d)) > 0
+    # evenness: fraction of images in a polar cap (no symmetry relation to the axes) = cap area / 4π
+    axis = np.array([0.3, -0.2, 0.93]) / np.linalg.norm([0.3, -0.2, 0.93])
+    cos_t = 0.8
+    frac = np.mean(images @ axis > cos_t)
+    assert frac == pytest.approx((1 - cos_t) / 2, abs=0.01)
+    assert np.allclose(images.T @ images / len(images), np.eye(3) / 3, atol=1e-12)
+
+
+def test_wedge_histogram_equals_euphonic_average_over_the_symmetric_set():
+    """Averaging over the wedge directions only is exact: Euphonic's own 1-D average over all |G|
+    images of those directions (DW and Bose factor included) gives the same numbers."""
+    from euphonic import ureg
+
+    from atomvib.spectra.coherent import _debye_waller, laue_rotations_cart, wedge_directions
+
+    ph, fc = _phonopy_fc("MgO")
+    ebins = np.arange(0.0, 90.5, 0.5)
+    qq = 4.3
+    m = coherent_powder_map(
+        ph, [qq], ebins, temperature_k=300.0, dw_mesh=4, npts=1500, fc=fc, method="histogram"
+    )
+    rots = laue_rotations_cart(fc.crystal)
+    images = np.einsum("nij,mj->nmi", rots, wedge_directions(1500, rots)).reshape(-1, 3) * qq
+    rec = fc.crystal.reciprocal_cell.to("1/angstrom").magnitude
+    modes = fc.calculate_qpoint_phonon_modes(np.linalg.solve(rec.T, images.T).T)
+    sf = modes.calculate_structure_factor(dw=_debye_waller(fc, 300.0, 4))
+    ref = sf.calculate_1d_average(ebins * ureg("meV")).y_data.to("mbarn/meV").magnitude
+    assert len(images) > 1400
+    np.testing.assert_allclose(m.intensity[0], ref, rtol=1e-6, atol=1e-9 * ref.max())
+
+
+def test_triangle_binning_matches_sampling_a_linear_triangle():
+    """Closed-form histogram of a linear function over a triangle = dense uniform sampling of it."""
+    from atomvib.spectra.coherent import _triangle_bins
+
+    e = np.array([[1.0], [2.5], [4.0]])  # corner energies (meV), one band
+    s = np.array([[2.0], [2.0], [2.0]])
+    edges = np.linspace(0.0, 5.0, 21)
+    h = _triangle_bins(e, s, np.array([[0, 1, 2]]), np.array([1.0]), edges)
+    rng = np.random.default_rng(0)
+    b = rng.dirichlet(np.ones(3), size=400_000)  # uniform barycentric coordinates
+    ref, _ = np.histogram(b @ e[:, 0], bins=edges)
+    ref = 2.0 * ref / len(b) / np.diff(edges)
+    assert np.sum(h * np.diff(edges)) == pytest.approx(2.0, rel=1e-12)
+    assert np.abs(h - ref).max() < 0.01 * ref.max()  # sampling noise of 4·10⁵ points: ≈ 0.3 %
+
+
+def test_symmetric_linear_powder_map_converges_to_euphonic_full_sphere_average():
+    """atomvib's map (wedge directions + linear triangles) and Euphonic's full-sphere histogram
+    converge to the same S(|Q|, E): ours, evaluated at ≈ 1700 directions per shell, is closer to
+    Euphonic's 4000-direction average than Euphonic's own 2000-direction average is (measured:
+    0.04 vs 0.075 relative L1 at 5.7 Å⁻¹), and every shell's energy-integrated intensity agrees to
+    0.5 %."""
+    ph, fc = _phonopy_fc("NaCl")
+    q = [1.5, 3.2, 5.7]
+    ebins = np.arange(0.0, 36.0, 0.5)
+    kw = {"temperature_k": 5.0, "dw_mesh": 4, "fc": fc}
+    eu2 = coherent_powder_map(ph, q, ebins, npts=2000, symmetry=False, **kw).intensity
+    eu4 = coherent_powder_map(ph, q, ebins, npts=4000, symmetry=False, **kw).intensity
+    ours = coherent_powder_map(ph, q, ebins, npts=80000, **kw).intensity
+    sel = ebins[:-1] >= 2.0  # leave out the acoustic edge at E → 0 (1/ω near Bragg points)
+
+    def l1(a, b):
+        return np.abs(a - b)[:, sel].sum(axis=1) / b[:, sel].sum(axis=1)
+
+    assert np.all(l1(ours, eu4) < l1(eu2, eu4))
+    np.testing.assert_allclose(ours[:, sel].sum(axis=1), eu4[:, sel].sum(axis=1), rtol=5e-3)

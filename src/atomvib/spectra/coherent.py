@@ -2,10 +2,20 @@
 
 Euphonic (Fair et al., J. Appl. Cryst. 55, 1689 (2022)) does the work: Fourier interpolation with
 the dipole (LO–TO) correction when Born charges are present, structure factors with the Debye–Waller
-factor, spherical powder averaging. This module only converts our force constants into Euphonic's
-and returns plain arrays in atomvib's units. The Debye–Waller factor is computed on a coarse,
+factor. This module converts our force constants into Euphonic's and returns plain arrays in
+atomvib's units. The Debye–Waller factor is computed on a coarse,
 symmetry-reduced Monkhorst–Pack grid (``dw_mesh``), which converges far sooner than the S(Q,E)
 sampling itself.
+
+The powder average is ours, not Euphonic's ``sample_sphere_structure_factor``, for speed at equal
+accuracy: the coherent one-phonon S(Q, ω) is invariant under the crystal's Laue group G (point group
+plus Q → −Q, time reversal), so phonons are computed only at the directions of Euphonic's golden
+sphere set that fall in one fundamental domain of G (≈ npts/|G|: 1/48 for cubic crystals), all
+shells in one Euphonic call. A G-symmetric set with that few distinct directions, binned as delta
+functions, would be noisier than Euphonic's (whose npts directions are npts distinct orbits); we
+instead triangulate the symmetric set and bin ω and S interpolated linearly over each triangle (the
+2-D analogue of the tetrahedron method), which converges several times faster in the number of
+directions. ``symmetry=False`` gives Euphonic's own average, number for number.
 """
 
 from __future__ import annotations
@@ -96,16 +106,159 @@ def coherent_path(source, qpoints, energy_bins_mev, *, temperature_k=5.0, dw_mes
     return CoherentMap(x, e, sqw.z_data.magnitude, "path", q, temperature_k)
 
 
+def laue_rotations_cart(crystal, symprec=1e-5):
+    """Cartesian rotations of the crystal's Laue group (point group with inversion added).
+
+    Parameters
+    ----------
+    crystal : euphonic.Crystal
+    symprec : float
+        spglib tolerance (Å).
+
+    Returns
+    -------
+    ndarray, shape (nG, 3, 3)
+        Orthogonal matrices R with S(R·Q, ω) = S(Q, ω) for Cartesian Q (Å⁻¹); the identity first.
+        spglib gives integer rotations r on fractional coordinates; with the lattice vectors as the
+        rows of L, the Cartesian form is R = Lᵀ r L⁻ᵀ (the same R acts on reciprocal vectors).
+    """
+    import spglib
+
+    lattice, positions, numbers = crystal.to_spglib_cell()
+    sym = spglib.get_symmetry((lattice, positions, numbers), symprec=symprec)
+    if sym is None:
+        from ..errors import InputError
+
+        raise InputError("spglib could not find the symmetry of the crystal", fix="pass symmetry=False")
+    lat = np.asarray(lattice, float)
+    rots = np.einsum("ji,njk,kl->nil", lat, sym["rotations"].astype(float), np.linalg.inv(lat).T)
+    rots = np.concatenate([rots, -rots])  # time reversal: S(−Q, ω) = S(Q, ω)
+    # distinct matrices only (a centrosymmetric group already contains −R); identity first
+    keep = [np.eye(3)]
+    for r in rots:
+        if not any(np.abs(r - k).max() < 1e-6 for k in keep):
+            keep.append(r)
+    return np.array(keep)
+
+
+def wedge_directions(npts, rotations, sampling="golden"):
+    """Unit vectors of Euphonic's ``npts``-point sphere set that lie in one fundamental domain of G.
+
+    The domain is the Dirichlet domain {u : v·u ≥ v·(R u) for all R in G} of a generic vector v (one
+    that no rotation but the identity leaves fixed): its images under G tile the sphere, so an
+    equal-weight average of a G-invariant function over the kept points is its average over the
+    G-symmetric set of their images, which has Euphonic's density (≈ ``npts`` points).
+
+    Returns
+    -------
+    ndarray, shape (≈ npts/nG, 3), dimensionless unit vectors (Cartesian).
+    """
+    from euphonic.powder import _get_qpts_sphere
+
+    rotations = np.asarray(rotations, float)
+    u = _get_qpts_sphere(npts, sampling=sampling, jitter=False)
+    if len(rotations) == 1:
+        return u
+    rng = np.random.default_rng(7)
+    for _ in range(100):
+        v = rng.normal(size=3)
+        v /= np.linalg.norm(v)
+        images = rotations @ v  # (nG, 3)
+        if np.min(np.linalg.norm(images[1:] - v, axis=1)) > 1e-2:
+            break
+    # u·(Rᵀ v) = v·(R u): one matrix product gives v·(R u) for all R and all u
+    proj = u @ images.T  # (npts, nG) with images[k] = R_k v → this is u·(R_k v) = v·(R_kᵀ u)
+    # the set {R_kᵀ} is G itself, so comparing u·v (column 0) to the max over k is the domain test
+    return u[proj[:, 0] >= proj.max(axis=1) - 1e-12]
+
+
 def coherent_powder_map(
-    source, q_ainv, energy_bins_mev, *, temperature_k=5.0, dw_mesh=6, npts=1000, sampling="golden", fc=None
+    source,
+    q_ainv,
+    energy_bins_mev,
+    *,
+    temperature_k=5.0,
+    dw_mesh=6,
+    npts=10000,
+    sampling="golden",
+    fc=None,
+    symmetry=True,
+    method="linear",
+    max_qpoints_per_call=20000,
 ):
-    """Powder-averaged coherent S(|Q|, E) at the |Q| values ``q_ainv`` (Å⁻¹), Euphonic's sphere sampling."""
+    """Powder-averaged coherent S(|Q|, E) at the |Q| values ``q_ainv`` (Å⁻¹).
+
+    Parameters
+    ----------
+    source : phonon source (see :func:`euphonic_force_constants`); unused when ``fc`` is given.
+    q_ainv : array, shape (nq,), Å⁻¹
+    energy_bins_mev : array, shape (ne + 1,), meV bin edges
+    temperature_k : float or None
+        DW factor and Bose occupation at this temperature (None: neither).
+    dw_mesh : int or 3 ints
+        Monkhorst–Pack grid for the DW factor.
+    npts : int
+        Directions per shell at Euphonic's density (Euphonic's ``npts``). With symmetry, about
+        npts/|G| are evaluated. With ``method="linear"`` the default (≈200 evaluations per shell for
+        a cubic crystal) is about as accurate as Euphonic's 1000-direction histogram
+        (benchmarks/spectra.py measures both against a converged map).
+    sampling : str
+        Euphonic's sphere-sampling scheme.
+    symmetry : bool
+        Evaluate only the directions in one fundamental domain of the Laue group (≈ npts/|G|
+        per shell). False: Euphonic's ``sample_sphere_structure_factor`` on all ``npts`` directions.
+    method : "linear" or "histogram"
+        With ``symmetry``: "linear" interpolates ω and S linearly over the triangles between the
+        directions (the 2-D analogue of the tetrahedron method; converges far faster in ``npts``);
+        "histogram" bins each direction's delta functions, as Euphonic does.
+
+    Returns
+    -------
+    CoherentMap
+        ``intensity`` shape (nq, ne), mbarn per meV per cell, averaged over directions.
+    """
     from euphonic import ureg
-    from euphonic.powder import sample_sphere_structure_factor
 
     fc = fc or euphonic_force_constants(source)
     dw = _debye_waller(fc, temperature_k, dw_mesh)
     ebins = np.asarray(energy_bins_mev, dtype=float)
+    q_ainv = np.asarray(q_ainv, float)
+    if not symmetry:
+        out = _powder_map_euphonic(fc, q_ainv, ebins, dw, temperature_k, npts, sampling)
+    else:
+        rots = laue_rotations_cart(fc.crystal)
+        dirs = wedge_directions(npts, rots, sampling)
+        tri = _sphere_triangles(dirs, rots) if method == "linear" else None
+        rec = fc.crystal.reciprocal_cell.to("1/angstrom").magnitude
+        out = np.zeros((len(q_ainv), len(ebins) - 1))
+        per_call = max(1, max_qpoints_per_call // len(dirs))
+        for k0 in range(0, len(q_ainv), per_call):
+            qs = q_ainv[k0 : k0 + per_call]
+            cart = (qs[:, None, None] * dirs[None]).reshape(-1, 3)
+            modes = fc.calculate_qpoint_phonon_modes(np.linalg.solve(rec.T, cart.T).T)
+            sf = modes.calculate_structure_factor(dw=dw)
+            if tri is None:
+                # Euphonic's calculate_1d_average bins with this very call (Bose factor at the DW
+                # temperature) and then averages over all q; we average per shell instead.
+                z = sf._bose_corrected_structure_factor(ebins * ureg("meV"), calc_bose=True).magnitude
+                out[k0 : k0 + len(qs)] = z.reshape(len(qs), len(dirs), -1).mean(axis=1)
+                continue
+            w_mev = sf.frequencies.to("meV").magnitude.reshape(len(qs), len(dirs), -1)
+            s_mbarn = sf.structure_factors.to("mbarn").magnitude.reshape(w_mev.shape)
+            bose = _bose(w_mev, temperature_k)
+            for j in range(len(qs)):
+                # energy gain (−ω, weight n) and loss (+ω, weight n+1), as Euphonic bins them
+                e = np.concatenate([w_mev[j], -w_mev[j]], axis=1)
+                i = np.concatenate([(1.0 + bose[j]) * s_mbarn[j], bose[j] * s_mbarn[j]], axis=1)
+                out[k0 + j] = _triangle_bins(e, i, *tri, ebins)
+    return CoherentMap(q_ainv, 0.5 * (ebins[1:] + ebins[:-1]), out, "powder", None, temperature_k)
+
+
+def _powder_map_euphonic(fc, q_ainv, ebins, dw, temperature_k, npts, sampling):
+    """Euphonic's own sphere average, shell by shell (the reference for the symmetric path)."""
+    from euphonic import ureg
+    from euphonic.powder import sample_sphere_structure_factor
+
     out = np.zeros((len(q_ainv), len(ebins) - 1))
     for k, qq in enumerate(q_ainv):
         sf = sample_sphere_structure_factor(
@@ -119,6 +272,87 @@ def coherent_powder_map(
             energy_bins=ebins * ureg("meV"),
         )
         out[k] = sf.y_data.magnitude
-    return CoherentMap(
-        np.asarray(q_ainv, float), 0.5 * (ebins[1:] + ebins[:-1]), out, "powder", None, temperature_k
-    )
+    return out
+
+
+def _bose(w_mev, temperature_k):
+    """Bose occupation n(ω) at ``temperature_k`` (0 where ω ≤ 0 or no temperature), same shape."""
+    from ..units import KB_EV_PER_K
+
+    if temperature_k is None:
+        return np.zeros_like(w_mev)
+    x = w_mev / (1e3 * KB_EV_PER_K * temperature_k)
+    with np.errstate(over="ignore", divide="ignore"):
+        return np.where(x > 0, 1.0 / np.expm1(np.where(x > 0, x, 1.0)), 0.0)
+
+
+def _sphere_triangles(dirs, rotations):
+    """Triangles of the G-symmetric direction set, as triples of wedge indices with area weights.
+
+    The convex hull of the |G|·n image directions triangulates the sphere. A triangle's values
+    depend only on which wedge directions its corners are images of, so triangles with the same
+    (sorted) triple are merged and their areas summed: about 2n distinct triangles remain
+    instead of 2·n·|G|.
+
+    Returns
+    -------
+    tri : ndarray, shape (nt, 3), int — indices into ``dirs``
+    weight : ndarray, shape (nt,) — area fractions of the sphere, summing to 1
+    """
+    from scipy.spatial import ConvexHull
+
+    n = len(dirs)
+    pts = np.einsum("gij,mj->gmi", np.asarray(rotations, float), dirs).reshape(-1, 3)
+    simplices = ConvexHull(pts).simplices
+    a = pts[simplices]
+    area = 0.5 * np.linalg.norm(np.cross(a[:, 1] - a[:, 0], a[:, 2] - a[:, 0]), axis=1)
+    tri, inv = np.unique(np.sort(simplices % n, axis=1), axis=0, return_inverse=True)
+    weight = np.bincount(inv.ravel(), weights=area, minlength=len(tri))
+    return tri, weight / weight.sum()
+
+
+def _triangle_bins(e, s, tri, weight, edges):
+    """Bin linear interpolants of band energies over the triangles (2-D tetrahedron method).
+
+    Parameters
+    ----------
+    e, s : ndarray, shape (n, nb)
+        Band energies (meV) and intensities at the ``n`` wedge directions.
+    tri, weight : from :func:`_sphere_triangles`
+    edges : ndarray, shape (ne + 1,), meV
+
+    Returns
+    -------
+    ndarray, shape (ne,): Σ over triangles and bands of weight · mean(s) · (fraction of the triangle
+    whose linear energy lies in the bin) / bin width — the histogram of a linear function over a
+    triangle has the closed-form piecewise-quadratic cumulative used below.
+    """
+    ev = np.sort(e[tri], axis=1)  # (nt, 3, nb): sorted corner energies
+    amp = (weight[:, None] * s[tri].mean(axis=1)).ravel()
+    e1, e2, e3 = (ev[:, k].ravel() for k in range(3))
+    ne = len(edges) - 1
+    # only (triangle, band) pairs that reach the energy window and carry intensity
+    keep = (e3 >= edges[0]) & (e1 <= edges[-1]) & (amp != 0)
+    e1, e2, e3, amp = e1[keep], e2[keep], e3[keep], amp[keep]
+    out = np.zeros(ne)
+    if not len(amp):
+        return out
+    # a pair touches only the bins from the one holding e1 to the one holding e3: a short window
+    lo = np.searchsorted(edges, e1, side="right") - 1
+    hi = np.searchsorted(edges, e3, side="left")
+    width = int(np.max(hi - lo))
+    j = lo[:, None] + np.arange(max(width, 1))[None, :]  # bin indices, (rows, width)
+    valid = (j >= 0) & (j < ne) & (j < np.maximum(hi, lo + 1)[:, None])
+    e1, e2, e3 = e1[:, None], e2[:, None], e3[:, None]
+    tiny = 1e-300
+    d31, d21, d32 = np.maximum(e3 - e1, tiny), np.maximum(e2 - e1, tiny), np.maximum(e3 - e2, tiny)
+
+    def cdf(x):
+        lower = (x - e1) ** 2 / (d21 * d31)
+        upper = 1.0 - (e3 - x) ** 2 / (d32 * d31)
+        return np.where(x >= e3, 1.0, np.where(x <= e1, 0.0, np.where(x <= e2, lower, upper)))
+
+    jc = np.clip(j, 0, ne - 1)
+    frac = cdf(edges[jc + 1]) - cdf(edges[jc])
+    out += np.bincount(jc[valid], weights=(amp[:, None] * frac)[valid], minlength=ne)
+    return out / np.diff(edges)
