@@ -7,6 +7,8 @@ import pytest
 os.environ.setdefault("ATOMVIB_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# no force-worker pools in the tests unless a test asks for one (each worker holds a model copy)
+os.environ.setdefault("ATOMVIB_WORKERS", "1")
 
 #: the project's reference data, checked out next to the repository as ../shared/data
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -98,6 +98,11 @@ def evaluate_forces(engine: Engine, atoms_list: list, key: str, checkpoint_dir=N
     todo = [i for i in range(len(atoms_list)) if i not in ckpt.done]
     bar = _Progress(len(atoms_list), desc, progress)
     bar(len(atoms_list) - len(todo))
+    # an engine with a worker pool (engines/parallel.py) needs several cells per call to keep every worker busy
+    if getattr(engine, "spec", None) is not None:
+        from .engines.parallel import requested_workers
+
+        chunk = max(chunk, 8 * requested_workers(), getattr(engine, "batch_size", None) or 1)
     try:
         for start in range(0, len(todo), chunk):
             idx = todo[start : start + chunk]

@@ -18,7 +18,8 @@ CHGNet's graph (atom graph, bond graph, angle list) is reused as a whole with th
 cutoffs are smooth polynomial envelopes, so a bond crossing a cutoff by 0.01 Å contributes ~nothing
 (measured < 1e-5 eV/Å). The models are called directly, with energy and forces only (no stress, no
 magnetic moments, no ASE results dict), and several cells go through one forward pass where a GPU is
-there (``batch_size``; 1 on CPU, where batching brings nothing but memory).
+there (``batch_size``; 1 on CPU, where batching brings nothing but memory). On a multi-core CPU,
+enough cells go to a pool of worker processes, one torch thread each (engines/parallel.py).
 """
 
 from __future__ import annotations
@@ -117,10 +118,29 @@ def _torch_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class SevenNetEngine(Engine):
+class _PooledMixin:
+    """Worker-pool support (engines/parallel.py): on CPU with ≥ 2 cores and enough cells, ``evaluate``
+    hands the cells to a pool of spawned processes, one torch thread each, kept for later calls."""
+
+    def resolved_device(self) -> str:
+        """Where this engine's model runs (or will run): "cpu" or "cuda[:n]"."""
+        if self._calc is not None:
+            return str(next(self._calc.model.parameters()).device)
+        return _torch_device(self.device)
+
+    def close_pool(self) -> None:
+        """Stop the worker processes, if any (they also stop at interpreter exit)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
+class SevenNetEngine(_PooledMixin, Engine):
     """SevenNet: ``sevennet`` (SevenNet-0, bundled), ``sevennet:7net-l3i5`` (bundled) or ``sevennet:PATH``."""
 
     molecular = False
+    #: atoms × cells that pay for starting a worker pool (engines/parallel.py; ~12 ms per atom on 1 thread)
+    pool_min_cell_atoms = 800
 
     def __init__(self, model: str | None = None, device: str | None = None):
         super().__init__()
@@ -142,6 +162,9 @@ class SevenNetEngine(Engine):
                 )
             self._model_id = str(p.resolve())
             self._source = str(p.resolve())
+        #: registry spec that rebuilds this engine in a worker process (engines/parallel.py)
+        self.spec = f"sevennet:{self._source}"
+        self._pool = None
         try:
             import sevenn  # noqa: F401
         except ImportError:
@@ -211,7 +234,11 @@ class SevenNetEngine(Engine):
         from sevenn.atom_graph_data import AtomGraphData
 
         from .base import Evaluation
+        from .parallel import pooled_evaluate
 
+        pooled = pooled_evaluate(self, atoms_list, progress)
+        if pooled is not None:
+            return pooled
         calc = self.calculator()
         model, cutoff = calc.model, calc.cutoff
         device = next(model.parameters()).device
@@ -252,11 +279,13 @@ def _atomic_numbers(type_map) -> list[int]:
     return [int(z) for z in type_map]
 
 
-class CHGNetEngine(Engine):
+class CHGNetEngine(_PooledMixin, Engine):
     """CHGNet (version 0.3.0 weights, bundled in the ``chgnet`` package). float32 only."""
 
     molecular = False
     elements = frozenset(range(1, 95))
+    #: atoms × cells that pay for starting a worker pool (engines/parallel.py; ~3.5 ms per atom on 1 thread)
+    pool_min_cell_atoms = 1500
 
     def __init__(self, model: str | None = None, device: str | None = None):
         super().__init__()
@@ -265,6 +294,11 @@ class CHGNetEngine(Engine):
         #: cells per forward pass; None = 1 on CPU, CUDA_BATCH_SIZE on CUDA
         self.batch_size: int | None = None
         self._ref: tuple[_GraphCache, object] | None = None
+        #: registry spec that rebuilds this engine in a worker process (engines/parallel.py)
+        self.spec = "chgnet:" + (
+            str(Path(self.model_arg).resolve()) if Path(self.model_arg).is_file() else self.model_arg
+        )
+        self._pool = None
         if self.model_arg not in ("0.3.0", "0.2.0") and not Path(self.model_arg).is_file():
             raise EngineUnavailable(
                 f"CHGNet model '{self.model_arg}' is not bundled",
@@ -338,6 +372,13 @@ class CHGNetEngine(Engine):
             self._ref = (_GraphCache(atoms, self.max_reuse_shift_a), graph)
         return graph
 
+    def prime_graph(self, atoms) -> None:
+        """Make ``atoms`` the graph-reuse reference unless the current one already covers it: worker
+        processes (engines/parallel.py) then reuse the graph this process would have, and give its forces."""
+        if self._ref is not None and self._ref[0].usable(atoms) is not None:
+            return
+        self._graph(self.calculator().model, atoms)
+
     def evaluate(self, atoms_list, progress=None, batch_size: int | None = None):
         """Energies and forces from ``model(graphs, task="ef")``: no stress or magnetic moments, the
         perfect cell's graph reused for its displaced copies, ``batch_size`` cells per forward pass
@@ -347,7 +388,11 @@ class CHGNetEngine(Engine):
         import io
 
         from .base import Evaluation
+        from .parallel import pooled_evaluate
 
+        pooled = pooled_evaluate(self, atoms_list, progress)
+        if pooled is not None:
+            return pooled
         calc = self.calculator()
         model = calc.model
         device = next(model.parameters()).device

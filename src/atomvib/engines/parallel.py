@@ -1,0 +1,212 @@
+"""A persistent pool of worker processes for an MLIP engine's forces on CPU.
+
+On CPU, 97–99 % of a phonon force stage is inside the model's forward/backward pass
+(docs/benchmarks/phonons.md), and torch's intra-op threads scale poorly on small graphs: two
+processes with one torch thread each evaluate two displaced cells at once and keep both cores busy,
+where one process with two threads does not. We use :class:`concurrent.futures.ProcessPoolExecutor`
+with the ``spawn`` start method (fork is unsafe after torch has started its thread pools); what we add
+is the engine bookkeeping: each worker rebuilds the engine from its spec and loads the model once,
+the pool lives on the engine object across calls (several structures in one CLI call reuse it), cells
+go out one per task so progress is reported per finished cell and the order is restored by index, and
+a failure inside a worker comes back as :class:`~atomvib.errors.EngineError` with its message.
+
+When the pool is used (:func:`pool_size`): CPU device, ``ATOMVIB_WORKERS`` ≥ 2 (default: the cores
+this process may use; ``1`` disables), not inside a daemonic process (Dask workers cannot have
+children), and enough work to pay for loading the model in each worker.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+from ..errors import EngineError, InputError
+from ..runtime import available_cores
+
+#: a cold pool (model still to be loaded in each worker) needs at least this many cells per worker...
+MIN_CELLS_PER_WORKER_COLD = 2
+#: ...and this much work, in atoms × cells, unless the engine sets ``pool_min_cell_atoms``. Starting
+#: 2 workers costs ~4 s on a 2-core CPU (spawn, torch import, model load; measured for SevenNet-0
+#: and CHGNet), which pays once the serial work is ≳ 8 s: ~640 atom-cells for SevenNet-0
+#: (12 ms per atom on one thread), ~1500 for CHGNet (3.5 ms per atom)
+MIN_ATOMS_COLD = 800
+
+
+def requested_workers() -> int:
+    """Workers asked for: ``ATOMVIB_WORKERS`` if set, else the available cores."""
+    env = os.environ.get("ATOMVIB_WORKERS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise InputError(
+                f"ATOMVIB_WORKERS={env!r} is not an integer",
+                fix="set it to e.g. 2, or 1 to disable worker processes",
+            ) from None
+    return available_cores()
+
+
+def pool_size(
+    n_cells: int, n_atoms: int, device: str = "cpu", warm: bool = False, min_cell_atoms: int | None = None
+) -> int:
+    """Number of worker processes to use for ``n_cells`` cells of ``n_atoms`` atoms; 0 = evaluate serially.
+
+    ``warm``: a pool with the model loaded already exists, so only the cell count matters.
+    ``min_cell_atoms``: work (atoms × cells) that pays for a cold pool; default :data:`MIN_ATOMS_COLD`.
+    """
+    min_cell_atoms = MIN_ATOMS_COLD if min_cell_atoms is None else min_cell_atoms
+    if not str(device).startswith("cpu"):
+        return 0  # a GPU batches cells in one process instead
+    if multiprocessing.current_process().daemon:
+        return 0  # daemonic processes (Dask, multiprocessing.Pool workers) may not have children
+    w = requested_workers()
+    if w < 2:
+        return 0
+    if warm:
+        return w if n_cells >= 2 else 0
+    if n_cells < MIN_CELLS_PER_WORKER_COLD * w or n_cells * n_atoms < min_cell_atoms:
+        return 0
+    return w
+
+
+# ---- worker side ------------------------------------------------------------------------------
+
+_worker_engine = None
+_worker_error: str | None = None
+
+
+def _init_worker(spec: str, threads: int) -> None:
+    """Runs once in each worker: pin threads before torch is imported, then load the model."""
+    global _worker_engine, _worker_error
+    os.environ["ATOMVIB_THREADS"] = str(threads)
+    os.environ["ATOMVIB_WORKERS"] = "1"  # a worker never starts a pool of its own
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    # the models' deprecation/user warnings would be printed once per worker; errors still come back
+    warnings.simplefilter("ignore")
+    try:
+        from .registry import get_engine
+
+        _worker_engine = get_engine(spec)
+        _worker_engine.calculator()  # load now, in parallel with the other workers
+    except Exception as exc:  # reported with the first task: an initializer error would break the pool
+        _worker_error = f"{type(exc).__name__}: {exc}"
+
+
+def _evaluate_one(index: int, atoms, ref=None):
+    """(index, Evaluation, None) or (index, None, error message): exceptions are returned, not raised,
+    so that the message arrives intact whatever the exception's constructor takes.
+
+    ``ref``: the first cell of the call; an engine that reuses neighbour graphs (``prime_graph``) takes
+    its reference graph from it, as the serial path would, so that pool and serial forces are identical.
+    """
+    if _worker_error is not None:
+        return index, None, f"loading the engine failed: {_worker_error}"
+    try:
+        prime = getattr(_worker_engine, "prime_graph", None)
+        if prime is not None and ref is not None:
+            prime(ref)
+        return index, _worker_engine.evaluate([atoms])[0], None
+    except Exception as exc:
+        return index, None, f"{type(exc).__name__}: {exc}"
+
+
+# ---- parent side ------------------------------------------------------------------------------
+
+
+class WorkerPool:
+    """``workers`` spawned processes, each holding the engine built from ``spec`` with ``threads``
+    torch thread(s). Closed by :meth:`close`, or at interpreter exit."""
+
+    def __init__(self, spec: str, workers: int, threads: int = 1):
+        self.spec, self.workers, self.threads = spec, workers, threads
+        self._executor = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(spec, threads),
+        )
+        self._finalizer = weakref.finalize(self, _shutdown, self._executor)
+
+    @property
+    def alive(self) -> bool:
+        return self._finalizer.alive
+
+    def evaluate(self, atoms_list: Sequence, progress: Callable[[int], None] | None = None) -> list:
+        """Evaluations of ``atoms_list`` (ase.Atoms), in order; ``progress(1)`` per finished cell.
+
+        Raises
+        ------
+        EngineError
+            If a cell fails in a worker (the worker's message is kept) or a worker dies.
+        """
+        if not self.alive:
+            raise EngineError(f"the worker pool of '{self.spec}' is closed")
+        out: list = [None] * len(atoms_list)
+        try:
+            ref = atoms_list[0] if atoms_list else None
+            pending = {self._executor.submit(_evaluate_one, i, a, ref) for i, a in enumerate(atoms_list)}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i, ev, err = fut.result()
+                    if err is not None:
+                        for f in pending:
+                            f.cancel()
+                        raise EngineError(
+                            f"engine '{self.spec}' failed on structure {i} in a worker process: {err}",
+                            fix="check that structure; ATOMVIB_WORKERS=1 runs it in this process for a full traceback",
+                        )
+                    out[i] = ev
+                    if progress:
+                        progress(1)
+        except BrokenProcessPool as exc:
+            self.close()
+            raise EngineError(
+                f"a worker process of engine '{self.spec}' died ({exc})",
+                fix="it was probably out of memory: set ATOMVIB_WORKERS=1 (or fewer workers)",
+            ) from None
+        except EngineError:  # one bad cell: the workers are fine and stay for the next call
+            raise
+        except BaseException:  # KeyboardInterrupt: do not leave workers computing
+            self.close()
+            raise
+        return out
+
+    def close(self) -> None:
+        """Stop the workers (idempotent)."""
+        self._finalizer()
+
+
+def _shutdown(executor: ProcessPoolExecutor) -> None:
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+def pooled_evaluate(engine, atoms_list: Sequence, progress=None):
+    """``engine``'s evaluations through its worker pool when :func:`pool_size` says it pays, else None.
+
+    The pool is created on first use and kept on ``engine`` (attribute ``_pool``) for later calls.
+    """
+    if not atoms_list or getattr(engine, "spec", None) is None:
+        return None
+    pool: WorkerPool | None = getattr(engine, "_pool", None)
+    warm = pool is not None and pool.alive
+    n = pool_size(
+        len(atoms_list),
+        max(len(a) for a in atoms_list),
+        engine.resolved_device(),
+        warm,
+        getattr(engine, "pool_min_cell_atoms", None),
+    )
+    if n == 0:
+        return None
+    if not warm or pool.workers != n:
+        if pool is not None:
+            pool.close()
+        pool = engine._pool = WorkerPool(engine.spec, n, threads=1)
+    return pool.evaluate(atoms_list, progress)
