@@ -49,7 +49,7 @@ class _Progress:
 class ForceCheckpoint:
     """Forces of displaced cells saved as they arrive; valid only for the same ``key``."""
 
-    def __init__(self, directory: Path | None, key: str, n: int):
+    def __init__(self, directory: Path | None, key: str):
         self.path = Path(directory) / "forces_checkpoint.npz" if directory else None
         self.key = key
         self.done: dict[int, np.ndarray] = {}
@@ -63,7 +63,6 @@ class ForceCheckpoint:
                             self.dipoles = {int(i): d for i, d in zip(z["index"], z["dipoles"])}
             except (OSError, KeyError, ValueError):  # a torn write: start again
                 self.done, self.dipoles = {}, {}
-        self.n = n
 
     def save(self):
         if self.path is None or not self.done:
@@ -75,10 +74,6 @@ class ForceCheckpoint:
             extra["dipoles"] = np.stack([self.dipoles[i] for i in idx])
         np.savez(tmp, key=np.array(self.key), index=idx, forces=np.stack([self.done[i] for i in idx]), **extra)
         tmp.replace(self.path)
-
-    def clear(self):
-        if self.path is not None and self.path.exists():
-            self.path.unlink()
 
 
 def _key(structure: Structure, engine: Engine, settings: PhononSettings, extra: str = "") -> str:
@@ -94,7 +89,7 @@ def evaluate_forces(engine: Engine, atoms_list: list, key: str, checkpoint_dir=N
 
     With ``with_dipoles``, returns ``(forces, dipoles)``; dipoles (n, 3) e·Å, or None if the engine gives none.
     """
-    ckpt = ForceCheckpoint(checkpoint_dir, key, len(atoms_list))
+    ckpt = ForceCheckpoint(checkpoint_dir, key)
     todo = [i for i in range(len(atoms_list)) if i not in ckpt.done]
     bar = _Progress(len(atoms_list), desc, progress)
     bar(len(atoms_list) - len(todo))
