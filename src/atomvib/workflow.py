@@ -242,9 +242,35 @@ def phonons_from_phonopy(yaml_path, forces=None, born=None, settings: PhononSett
     import phonopy
 
     from .harmonic.crystal import analyse_crystal
-    from .harmonic.force_constants import ForceConstants
 
     settings = settings or PhononSettings()
+    fc, n_disp = _load_phonopy_files(yaml_path, forces, born, settings)
+    engine = {"name": "phonopy-files", "version": phonopy.__version__, "model": str(Path(yaml_path).resolve()),
+              "settings": {"forces": str(forces) if forces else None, "born": str(born) if born else None}}
+    return analyse_crystal(fc, settings, structure=fc.unitcell, engine=engine, n_displacements=n_disp)
+
+
+def load_force_constants(path, forces=None, born=None, settings: PhononSettings | None = None):
+    """:class:`~atomvib.harmonic.force_constants.ForceConstants` from phonopy files, without the analysis.
+
+    ``path`` is an ``atomvib phonons`` result directory (its phonopy.yaml), a phonopy yaml (with force constants or
+    forces inside, or with ``forces`` FORCE_SETS), or a unit cell + ``forces`` (+ ``settings.supercell``). ``born``
+    replaces any NAC data of the yaml. Nothing else is read: no BORN file is looked for in the working directory.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / "phonopy.yaml"
+        if not p.is_file():
+            raise InputError(f"{path}: no phonopy.yaml in this directory", fix="give an `atomvib phonons` result directory")
+    return _load_phonopy_files(p, forces, born, settings or PhononSettings())[0]
+
+
+def _load_phonopy_files(yaml_path, forces, born, settings: PhononSettings):
+    """(ForceConstants, number of displacements) from phonopy files; see :func:`phonons_from_phonopy`."""
+    import phonopy
+
+    from .harmonic.force_constants import ForceConstants
+
     yp = Path(yaml_path)
     if not yp.is_file():
         raise InputError(f"{yaml_path}: no such file", fix="check the path")
@@ -286,7 +312,7 @@ def phonons_from_phonopy(yaml_path, forces=None, born=None, settings: PhononSett
     except Exception as exc:  # phonopy raises many types for malformed inputs
         raise InputError(f"{yaml_path}: phonopy cannot read it ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
                          fix="give phonopy_disp.yaml with --forces FORCE_SETS, or phonopy_params.yaml") from None
-    if ph.forces is None and ph.force_constants is None:
+    if ph.force_constants is None and not _has_forces(ph):
         raise InputError(
             f"{yaml_path} holds no forces",
             fix="add --forces FORCE_SETS (or give phonopy_params.yaml, which has the forces inside)",
@@ -298,11 +324,16 @@ def phonons_from_phonopy(yaml_path, forces=None, born=None, settings: PhononSett
             produce_symmetrized_fc(ph)
     except Exception as exc:
         raise InputError(f"cannot build force constants: {exc}", fix="check FORCE_SETS matches phonopy_disp.yaml") from None
-    fc = ForceConstants.from_phonopy(ph)
-    engine = {"name": "phonopy-files", "version": phonopy.__version__, "model": str(yp.resolve()),
-              "settings": {"forces": str(forces) if forces else None, "born": str(born) if born else None}}
     n_disp = len(ph.dataset.get("first_atoms", ph.dataset.get("displacements", []))) if ph.dataset else 0
-    return analyse_crystal(fc, settings, structure=fc.unitcell, engine=engine, n_displacements=n_disp)
+    return ForceConstants.from_phonopy(ph), n_disp
+
+
+
+def _has_forces(ph) -> bool:
+    try:
+        return ph.forces is not None
+    except RuntimeError:  # phonopy raises when there is no displacement dataset at all
+        return False
 
 
 def _read_unitcell(path: Path):
@@ -349,4 +380,4 @@ def _molecule(structure, eng, settings, checkpoint_dir, progress):
     )
 
 
-__all__ = ["phonons", "phonons_from_phonopy", "AtomvibError"]
+__all__ = ["phonons", "phonons_from_phonopy", "load_force_constants", "AtomvibError"]

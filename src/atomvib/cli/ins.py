@@ -92,32 +92,17 @@ def add_parser(sub):
 
 
 def _load(args):
-    """A phonopy object (or CrystalPhonons) from whatever INPUT is."""
+    """ForceConstants (or a CrystalPhonons result) from whatever INPUT is."""
     from ..errors import InputError
+    from ..workflow import load_force_constants, phonons
 
     inp = Path(args.input)
     if inp.is_dir():
-        if not (inp / "phonopy.yaml").is_file():
-            raise InputError(
-                f"{inp}: no phonopy.yaml in this directory", fix="give an `atomvib phonons` result directory"
-            )
-        return inp
+        return load_force_constants(inp, born=args.born)
     if not inp.is_file():
         raise InputError(f"{inp}: no such file or directory", fix="check the path")
     if inp.suffix in (".yaml", ".yml") and "phonopy" in inp.name:
-        import phonopy
-
-        if args.forces and not Path(args.forces).is_file():
-            raise InputError(f"{args.forces}: no such FORCE_SETS file", fix="check the path")
-        try:
-            return phonopy.load(
-                str(inp), force_sets_filename=args.forces, born_filename=args.born, log_level=0
-            )
-        except Exception as exc:  # phonopy raises many kinds; the message is what the user needs
-            raise InputError(
-                f"{inp}: phonopy cannot read it ({exc})", fix="give phonopy_disp.yaml with --forces"
-            ) from None
-    from ..workflow import phonons
+        return load_force_constants(inp, forces=args.forces, born=args.born)
 
     return phonons(str(inp), engine=args.engine, born=args.born, relax=not args.no_relax)
 

@@ -148,20 +148,12 @@ def load_result_dir(path: Path, born=None):
             engine=summary.get("engine", {}),
             settings=PhononSettings(),
         )
-    import phonopy
-
     y = path / "phonopy.yaml"
     if not y.is_file():
         raise InputError(f"{y} is missing", fix="re-run `atomvib phonons` for this crystal")
-    from ..workflow import _yaml_has_nac
+    from ..workflow import load_force_constants
 
-    # is_nac only when the yaml holds NAC data: phonopy would otherwise look for a BORN file in the cwd
-    ph = phonopy.load(str(y), is_nac=born is None and _yaml_has_nac(y), produce_fc=True, log_level=0)
-    if born is not None:
-        from ..workflow import read_born
-
-        ph.nac_params = read_born(born, ph).to_phonopy()
-    return ph
+    return load_force_constants(y, born=born).phonopy()
 
 
 def _check_before_computing(inp: Path, args) -> None:

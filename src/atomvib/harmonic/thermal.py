@@ -58,6 +58,17 @@ class Thermal:
         }
 
 
+def bose_occupation(energy_mev, temperature_k: float | None) -> np.ndarray:
+    """Bose occupation n(E) = 1/(e^(E/k_B T) − 1), same shape as ``energy_mev`` (meV); 0 where E ≤ 0 or T is
+    None or ≤ 0."""
+    e = np.asarray(energy_mev, dtype=float)
+    if not temperature_k or temperature_k <= 0:
+        return np.zeros_like(e)
+    x = e / (units.KB_EV_PER_K * 1e3 * temperature_k)
+    with np.errstate(over="ignore"):
+        return np.where(x > 0, 1.0 / np.expm1(np.clip(x, 1e-300, 700.0)), 0.0)
+
+
 def thermal_from_modes(
     frequencies_thz, weights, temperatures_k, cutoff_thz: float = 1e-3, normalize_weights: bool = True
 ) -> Thermal:

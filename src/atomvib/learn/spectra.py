@@ -25,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from ..spectra.ins import _HB2_2M, IncoherentModes, InsSpectrum, _bose, indirect_spectrum
+from ..harmonic.thermal import bose_occupation
+from ..spectra.ins import _HB2_2M, IncoherentModes, InsSpectrum, indirect_spectrum
 from ..spectra.neutron_data import cross_section
 from ..units import frequency_factor
 
@@ -150,7 +151,7 @@ def modes_from_partial_dos(
     per_atom = fine[:, keep] / np.array([counts[el] for el in els])[:, None]  # states per bin per atom
     m = np.array([masses_amu[el] for el in els])
     base = _HB2_2M / (m[:, None] * e[None, :]) * per_atom  # Å² per bin, (nel, ne)
-    n = _bose(e, temperature_k)
+    n = bose_occupation(e, temperature_k)
     msd_el = (base * (2.0 * n + 1.0)[None, :]).sum(axis=1)
     one_el = base * (n + 1.0)[None, :] / 3.0
     atom_el = np.repeat(np.arange(len(els)), [counts[el] for el in els])

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..harmonic.thermal import bose_occupation
 from .ins import as_phonopy
 
 
@@ -245,7 +246,7 @@ def coherent_powder_map(
                 continue
             w_mev = sf.frequencies.to("meV").magnitude.reshape(len(qs), len(dirs), -1)
             s_mbarn = sf.structure_factors.to("mbarn").magnitude.reshape(w_mev.shape)
-            bose = _bose(w_mev, temperature_k)
+            bose = bose_occupation(w_mev, temperature_k)
             for j in range(len(qs)):
                 # energy gain (−ω, weight n) and loss (+ω, weight n+1), as Euphonic bins them
                 e = np.concatenate([w_mev[j], -w_mev[j]], axis=1)
@@ -273,17 +274,6 @@ def _powder_map_euphonic(fc, q_ainv, ebins, dw, temperature_k, npts, sampling):
         )
         out[k] = sf.y_data.magnitude
     return out
-
-
-def _bose(w_mev, temperature_k):
-    """Bose occupation n(ω) at ``temperature_k`` (0 where ω ≤ 0 or no temperature), same shape."""
-    from ..units import KB_EV_PER_K
-
-    if temperature_k is None:
-        return np.zeros_like(w_mev)
-    x = w_mev / (1e3 * KB_EV_PER_K * temperature_k)
-    with np.errstate(over="ignore", divide="ignore"):
-        return np.where(x > 0, 1.0 / np.expm1(np.where(x > 0, x, 1.0)), 0.0)
 
 
 def _sphere_triangles(dirs, rotations):

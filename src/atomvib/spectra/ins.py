@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..units import KB_EV_PER_K, NEUTRON_E_MEV_PER_K2, NEUTRON_MASS_AMU, THZ_TO_MEV
+from ..harmonic.thermal import bose_occupation
+from ..units import NEUTRON_E_MEV_PER_K2, NEUTRON_MASS_AMU, THZ_TO_MEV
 from .instruments import DirectInstrument, IndirectInstrument, get_instrument
 from .neutron_data import total_cross_sections_barn
 
@@ -49,27 +50,21 @@ _HB2_2M = NEUTRON_E_MEV_PER_K2 * NEUTRON_MASS_AMU
 # phonon input
 # --------------------------------------------------------------------------------------------------
 def as_phonopy(source):
-    """A phonopy object with force constants from a result, ForceConstants, result dir or phonopy.yaml."""
+    """A fresh phonopy object with force constants from a result, ForceConstants, result dir, phonopy yaml or
+    phonopy object."""
     if hasattr(source, "to_phonopy"):
         return source.to_phonopy()
     if hasattr(source, "phonopy") and callable(source.phonopy):  # ForceConstants
         return source.phonopy()
     if isinstance(source, (str, Path)):
-        p = Path(source)
-        if p.is_dir():
-            p = p / "phonopy.yaml"
-        if not p.is_file():
-            raise InputError(
-                f"{source}: no phonopy.yaml found", fix="give an `atomvib phonons` result directory"
-            )
-        import phonopy
+        from ..workflow import load_force_constants
 
-        return phonopy.load(str(p), log_level=0)
+        return load_force_constants(source).phonopy()
     if getattr(source, "force_constants", None) is not None and hasattr(source, "run_mesh"):
         return source
     if hasattr(source, "frequencies_cm1"):
         raise InputError(
-            "INS powder spectra of molecules are not supported yet", fix="give a crystal (periodic) result"
+            "phonon spectra of crystals were asked for a molecule", fix="give a crystal (periodic) result"
         )
     raise InputError(
         f"cannot get phonons from {type(source).__name__}",
@@ -126,13 +121,6 @@ class IncoherentModes:
         return self.msd_a2 / 3.0
 
 
-def _bose(e_mev, temperature_k):
-    if temperature_k <= 0:
-        return np.zeros_like(e_mev)
-    x = e_mev / (KB_EV_PER_K * 1e3 * temperature_k)
-    return 1.0 / np.expm1(np.minimum(x, 700.0))
-
-
 def incoherent_modes(
     source, *, temperature_k: float = 5.0, mesh=None, mesh_symmetry: bool = True, cutoff_mev: float = 0.124
 ) -> IncoherentModes:
@@ -168,7 +156,7 @@ def incoherent_modes(
     e_safe = np.where(keep, e_mev, 1.0)
     base = w[:, None, None] * _HB2_2M / (masses[None, :, None] * e_safe[:, None, :]) * e2  # (nq, natom, nb)
     base = np.where(keep[:, None, :], base, 0.0)
-    n = _bose(e_safe, temperature_k)
+    n = bose_occupation(e_safe, temperature_k)
     coth = 2.0 * n + 1.0
     msd = (base * coth[:, None, :]).sum(axis=(0, 2))
     one = base * (n + 1.0)[:, None, :] / 3.0

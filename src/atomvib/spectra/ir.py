@@ -30,6 +30,7 @@ from scipy import constants as _c
 
 from .. import units
 from ..errors import EngineError, InputError
+from .ins import as_phonopy
 from .lineshape import broaden, default_axis_cm1
 
 #: (e/√amu)² → km/mol: N_A / (12 ε₀ c²) · e² / amu / 1000 (the π of N_A π/(3c²) cancels the 4π of 4πε₀)
@@ -163,20 +164,6 @@ def _unit_tag(unit: str) -> str:
 # --------------------------------------------------------------------------------------- crystals
 
 
-def _as_phonopy(result):
-    """A fresh phonopy object from CrystalPhonons, ForceConstants or a phonopy.Phonopy."""
-    if hasattr(result, "to_phonopy"):
-        return result.to_phonopy()
-    if hasattr(result, "phonopy") and callable(result.phonopy):
-        return result.phonopy()
-    if hasattr(result, "force_constants") and hasattr(result, "primitive") and hasattr(result, "run_qpoints"):
-        return result
-    raise InputError(
-        f"cannot take Γ modes from a {type(result).__name__}",
-        fix="pass a CrystalPhonons result or a phonopy object",
-    )
-
-
 def gamma_modes(ph) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Γ-point TO modes of a phonopy object with force constants.
 
@@ -236,7 +223,7 @@ def crystal_ir(result, becs=None) -> OpticalSpectrum:
     -------
     OpticalSpectrum with intensities in e²/amu, acoustic modes removed.
     """
-    ph = _as_phonopy(result)
+    ph = as_phonopy(result)
     n = len(ph.primitive.masses)
     if becs is not None:
         born = np.asarray(becs, dtype=float)
