@@ -107,6 +107,20 @@ def atomvib_path(structure, engine, settings, max_cells=None):
     return np.stack([e.forces for e in engine.evaluate(plan.supercells()[:max_cells])]), plan
 
 
+def stock_calculator(name: str, engine):
+    """The package's own ASE calculator, as a plain loop would build it (SevenNet: without atomvib's
+    e3nn kernel rewrite, engines/graph_rewrite.py; CHGNet's model is not rewritten, so shared)."""
+    if name == "sevennet":
+        import warnings
+
+        from sevenn.calculator import SevenNetCalculator
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return SevenNetCalculator("7net-0", device="cpu")
+    return engine.calculator()
+
+
 def _pin_atomvib_threads():
     import torch
 
@@ -163,6 +177,7 @@ def bench_engine(name: str, repeat: int, plain_threads: int, max_cells: int | No
 
     engine = get_engine(name)
     calc = engine.calculator()
+    plain_calc = stock_calculator(name, engine)
     settings = PhononSettings(engine=name, relax=False)
     rows = []
     for label, structure in cases():
@@ -193,7 +208,7 @@ def bench_engine(name: str, repeat: int, plain_threads: int, max_cells: int | No
             shares.append((t_one[-1], timer.total / t_one[-1]))
             dp = settings.displacement_a
             t0 = time.perf_counter()
-            f_plain = plain_loop(structure, calc, plain_threads, dp, plan.supercell_matrix, n)
+            f_plain = plain_loop(structure, plain_calc, plain_threads, dp, plan.supercell_matrix, n)
             t_plain.append(time.perf_counter() - t0)
         row = {
             "engine": name,

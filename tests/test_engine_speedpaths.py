@@ -3,7 +3,8 @@
 atomvib's SevenNet and CHGNet engines call the model directly, reuse the perfect supercell's
 neighbour graph for its displaced copies and can batch several cells per forward pass
 (src/atomvib/engines/mlip.py). Each shortcut is checked here against the package's own ASE calculator
-(a fresh graph, one cell per call) on small rattled cells. Both models compute in float32: forces of
+(a fresh graph, one cell per call, SevenNet without atomvib's e3nn kernel rewrite) on small rattled
+cells. Both models compute in float32: forces of
 ~1 eV/Å carry ~1e-7 relative round-off, and summation order differs between the paths, so 1e-4 eV/Å is
 a round-off bound with margin, 1e-5 eV/Å where only the graph is reused.
 """
@@ -42,8 +43,17 @@ def _cells():
     return cells
 
 
+def _stock_calculator(engine):
+    """The package's own ASE calculator, without atomvib's kernel rewrite (engines/graph_rewrite.py)."""
+    if engine.info.name == "sevennet":
+        from sevenn.calculator import SevenNetCalculator
+
+        return SevenNetCalculator("7net-0", device="cpu")
+    return engine.calculator()  # CHGNet: not rewritten
+
+
 def _reference(engine, cells):
-    calc = engine.calculator()
+    calc = _stock_calculator(engine)
     out = []
     for c in cells:
         a = c.copy()

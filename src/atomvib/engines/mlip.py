@@ -14,6 +14,7 @@ Speed (see benchmarks/phonons.py, docs/benchmarks/phonons.md): the displaced sup
 calculation differ from the perfect one by ~0.01 Å, so the neighbour graph is built once per perfect
 cell and reused. SevenNet gets a Verlet list (cutoff + skin) from which the edges inside the cutoff
 are selected per cell — the same edge set a fresh build gives, so forces agree to float32 round-off.
+SevenNet's e3nn kernels are rewritten at load to skip work autograd wasted (engines/graph_rewrite.py).
 CHGNet's graph (atom graph, bond graph, angle list) is reused as a whole with the new coordinates: its
 cutoffs are smooth polynomial envelopes, so a bond crossing a cutoff by 0.01 Å contributes ~nothing
 (measured < 1e-5 eV/Å). The models are called directly, with energy and forces only (no stress, no
@@ -181,8 +182,13 @@ class SevenNetEngine(_PooledMixin, Engine):
             {"dtype": "float32"},
         )
 
+    #: rewrite e3nn's generated kernels for CPU speed at load (engines/graph_rewrite.py; same arithmetic)
+    rewrite_graphs = True
+
     def _make_calculator(self):
         import warnings
+
+        import torch
 
         configure_threads()
         from sevenn.calculator import SevenNetCalculator
@@ -191,6 +197,10 @@ class SevenNetEngine(_PooledMixin, Engine):
             warnings.simplefilter("ignore")
             calc = SevenNetCalculator(self._source, device=_torch_device(self.device))
         self.elements = frozenset(_atomic_numbers(calc.type_map))
+        if self.rewrite_graphs and isinstance(calc.model, torch.nn.Module):
+            from .graph_rewrite import optimise_model
+
+            optimise_model(calc.model)
         return calc
 
     def check(self, structure) -> None:
@@ -230,15 +240,20 @@ class SevenNetEngine(_PooledMixin, Engine):
 
         ``batch_size`` cells go through one forward pass (default: 1 on CPU, 8 on CUDA).
         """
-        from sevenn import _keys as KEY
-        from sevenn.atom_graph_data import AtomGraphData
-
-        from .base import Evaluation
         from .parallel import pooled_evaluate
 
         pooled = pooled_evaluate(self, atoms_list, progress)
         if pooled is not None:
             return pooled
+        return self._evaluate_here(atoms_list, progress, batch_size)
+
+    def _evaluate_here(self, atoms_list, progress=None, batch_size: int | None = None):
+        """:meth:`evaluate` in this process (no worker pool)."""
+        from sevenn import _keys as KEY
+        from sevenn.atom_graph_data import AtomGraphData
+
+        from .base import Evaluation
+
         calc = self.calculator()
         model, cutoff = calc.model, calc.cutoff
         device = next(model.parameters()).device
@@ -383,16 +398,21 @@ class CHGNetEngine(_PooledMixin, Engine):
         """Energies and forces from ``model(graphs, task="ef")``: no stress or magnetic moments, the
         perfect cell's graph reused for its displaced copies, ``batch_size`` cells per forward pass
         (default 1 on CPU, 8 on CUDA)."""
-        # CHGNet prints its device choice in some versions; keep stdout clean
-        import contextlib
-        import io
-
-        from .base import Evaluation
         from .parallel import pooled_evaluate
 
         pooled = pooled_evaluate(self, atoms_list, progress)
         if pooled is not None:
             return pooled
+        return self._evaluate_here(atoms_list, progress, batch_size)
+
+    def _evaluate_here(self, atoms_list, progress=None, batch_size: int | None = None):
+        """:meth:`evaluate` in this process (no worker pool)."""
+        # CHGNet prints its device choice in some versions; keep stdout clean
+        import contextlib
+        import io
+
+        from .base import Evaluation
+
         calc = self.calculator()
         model = calc.model
         device = next(model.parameters()).device
@@ -450,6 +470,11 @@ class MACEEngine(Engine):
         configure_threads()
         from mace.calculators import MACECalculator
 
-        return MACECalculator(
+        calc = MACECalculator(
             model_paths=self.path, device=_torch_device(self.device), default_dtype="float64"
         )
+        from .graph_rewrite import optimise_model
+
+        for model in getattr(calc, "models", []):  # e3nn kernels inside MACE get the same rewrite
+            optimise_model(model)
+        return calc

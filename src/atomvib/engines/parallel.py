@@ -10,6 +10,11 @@ the pool lives on the engine object across calls (several structures in one CLI 
 go out one per task so progress is reported per finished cell and the order is restored by index, and
 a failure inside a worker comes back as :class:`~atomvib.errors.EngineError` with its message.
 
+This process computes too: with ``w`` lanes it starts ``w - 1`` workers and evaluates cells itself
+(one torch thread) while they start up and run, taking cells from the end of the list while the
+workers take them from the front. Its model is loaded already, so the ~3–4 s a cold worker spends on
+spawn, torch import and model load are no longer lost time on a 2-core machine.
+
 When the pool is used (:func:`pool_size`): CPU device, ``ATOMVIB_WORKERS`` ≥ 2 (default: the cores
 this process may use; ``1`` disables), not inside a daemonic process (Dask workers cannot have
 children), and enough work to pay for loading the model in each worker.
@@ -21,6 +26,7 @@ import multiprocessing
 import os
 import warnings
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -54,7 +60,7 @@ def requested_workers() -> int:
 def pool_size(
     n_cells: int, n_atoms: int, device: str = "cpu", warm: bool = False, min_cell_atoms: int | None = None
 ) -> int:
-    """Number of worker processes to use for ``n_cells`` cells of ``n_atoms`` atoms; 0 = evaluate serially.
+    """Lanes (this process and its workers) for ``n_cells`` cells of ``n_atoms`` atoms; 0 = evaluate serially.
 
     ``warm``: a pool with the model loaded already exists, so only the cell count matters.
     ``min_cell_atoms``: work (atoms × cells) that pays for a cold pool; default :data:`MIN_ATOMS_COLD`.
@@ -137,34 +143,68 @@ class WorkerPool:
     def alive(self) -> bool:
         return self._finalizer.alive
 
-    def evaluate(self, atoms_list: Sequence, progress: Callable[[int], None] | None = None) -> list:
+    def evaluate(
+        self,
+        atoms_list: Sequence,
+        progress: Callable[[int], None] | None = None,
+        local: Callable | None = None,
+    ) -> list:
         """Evaluations of ``atoms_list`` (ase.Atoms), in order; ``progress(1)`` per finished cell.
+
+        ``local(atoms) -> Evaluation``: this process evaluates cells too (from the end of the list),
+        between checks on the workers, which always have cells queued.
 
         Raises
         ------
         EngineError
-            If a cell fails in a worker (the worker's message is kept) or a worker dies.
+            If a cell fails (a worker's message is kept) or a worker dies.
         """
         if not self.alive:
             raise EngineError(f"the worker pool of '{self.spec}' is closed")
         out: list = [None] * len(atoms_list)
+        todo = deque(range(len(atoms_list)))
+        ref = atoms_list[0] if atoms_list else None
+        pending: set = set()
+        depth = 2 * self.workers  # queued per worker, so that none idles while this process computes
+
+        def fail(i, err, where):
+            for f in pending:
+                f.cancel()
+            raise EngineError(
+                f"engine '{self.spec}' failed on structure {i}{where}: {err}",
+                fix="check that structure; ATOMVIB_WORKERS=1 runs it in this process for a full traceback",
+            )
+
+        def collect(timeout):
+            done, rest = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+            pending.intersection_update(rest)
+            for fut in done:
+                i, ev, err = fut.result()
+                if err is not None:
+                    fail(i, err, " in a worker process")
+                out[i] = ev
+                if progress:
+                    progress(1)
+
         try:
-            ref = atoms_list[0] if atoms_list else None
-            pending = {self._executor.submit(_evaluate_one, i, a, ref) for i, a in enumerate(atoms_list)}
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    i, ev, err = fut.result()
-                    if err is not None:
-                        for f in pending:
-                            f.cancel()
-                        raise EngineError(
-                            f"engine '{self.spec}' failed on structure {i} in a worker process: {err}",
-                            fix="check that structure; ATOMVIB_WORKERS=1 runs it in this process for a full traceback",
-                        )
-                    out[i] = ev
+            while todo or pending:
+                while todo and len(pending) < depth:
+                    i = todo.popleft()
+                    pending.add(self._executor.submit(_evaluate_one, i, atoms_list[i], ref))
+                if local is not None and todo:
+                    i = todo.pop()
+                    try:
+                        out[i] = local(atoms_list[i])
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except Exception as exc:
+                        fail(i, f"{type(exc).__name__}: {exc}", "")
                     if progress:
                         progress(1)
+                    if pending:
+                        collect(0)
+                else:
+                    collect(None)
         except BrokenProcessPool as exc:
             self.close()
             raise EngineError(
@@ -205,8 +245,25 @@ def pooled_evaluate(engine, atoms_list: Sequence, progress=None):
     )
     if n == 0:
         return None
-    if not warm or pool.workers != n:
+    if not warm or pool.workers != n - 1:  # this process is one of the n lanes
         if pool is not None:
             pool.close()
-        pool = engine._pool = WorkerPool(engine.spec, n, threads=1)
-    return pool.evaluate(atoms_list, progress)
+        pool = engine._pool = WorkerPool(engine.spec, n - 1, threads=1)
+    local = getattr(engine, "_evaluate_here", None)
+    if local is None:
+        return pool.evaluate(atoms_list, progress)
+    import torch
+
+    ref, prime = atoms_list[0], getattr(engine, "prime_graph", None)
+
+    def here(atoms):
+        if prime is not None:
+            prime(ref)  # the serial path's reference graph, as in the workers
+        return local([atoms])[0]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the other cores run the workers
+    try:
+        return pool.evaluate(atoms_list, progress, local=here)
+    finally:
+        torch.set_num_threads(threads)
