@@ -193,7 +193,7 @@ def bench_engine(name: str, repeat: int, plain_threads: int, max_cells: int | No
             f_av, plan = atomvib_path(structure, engine, settings, n)
             t_av.append(time.perf_counter() - t0)
             pool = getattr(engine, "_pool", None)
-            workers = pool.workers if pool is not None and pool.alive else 1
+            workers = pool.workers + 1 if pool is not None and pool.alive else 1  # + this process
             _reset_graph_cache(engine)
             # atomvib in one process (ATOMVIB_WORKERS=1), with the share of time inside the model
             old = _workers_env("1")
@@ -233,6 +233,52 @@ def bench_engine(name: str, repeat: int, plain_threads: int, max_cells: int | No
         torch.set_num_threads(torch_threads())
         rows.append(row)
         print(json.dumps(row), flush=True)
+    return rows
+
+
+def _timed_calls(engine, cell, repeat):
+    engine._evaluate_here([cell])  # warm-up (graph cached, kernels touched)
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        ev = engine._evaluate_here([cell])[0]
+        ts.append(time.perf_counter() - t0)
+    return min(ts), ev.forces
+
+
+def rewrite_ab(threads_list=(1, 2), repeat: int = 3) -> list[dict]:
+    """SevenNet-0 force call on the first displaced Cc supercell: stock model vs the same model after
+    engines/graph_rewrite.py, in one process with the same graph; minimum of ``repeat`` calls each."""
+    import torch
+
+    from atomvib.engines.graph_rewrite import optimise_model
+    from atomvib.engines.mlip import SevenNetEngine
+    from atomvib.harmonic.displacements import plan_displacements
+    from atomvib.settings import PhononSettings
+
+    structure = [s for label, s in cases() if "Cc" in label]
+    if not structure:
+        return []
+    cell = plan_displacements(structure[0], PhononSettings(relax=False)).supercells()[0]
+    rows = []
+    for threads in threads_list:
+        torch.set_num_threads(threads)
+        engine = SevenNetEngine()
+        engine.rewrite_graphs = False
+        t_stock, f_stock = _timed_calls(engine, cell, repeat)
+        optimise_model(engine.calculator().model)
+        t_new, f_new = _timed_calls(engine, cell, repeat)
+        rows.append(
+            {
+                "threads": threads,
+                "natoms": len(cell),
+                "stock_s": t_stock,
+                "rewritten_s": t_new,
+                "speedup": t_stock / t_new,
+                "max_force_diff_eV_per_A": float(np.abs(f_new - f_stock).max()),
+            }
+        )
+        print(json.dumps({"rewrite_ab": rows[-1]}), flush=True)
     return rows
 
 
@@ -281,7 +327,7 @@ def peak_memory() -> dict:
     return out
 
 
-def markdown(rows: list[dict], mem: dict | None, load: tuple, repeat: int) -> str:
+def markdown(rows: list[dict], mem: dict | None, load: tuple, repeat: int, ab: list | None = None) -> str:
     lines = [
         "## Phonon force stage: atomvib vs plain phonopy + ASE loop",
         "",
@@ -290,7 +336,7 @@ def markdown(rows: list[dict], mem: dict | None, load: tuple, repeat: int) -> st
         f"pool and loading the model in each worker included in atomvib's time; minimum of {repeat} run(s); "
         f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} on a shared 2-core CPU.",
         "",
-        "| engine | case | supercell atoms | displacements (timed) | atomvib (s) | workers | plain loop (s) "
+        "| engine | case | supercell atoms | displacements (timed) | atomvib (s) | processes | plain loop (s) "
         "| speed-up | atomvib, 1 process (s) | speed-up | max ΔF (eV/Å) | model share | load after |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -306,7 +352,8 @@ def markdown(rows: list[dict], mem: dict | None, load: tuple, repeat: int) -> st
         lines += [
             "",
             f"Threads: atomvib {rows[0]['threads_atomvib']} torch thread(s) per process (`ATOMVIB_THREADS`), "
-            "`workers` processes (engines/parallel.py; 1 = the cells were too few to pay for a pool); plain "
+            "`processes` = this process + its workers (engines/parallel.py; 1 = the cells were too few to pay "
+            "for a pool); plain "
             f"loop {rows[0]['threads_plain']} threads (torch's default pool), one process. Speed-ups are "
             "plain loop / atomvib.",
             "Model share: wall time inside the model's own call (graph featurisation inside the model, forward, "
@@ -319,17 +366,35 @@ def markdown(rows: list[dict], mem: dict | None, load: tuple, repeat: int) -> st
         "0.5 Å skin, edges inside the cutoff selected per cell, so the edge set is exactly a fresh build's; "
         "CHGNet: the whole graph with new coordinates, its smooth cutoff envelopes make the difference "
         "< 1e-5 eV/Å); the model is called directly for energy and forces only (CHGNet `task='ef'`: no "
-        "stress, no magnetic moments; no ASE results dict); several cells per forward pass on CUDA "
-        "(`batch_size` 8; 1 on CPU). Forces of both paths agree to float32 round-off (column max ΔF; "
-        "tests/test_engine_speedpaths.py).",
+        "stress, no magnetic moments; no ASE results dict); SevenNet's e3nn kernels are rewritten at load "
+        "(engines/graph_rewrite.py: one split per column-sliced tensor instead of a zero-filled gradient per "
+        "slice, unused outer products removed, index_select/index_add_ message passing); on CPU the cells "
+        "are shared between this process and worker processes, one torch thread each, this process "
+        "computing while the workers start (engines/parallel.py); several cells per forward pass on CUDA "
+        "(`batch_size` 8; 1 on CPU). The plain loop uses the package's stock ASE calculator. Forces of both "
+        "paths agree to float32 round-off (column max ΔF; tests/test_engine_speedpaths.py).",
     ]
+    if ab:
+        lines += [
+            "",
+            "SevenNet-0 kernel rewrite alone (one force call, first displaced Cc supercell, same process and "
+            "graph, minimum of 3 calls):",
+            "",
+            "| torch threads | atoms | stock model (s) | rewritten (s) | speed-up | max ΔF (eV/Å) |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in ab:
+            lines.append(
+                f"| {r['threads']} | {r['natoms']} | {r['stock_s']:.3f} | {r['rewritten_s']:.3f} | "
+                f"{r['speedup']:.2f}× | {r['max_force_diff_eV_per_A']:.1e} |"
+            )
     if mem:
         a, w, p = mem["atomvib"], mem["atomvib-pool"], mem["plain"]
         lines += [
             "",
             f"Peak memory, CHGNet, {a['natoms']}-atom supercell (fresh process, 4 displaced cells, `ru_maxrss`): "
-            f"atomvib in one process {a['peak_rss_GB']:.2f} GB; with 2 workers {w['peak_rss_GB']:.2f} GB in the "
-            f"main process + {w['worker_peak_rss_GB']:.2f} GB per worker (largest); plain ASE calculator "
+            f"atomvib in one process {a['peak_rss_GB']:.2f} GB; with a worker {w['peak_rss_GB']:.2f} GB in the "
+            f"main process + {w['worker_peak_rss_GB']:.2f} GB in the worker; plain ASE calculator "
             f"{p['peak_rss_GB']:.2f} GB.",
         ]
     return "\n".join(lines) + "\n"
@@ -359,8 +424,9 @@ def main(argv=None) -> int:
     rows = []
     for name in args.engines:
         rows += bench_engine(name, args.repeat, plain_threads, args.max_cells or None)
+    ab = rewrite_ab() if "sevennet" in args.engines else None
     mem = None if args.no_memory or "chgnet" not in args.engines else peak_memory()
-    md = markdown(rows, mem, load, args.repeat)
+    md = markdown(rows, mem, load, args.repeat, ab)
     print(md)
     if args.md:
         args.md.parent.mkdir(parents=True, exist_ok=True)

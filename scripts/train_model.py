@@ -1,7 +1,7 @@
 """Train the shipped DOS ensemble and copy it into the package (src/atomvib/learn/weights/model.pt).
 
 Equivalent to ``atomvib train --data ../shared/data/petretto-dfpt --out runs/dos-model --members 5 --jobs 2``
-followed by a copy; about 20–25 min on 2 CPU cores. Seeded: member k uses seed k.
+followed by a copy; about 25 min on 2 idle CPU cores. Seeded: member k uses seed k.
 """
 
 import shutil

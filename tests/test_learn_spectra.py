@@ -75,15 +75,15 @@ def test_vision_from_exact_partial_dos_equals_eigenvector_spectrum(nacl, tempera
 
 
 def test_tosca_and_coarse_bins_of_the_predictor(nacl):
-    """On the predictor's 10 cm⁻¹ (1.24 meV) bins the TOSCA spectrum keeps its area to 1 % and its
-    mean energy to 1.5 % at 300 K (measured 0.7 % and 1.1 %): the DOS is spread evenly in each bin."""
+    """On the predictor's 5 cm⁻¹ (0.62 meV) bins the TOSCA spectrum keeps its area and its mean energy
+    to 0.5 % at 300 K (measured 0.04 % and 0.08 %): the DOS is spread evenly in each bin."""
     from atomvib.learn.spectra import spectrum_from_partial_dos
     from atomvib.spectra.ins import incoherent_modes, tosca_spectrum
     from atomvib.units import frequency_factor
 
     modes = incoherent_modes(nacl, temperature_k=300.0, mesh=16)
     ref = tosca_spectrum(nacl, modes=modes, energy_range_mev=(0.5, 60.0))
-    edges = np.arange(0.0, 41.0, 10.0 * frequency_factor("cm-1", "meV"))
+    edges = np.arange(0.0, 41.0, 5.0 * frequency_factor("cm-1", "meV"))
     states, masses, counts = _inputs(nacl, modes, edges)
     sp = spectrum_from_partial_dos(
         edges, states, masses, counts, "tosca", temperature_k=300.0, energy_range_mev=(0.5, 60.0)
@@ -92,8 +92,8 @@ def test_tosca_and_coarse_bins_of_the_predictor(nacl):
     def mean_e(s):
         return (s.energy_mev * s.intensity).sum() / s.intensity.sum()
 
-    assert sp.intensity.sum() == pytest.approx(ref.intensity.sum(), rel=1e-2)
-    assert mean_e(sp) == pytest.approx(mean_e(ref), rel=1.5e-2)
+    assert sp.intensity.sum() == pytest.approx(ref.intensity.sum(), rel=5e-3)
+    assert mean_e(sp) == pytest.approx(mean_e(ref), rel=5e-3)
 
 
 def test_neutron_weighted_dos_equals_phonon_dos_weighting(nacl):
@@ -135,8 +135,8 @@ def test_predicted_partial_dos_and_neutron_dos(nacl_prediction):
 
 
 def test_predicted_vision_spectrum_of_nacl(nacl, nacl_prediction):
-    """Predicted VISION spectrum against the DFT one at 5 K: area within 5 % (measured 2.7 %) and
-    mean energy of the spectrum within 5 % (measured 0.2 %); NaCl is in distribution. Tolerances
+    """Predicted VISION spectrum against the DFT one at 5 K: area within 5 % (measured 2.5 %) and
+    mean energy of the spectrum within 5 % (measured 2.7 %); NaCl is in distribution. Tolerances
     reflect the model's DOS error, not the conversion (exact, see the test above)."""
     from atomvib.learn.spectra import predicted_vision_spectrum
     from atomvib.spectra.ins import vision_spectrum

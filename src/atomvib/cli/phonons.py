@@ -22,8 +22,9 @@ outputs (in DIR, default INPUT_atomvib next to the input):
   phonopy.yaml   loadable by phonopy (force constants inside);  band_dos.png  the figure
 environment:
   ATOMVIB_THREADS  torch threads per process (default: the cores this process may use)
-  ATOMVIB_WORKERS  worker processes for the displaced cells of MLIP engines on CPU (default: the cores;
-                   1 disables; each worker loads its own copy of the model, used only when it pays)
+  ATOMVIB_WORKERS  processes sharing the displaced cells of MLIP engines on CPU: this one + workers
+                   (default: the cores; 1 disables; each worker loads its own copy of the model; used
+                   only when it pays)
 exit codes: 0 done, 1 computation failed, 2 bad input (message says how to fix it)"""
 
 

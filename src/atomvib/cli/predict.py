@@ -15,7 +15,7 @@ PREDICT_EPILOG = """examples:
 
 output (FILE.jsonl, one JSON object per input structure):
   input, formula, formula_units, natoms
-  frequencies_cm1   bin centres (10 cm^-1 bins, 0-4000 cm^-1)
+  frequencies_cm1   bin centres (5 cm^-1 bins, 0-4000 cm^-1)
   dos, dos_std      states per cm^-1 per input cell (integrates to 3*natoms), calibrated ensemble std
   thermal           temperature_K, heat_capacity_J_per_K_per_mol, entropy_J_per_K_per_mol,
                     free_energy_kJ_per_mol, each with _std; per mole of the input cell
@@ -27,7 +27,7 @@ output (FILE.jsonl, one JSON object per input structure):
 exit codes: 0 all predicted, 2 some inputs failed (their lines say why; the others are written)"""
 
 TRAIN_EPILOG = """examples:
-  atomvib train --data ../shared/data/petretto-dfpt --out runs/dos-model            # the shipped model
+  atomvib train --data ../shared/data/petretto-dfpt --out runs/dos-model --jobs 2   # the shipped model, ~25 min on 2 cores
   atomvib train --data ../shared/data/petretto-dfpt --out runs/quick --members 2 --epochs 10
   atomvib train --data my_phonon_results/ --out runs/mine    # a directory of `atomvib phonons` outputs
 
@@ -84,7 +84,7 @@ def add_parser(sub):
     t.add_argument("--data", required=True, metavar="DIR", help="training data directory (see below)")
     t.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory")
     t.add_argument("--members", type=int, default=5, metavar="N", help="ensemble members (default 5)")
-    t.add_argument("--epochs", type=int, default=None, metavar="N", help="epochs per member (default 25)")
+    t.add_argument("--epochs", type=int, default=None, metavar="N", help="epochs per member (default 70)")
     t.add_argument(
         "--seed", type=int, default=0, metavar="S", help="seed of member 0; member k uses S+k (default 0)"
     )

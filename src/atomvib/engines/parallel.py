@@ -1,9 +1,10 @@
 """A persistent pool of worker processes for an MLIP engine's forces on CPU.
 
 On CPU, 97–99 % of a phonon force stage is inside the model's forward/backward pass
-(docs/benchmarks/phonons.md), and torch's intra-op threads scale poorly on small graphs: two
-processes with one torch thread each evaluate two displaced cells at once and keep both cores busy,
-where one process with two threads does not. We use :class:`concurrent.futures.ProcessPoolExecutor`
+(docs/benchmarks/phonons.md), and torch's intra-op threads do not scale perfectly: two processes
+with one torch thread each evaluate two displaced cells at once, 9–19 % faster per cell than one
+process with two threads on a 2-core CPU (more on machines with more cores, where intra-op threads
+scale worse). That gain has to pay for starting the workers, so the pool is for large jobs only. We use :class:`concurrent.futures.ProcessPoolExecutor`
 with the ``spawn`` start method (fork is unsafe after torch has started its thread pools); what we add
 is the engine bookkeeping: each worker rebuilds the engine from its spec and loads the model once,
 the pool lives on the engine object across calls (several structures in one CLI call reuse it), cells
@@ -36,11 +37,11 @@ from ..runtime import available_cores
 
 #: a cold pool (model still to be loaded in each worker) needs at least this many cells per worker...
 MIN_CELLS_PER_WORKER_COLD = 2
-#: ...and this much work, in atoms × cells, unless the engine sets ``pool_min_cell_atoms``. Starting
-#: 2 workers costs ~4 s on a 2-core CPU (spawn, torch import, model load; measured for SevenNet-0
-#: and CHGNet), which pays once the serial work is ≳ 8 s: ~640 atom-cells for SevenNet-0
-#: (12 ms per atom on one thread), ~1500 for CHGNet (3.5 ms per atom)
-MIN_ATOMS_COLD = 800
+#: ...and this much work, in atoms × cells, unless the engine sets ``pool_min_cell_atoms``. The pool
+#: competes with one process using all cores as torch threads: measured on 2 cores (144-atom cells),
+#: two 1-thread lanes are only 9 % (SevenNet-0) to 19 % (CHGNet) faster per cell than one 2-thread
+#: process, and a cold start costs 2–3 s, so it pays from ~40–50 cells of that size
+MIN_ATOMS_COLD = 6000
 
 
 def requested_workers() -> int:

@@ -6,7 +6,7 @@ directory of ``atomvib phonons`` results (``dos.csv`` in states per THz per prim
 ``structure.cif``, ``summary.json``). Periodic neighbour lists come from ASE (``neighbor_list``); we
 only wrote the binning, which must conserve the number of states exactly (3N per cell).
 
-The frequency grid covers the whole range of the data (0–4000 cm^-1 in 10 cm^-1 bins): 13 % of the
+The frequency grid covers the whole range of the data (0–4000 cm^-1 in 5 cm^-1 bins): 13 % of the
 Petretto materials have modes above 1000 cm^-1 (O–H, N–H, C–H stretches up to ~3700 cm^-1).
 """
 
@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..structure import Structure
 
 #: default bin width of the model's frequency grid, cm^-1
-BIN_CM1 = 10.0
+BIN_CM1 = 5.0
 #: default upper edge of the grid, cm^-1 (above the highest DFPT mode in the data, 3674 cm^-1)
 FMAX_CM1 = 4000.0
 #: neighbour cutoff radius of the graph, Å

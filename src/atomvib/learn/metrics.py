@@ -1,7 +1,7 @@
 """Metrics of predicted phonon DOS against reference DOS (numpy only).
 
 All on the reference data's own 1 cm^-1 axis (0–4000 cm^-1) after interpolating the model's
-10 cm^-1 bins (piecewise linear through bin centres, number of states conserved):
+5 cm^-1 bins (piecewise linear through bin centres, number of states conserved):
 
 * Wasserstein-1 distance (cm^-1) between the two DOS normalised to unit area;
 * Cv, S, F at 300 K per mole of formula units (the cell value divided by Z), from

@@ -140,10 +140,14 @@ class DosNet(nn.Module):
             x = layer(x, batch["src"], batch["dst"], sh, rbf)
         return x  # (natoms_total, nscalars_out) invariant scalars
 
+    def atom_spectra(self, h):
+        """Per-atom spectra from invariant atom features, shape (natoms, nbins), each summing to 3 states."""
+        p = torch.nn.functional.softplus(self.readout(h))
+        return 3.0 * p / p.sum(dim=1, keepdim=True)
+
     def forward(self, batch, return_embedding: bool = False):
         h = self.atom_features(batch)
-        p = torch.nn.functional.softplus(self.readout(h))
-        p = 3.0 * p / p.sum(dim=1, keepdim=True)  # exactly 3 states per atom
+        p = self.atom_spectra(h)
         ng = int(batch["ngraphs"])
         dos = torch.zeros(ng, p.shape[1], dtype=p.dtype).index_add_(0, batch["graph"], p)
         if not return_embedding:

@@ -126,11 +126,14 @@ class Predictor:
         self.grid = DosGrid(**blob["grid"])
         self.cutoff_a = blob["cutoff_a"]
         self.elements = set(blob["elements"])
+        from ..engines.graph_rewrite import optimise_model
+
         self.nets = []
         for m in blob["members"]:
             net = DosNet(**m["config"])
             net.load_state_dict(m["state_dict"])
             net.eval()
+            optimise_model(net)  # e3nn's generated kernels without dead code (same arithmetic)
             self.nets.append(net)
         self.calibration = blob["calibration"]
         self.ood = blob["ood"]
@@ -206,8 +209,7 @@ class Predictor:
                 parts, feats = [], []
                 for k in range(0, len(graphs), batch_size):
                     h = net.atom_features(collate(graphs[k : k + batch_size]))
-                    p = torch.nn.functional.softplus(net.readout(h))
-                    parts.append((3.0 * p / p.sum(dim=1, keepdim=True)).numpy().astype(float))
+                    parts.append(net.atom_spectra(h).numpy().astype(float))
                     if m == 0:
                         feats.append(h.numpy().astype(float))
                 a = np.concatenate(parts)

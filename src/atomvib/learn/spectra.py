@@ -258,9 +258,9 @@ def predicted_ins_spectrum(
 ) -> InsSpectrum:
     """VISION/TOSCA spectrum of a predicted DOS (incoherent, isotropic approximation).
 
-    The 10 cm⁻¹ bins of the prediction are spread evenly over the INS bins (the first one as
+    The 5 cm⁻¹ bins of the prediction are spread evenly over the INS bins (the first one as
     g ∝ E²); other options as :func:`spectrum_from_partial_dos`. The model's DOS is smooth on the
-    scale of its 10 cm⁻¹ (1.24 meV) bins, so sharp peaks of the true spectrum come out broadened.
+    scale of its 5 cm⁻¹ (0.62 meV) bins, so sharp peaks of the true spectrum come out broadened.
     """
     edges_cm1, states, masses, counts = _prediction_inputs(prediction)
     kw.setdefault("debye_first_bin", True)

@@ -31,19 +31,22 @@ T_CV_K = 300.0
 class TrainConfig:
     """Hyper-parameters of one ensemble member (the shipped model uses the defaults)."""
 
-    hidden: str = "32x0e + 8x1o"
-    ninteractions: int = 3
+    hidden: str = "128x0e + 32x1o"
+    ninteractions: int = 4
     cutoff_a: float = CUTOFF_A
-    nscalars_out: int = 64
-    emb_dim: int = 32
-    bin_cm1: float = 10.0
+    nscalars_out: int = 128
+    emb_dim: int = 64
+    nbasis: int = 16
+    bin_cm1: float = 5.0
     fmax_cm1: float = 4000.0
-    epochs: int = 25
+    epochs: int = 70
     batch_size: int = 16
     lr: float = 3e-3
     weight_decay: float = 1e-5
     w_mse: float = 10.0
     w_cv: float = 10.0
+    #: exponential moving average of the weights (per step); the averaged weights are validated and kept
+    ema_decay: float = 0.995
     extra: dict = field(default_factory=dict)
 
     def grid(self) -> DosGrid:
@@ -131,6 +134,7 @@ def train_member(train, valid, cfg: TrainConfig, seed: int, out_path=None, progr
         nscalars_out=cfg.nscalars_out,
         avg_neighbors=avg_nb,
         emb_dim=cfg.emb_dim,
+        nbasis=cfg.nbasis,
     )
     cvvec = torch.as_tensor(cv_per_state(grid.centers_cm1), dtype=torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -138,6 +142,12 @@ def train_member(train, valid, cfg: TrainConfig, seed: int, out_path=None, progr
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=nsteps, pct_start=0.05, final_div_factor=200.0
     )
+    ema = None
+    if cfg.ema_decay > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
+    kept = ema.module if ema is not None else model
     best = (math.inf, None, -1)
     history = []
     bar = None
@@ -160,8 +170,10 @@ def train_member(train, valid, cfg: TrainConfig, seed: int, out_path=None, progr
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             tot += float(loss.detach()) * len(idx)
-        pv = predict_states(model, gva)
+        pv = predict_states(kept, gva)
         w = np.abs(np.cumsum((pv - yv) / (3 * nva[:, None]), axis=1)).sum(1) * cfg.bin_cm1
         cv_err = np.abs((pv - yv) @ cvv)  # per cell, J/K/mol
         rec = {
@@ -175,7 +187,7 @@ def train_member(train, valid, cfg: TrainConfig, seed: int, out_path=None, progr
         if rec["valid_wasserstein_cm1"] < best[0]:
             best = (
                 rec["valid_wasserstein_cm1"],
-                {k: v.clone() for k, v in model.state_dict().items()},
+                {k: v.clone() for k, v in kept.state_dict().items()},
                 epoch + 1,
             )
         msg = f"W {rec['valid_wasserstein_cm1']:.1f} cm-1, Cv err {rec['valid_cv300_mae_per_cell']:.2f} J/K/mol/cell"
@@ -188,7 +200,7 @@ def train_member(train, valid, cfg: TrainConfig, seed: int, out_path=None, progr
         bar.close()
     res = {
         "state_dict": best[1],
-        "config": model.config,
+        "config": kept.config,
         "seed": seed,
         "best_epoch": best[2],
         "history": history,
