@@ -121,13 +121,25 @@ def _torch_device(device: str | None) -> str:
 
 class _PooledMixin:
     """Worker-pool support (engines/parallel.py): on CPU with ≥ 2 cores and enough cells, ``evaluate``
-    hands the cells to a pool of spawned processes, one torch thread each, kept for later calls."""
+    shares the cells between this process and spawned workers, one torch thread each; the workers are
+    kept for later calls. Engines implement ``_evaluate_here``."""
 
     def resolved_device(self) -> str:
         """Where this engine's model runs (or will run): "cpu" or "cuda[:n]"."""
         if self._calc is not None:
             return str(next(self._calc.model.parameters()).device)
         return _torch_device(self.device)
+
+    def evaluate(self, atoms_list, progress=None, batch_size: int | None = None):
+        """Energies and forces of ``atoms_list``: through the worker pool where it pays (CPU, large jobs),
+        else in this process (:meth:`_evaluate_here`), ``batch_size`` cells per forward pass (default
+        1 on CPU, 8 on CUDA)."""
+        from .parallel import pooled_evaluate
+
+        pooled = pooled_evaluate(self, atoms_list, progress)
+        if pooled is not None:
+            return pooled
+        return self._evaluate_here(atoms_list, progress, batch_size)
 
     def close_pool(self) -> None:
         """Stop the worker processes, if any (they also stop at interpreter exit)."""
@@ -235,21 +247,9 @@ class SevenNetEngine(_PooledMixin, Engine):
             KEY.INFO: {},
         }
 
-    def evaluate(self, atoms_list, progress=None, batch_size: int | None = None):
-        """Energies and forces, calling the model directly (no ASE results dict, no calculator
-        round trip), with the neighbour graph reused across displaced copies of one cell.
-
-        ``batch_size`` cells go through one forward pass (default: 1 on CPU, 8 on CUDA).
-        """
-        from .parallel import pooled_evaluate
-
-        pooled = pooled_evaluate(self, atoms_list, progress)
-        if pooled is not None:
-            return pooled
-        return self._evaluate_here(atoms_list, progress, batch_size)
-
     def _evaluate_here(self, atoms_list, progress=None, batch_size: int | None = None):
-        """:meth:`evaluate` in this process (no worker pool)."""
+        """Energies and forces in this process, calling the model directly (no ASE results dict, no
+        calculator round trip), with the neighbour graph reused across displaced copies of one cell."""
         from sevenn import _keys as KEY
         from sevenn.atom_graph_data import AtomGraphData
 
@@ -396,19 +396,9 @@ class CHGNetEngine(_PooledMixin, Engine):
             return
         self._graph(self.calculator().model, atoms)
 
-    def evaluate(self, atoms_list, progress=None, batch_size: int | None = None):
-        """Energies and forces from ``model(graphs, task="ef")``: no stress or magnetic moments, the
-        perfect cell's graph reused for its displaced copies, ``batch_size`` cells per forward pass
-        (default 1 on CPU, 8 on CUDA)."""
-        from .parallel import pooled_evaluate
-
-        pooled = pooled_evaluate(self, atoms_list, progress)
-        if pooled is not None:
-            return pooled
-        return self._evaluate_here(atoms_list, progress, batch_size)
-
     def _evaluate_here(self, atoms_list, progress=None, batch_size: int | None = None):
-        """:meth:`evaluate` in this process (no worker pool)."""
+        """Energies and forces in this process from ``model(graphs, task="ef")``: no stress or magnetic
+        moments, the perfect cell's graph reused for its displaced copies."""
         # CHGNet prints its device choice in some versions; keep stdout clean
         import contextlib
         import io

@@ -3,9 +3,9 @@
 On CPU, 97–99 % of a phonon force stage is inside the model's forward/backward pass
 (docs/benchmarks/phonons.md), and torch's intra-op threads do not scale perfectly: two processes
 with one torch thread each evaluate two displaced cells at once, 9–19 % faster per cell than one
-process with two threads on a 2-core CPU (more on machines with more cores, where intra-op threads
-scale worse). That gain has to pay for starting the workers, so the pool is for large jobs only. We use :class:`concurrent.futures.ProcessPoolExecutor`
-with the ``spawn`` start method (fork is unsafe after torch has started its thread pools); what we add
+process with two threads on a 2-core CPU (more where intra-op threads scale worse). That gain has to
+pay for starting the workers, so the pool is for large jobs only. We use
+:class:`concurrent.futures.ProcessPoolExecutor` with the ``spawn`` start method (fork is unsafe after torch has started its thread pools); what we add
 is the engine bookkeeping: each worker rebuilds the engine from its spec and loads the model once,
 the pool lives on the engine object across calls (several structures in one CLI call reuse it), cells
 go out one per task so progress is reported per finished cell and the order is restored by index, and
@@ -13,8 +13,9 @@ a failure inside a worker comes back as :class:`~atomvib.errors.EngineError` wit
 
 This process computes too: with ``w`` lanes it starts ``w - 1`` workers and evaluates cells itself
 (one torch thread) while they start up and run, taking cells from the end of the list while the
-workers take them from the front. Its model is loaded already, so the ~3–4 s a cold worker spends on
-spawn, torch import and model load are no longer lost time on a 2-core machine.
+workers take them from the front. Its model is loaded already, so most of the ~3–4 s a cold worker
+spends on spawn, torch import and model load is not lost (measured: a cold start still costs 2–3 s
+against one process with all cores as threads).
 
 When the pool is used (:func:`pool_size`): CPU device, ``ATOMVIB_WORKERS`` ≥ 2 (default: the cores
 this process may use; ``1`` disables), not inside a daemonic process (Dask workers cannot have
