@@ -104,11 +104,29 @@ def _sevennet_convolution_forward(self, data):
     return data
 
 
-def optimise_model(model) -> dict:
-    """Rewrite ``model`` in place for CPU speed. Returns counts: {"graphs", "splits", "convolutions"}."""
+def _sevennet_fused_forward(self, data):
+    """SevenNet ``IrrepsConvolution.forward`` through the fused CPU kernels (engines/fused_tp.py)."""
+    x = data[self.key_x]
+    if x.device.type != "cpu":
+        return _sevennet_convolution_forward(self, data)
+    from .fused_tp import fused_convolution
+
+    weight = self.weight_nn(data[self.key_weight_input])
+    edge_idx = data[self.key_edge_idx]
+    out = fused_convolution(x, data[self.key_filter], weight, edge_idx[1], edge_idx[0], self._uvu_plan)
+    data[self.key_x] = out.div(self.denominator)
+    return data
+
+
+def optimise_model(model, fused: bool = True) -> dict:
+    """Rewrite ``model`` in place for CPU speed. Returns counts: {"graphs", "splits", "convolutions",
+    "fused"}. ``fused``: run SevenNet's convolutions through the fused kernels where numba is installed
+    (engines/fused_tp.py); otherwise they get the index_select/index_add_ forward."""
     import torch.fx as fx
 
-    counts = {"graphs": 0, "splits": 0, "convolutions": 0}
+    from . import fused_tp
+
+    counts = {"graphs": 0, "splits": 0, "convolutions": 0, "fused": 0}
     for name, mod in model.named_modules():
         # e3nn's code-generated kernels (TensorProduct, Linear) are GraphModules named _compiled_main*
         if isinstance(mod, fx.GraphModule) and name.rsplit(".", 1)[-1].startswith("_compiled_main"):
@@ -120,6 +138,11 @@ def optimise_model(model) -> dict:
             and not getattr(mod, "is_parallel", False)
             and hasattr(mod, "key_edge_idx")
         ):
-            mod.forward = types.MethodType(_sevennet_convolution_forward, mod)
+            if fused and fused_tp.HAVE_NUMBA and fused_tp.supports(mod.convolution):
+                mod._uvu_plan = fused_tp.uvu_plan(mod.convolution)
+                mod.forward = types.MethodType(_sevennet_fused_forward, mod)
+                counts["fused"] += 1
+            else:
+                mod.forward = types.MethodType(_sevennet_convolution_forward, mod)
             counts["convolutions"] += 1
     return counts

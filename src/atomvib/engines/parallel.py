@@ -3,7 +3,8 @@
 On CPU, 97–99 % of a phonon force stage is inside the model's forward/backward pass
 (docs/benchmarks/phonons.md), and torch's intra-op threads do not scale perfectly: two processes
 with one torch thread each evaluate two displaced cells at once, 9–19 % faster per cell than one
-process with two threads on a 2-core CPU (more where intra-op threads scale worse). That gain has to
+process with two threads on a 2-core CPU for CHGNet (4 % for SevenNet, whose fused kernels scale
+well with threads; more where intra-op threads scale worse). That gain has to
 pay for starting the workers, so the pool is for large jobs only. We use
 :class:`concurrent.futures.ProcessPoolExecutor` with the ``spawn`` start method (fork is unsafe after torch has started its thread pools); what we add
 is the engine bookkeeping: each worker rebuilds the engine from its spec and loads the model once,
