@@ -300,3 +300,29 @@ def test_cli_train_on_own_results_then_predict(al_results, tmp_path):
     f = np.asarray(cu["frequencies_cm1"])
     assert np.sum(cu["dos"]) * (f[1] - f[0]) == pytest.approx(3.0, rel=1e-5)
     assert "never seen" in al["error"]
+
+
+def test_fused_kernels_give_the_same_dos_and_gradients():
+    """engines/fused_tp.py in the interactions (what the shipped predictor runs) = e3nn + index_add."""
+    import copy
+
+    import torch
+
+    from atomvib.engines import fused_tp
+    from atomvib.engines.graph_rewrite import optimise_model
+    from atomvib.learn.data import build_graph
+    from atomvib.learn.model import collate
+
+    if not fused_tp.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    net, s = _net_and_structure()
+    fast = copy.deepcopy(net)
+    assert optimise_model(fast)["fused"] == 2  # both interactions
+    batch = collate([build_graph(s)])
+    out = [m(batch) for m in (net, fast)]
+    # float32 sums of O(1) terms: 1e-5 relative to the largest bin, with margin over round-off
+    assert torch.allclose(out[0], out[1], rtol=0, atol=1e-5 * float(out[0].detach().abs().max()))
+    weights = torch.linspace(-1.0, 1.0, out[0].shape[1])
+    grads = [torch.autograd.grad((o * weights).sum(), list(m.parameters())) for o, m in zip(out, (net, fast))]
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=0, atol=1e-5 * max(float(a.abs().max()), 1e-6))

@@ -73,9 +73,18 @@ class Interaction(nn.Module):
         self.norm = 1.0 / math.sqrt(avg_neighbors)
         self.irreps_out = self.gate.irreps_out
 
+    #: tables for the fused CPU kernels (engines/fused_tp.py), set by engines.graph_rewrite.optimise_model
+    _uvu_plan = None
+
     def forward(self, x, src, dst, sh, rbf):
-        msg = self.tp(x[src], sh, self.radial(rbf))
-        agg = torch.zeros(x.shape[0], msg.shape[1], dtype=msg.dtype).index_add_(0, dst, msg) * self.norm
+        w = self.radial(rbf)
+        if self._uvu_plan is not None and x.device.type == "cpu":
+            from ..engines.fused_tp import fused_convolution
+
+            agg = fused_convolution(x, sh, w, src, dst, self._uvu_plan) * self.norm
+        else:
+            msg = self.tp(x[src], sh, w)
+            agg = torch.zeros(x.shape[0], msg.shape[1], dtype=msg.dtype).index_add_(0, dst, msg) * self.norm
         return self.gate(self.post(agg) + self.self_linear(x))
 
 
