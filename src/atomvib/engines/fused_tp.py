@@ -26,17 +26,35 @@ paths (cuEquivariance, FlashTP) are CUDA-only.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 try:  # numba is a dependency; the engines fall back to the stock code if it is missing
     import numba
-    from numba import njit, prange
+    from numba import prange
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is not installed
     HAVE_NUMBA = False
+
+#: numba's fallback threading layer (workqueue, used where no OpenMP/TBB runtime is found) aborts the
+#: process if two threads launch parallel kernels at once; calls from several threads take turns
+_KERNEL_LOCK = threading.Lock()
+
+
+def _njit(**options):
+    """numba.njit with an on-disk cache (compiling costs ~4 s once per machine); without one where no
+    cache directory is writable (numba refuses ``cache=True`` there at decoration time)."""
+
+    def wrap(fn):
+        try:
+            return numba.njit(cache=True, nogil=True, **options)(fn)
+        except RuntimeError:  # pragma: no cover - read-only install and no user cache directory
+            return numba.njit(nogil=True, **options)(fn)
+
+    return wrap
 
 
 @dataclass(frozen=True)
@@ -166,7 +184,7 @@ def uvu_plan(tp) -> UVUPlan:
 
 if HAVE_NUMBA:
 
-    @njit(cache=True, fastmath=True, nogil=True)
+    @_njit(fastmath=True)
     def _path_matrix(coeff, koff, d1, d2, d3, Y, e, off2, my):
         """my[i, k] = Σ_j K_p[i, j, k] · Y[e, off2 + j]."""
         for i in range(d1):
@@ -176,7 +194,7 @@ if HAVE_NUMBA:
                     acc += coeff[koff + (i * d2 + j) * d3 + k] * Y[e, off2 + j]
                 my[i * d3 + k] = acc
 
-    @njit(cache=True, nogil=True)
+    @_njit()
     def _scratch_sizes(mul, d1, d3):
         n_my, n_xw = 1, 1
         for p in range(mul.shape[0]):
@@ -184,7 +202,7 @@ if HAVE_NUMBA:
             n_xw = max(n_xw, d1[p] * mul[p])
         return n_my, n_xw
 
-    @njit(parallel=True, cache=True, fastmath=True, nogil=True)
+    @_njit(parallel=True, fastmath=True)
     def _forward(xt, Y, W, src, order, rowptr, mul, d1, d2, d3, off1, off2, offo, offw, koff, coeff, out):
         n_nodes = out.shape[0]
         n_paths = mul.shape[0]
@@ -209,7 +227,7 @@ if HAVE_NUMBA:
                             for u in range(m):
                                 out[n, base + u] += cf * xw[i * m + u]
 
-    @njit(parallel=True, cache=True, fastmath=True, nogil=True)
+    @_njit(parallel=True, fastmath=True)
     def _backward(G, xt, Y, W, src, dst, mul, d1, d2, d3, off1, off2, offo, offw, koff, coeff, gx, gy, gw):
         n_edges = W.shape[0]
         n_paths = mul.shape[0]
@@ -266,7 +284,8 @@ def _make_function():
             order, rowptr = _csr_by_destination(dst_np, n_nodes)
             coeff = plan.coeff.astype(xt_.numpy().dtype)
             out = np.zeros((n_nodes, plan.dim_out), dtype=xt_.numpy().dtype)
-            _forward(xt_.numpy(), y_.numpy(), w_.numpy(), src_np, order, rowptr, *plan.tables(), coeff, out)
+            with _KERNEL_LOCK:
+                _forward(xt_.numpy(), y_.numpy(), w_.numpy(), src_np, order, rowptr, *plan.tables(), coeff, out)
             ctx.save_for_backward(xt_, y_, w_)
             ctx.graph = (src_np, dst_np, plan, coeff)
             return torch.from_numpy(out)
@@ -281,7 +300,8 @@ def _make_function():
             gx_e = np.zeros((n_edges, plan.dim_in1), dtype=g.dtype)
             gy = np.zeros(y_.shape, dtype=g.dtype)
             gw = np.zeros(w_.shape, dtype=g.dtype)
-            _backward(g, xt_.numpy(), y_.numpy(), w_.numpy(), src_np, dst_np, *plan.tables(), coeff, gx_e, gy, gw)
+            with _KERNEL_LOCK:
+                _backward(g, xt_.numpy(), y_.numpy(), w_.numpy(), src_np, dst_np, *plan.tables(), coeff, gx_e, gy, gw)
             gx = torch.zeros_like(xt_).index_add_(0, torch.from_numpy(src_np), torch.from_numpy(gx_e))
             return gx, torch.from_numpy(gy), torch.from_numpy(gw), None, None, None, None
 
