@@ -298,36 +298,41 @@ from atomvib.structure import Structure
 atoms, _ = B._petretto_atoms({mid!r})
 plan = plan_displacements(Structure.from_ase(atoms), PhononSettings(supercell=(4, 4, 2), relax=False))
 cells = plan.supercells()[:4]
-eng = get_engine("chgnet")
+eng = get_engine({engine!r})
 if {mode!r} == "atomvib-pool":
     eng.pool_min_cell_atoms = 0  # 4 cells are below the pool's work threshold: force the pool
 if {mode!r}.startswith("atomvib"):
     eng.evaluate(cells)
     eng.close_pool()  # joins the workers, so RUSAGE_CHILDREN holds the largest worker's peak
 else:
-    calc = eng.calculator()
+    calc = B.stock_calculator({engine!r}, eng)
     for a in cells:
         calc.reset()
         a.calc = calc
         a.get_forces()
-print(len(cells[0]), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
-      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2)
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over execve, so a child of the (large) benchmark process
+# would report the parent's size as its floor
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")]
+self_gb = int(hwm[0].split()[1]) / 1024**2 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+print(len(cells[0]), self_gb, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2)
 """
 
 
-def peak_memory() -> dict:
-    """Peak RSS (GB) of a fresh process evaluating four displaced 256-atom cells with CHGNet: atomvib in
-    one process, atomvib with 2 workers (parent and largest worker), plain ASE calculator."""
+def peak_memory(engine: str = "chgnet") -> dict:
+    """Peak RSS (GB) of a fresh process evaluating four displaced 256-atom cells with ``engine``: atomvib
+    in one process, atomvib with 2 workers (parent and largest worker; CHGNet only), the package's stock
+    ASE calculator."""
     out = {}
-    for mode, workers in (("atomvib", "1"), ("atomvib-pool", "2"), ("plain", "1")):
-        code = _MEMORY_SNIPPET.format(bench_dir=str(Path(__file__).parent), mid=MEMORY_ID, mode=mode)
+    modes = (("atomvib", "1"), ("atomvib-pool", "2"), ("plain", "1"))
+    for mode, workers in modes if engine == "chgnet" else (modes[0], modes[2]):
+        code = _MEMORY_SNIPPET.format(bench_dir=str(Path(__file__).parent), mid=MEMORY_ID, mode=mode, engine=engine)
         env = dict(os.environ, ATOMVIB_WORKERS=workers)
         res = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
         )
         natoms, gb, child_gb = res.stdout.split()[-3:]
         out[mode] = {"natoms": int(natoms), "peak_rss_GB": float(gb), "worker_peak_rss_GB": float(child_gb)}
-    print(json.dumps({"peak_memory_chgnet": out}), flush=True)
+    print(json.dumps({f"peak_memory_{engine}": out}), flush=True)
     return out
 
 
@@ -396,14 +401,22 @@ def markdown(rows: list[dict], mem: dict | None, load: tuple, repeat: int, ab: l
                 f"| {r['threads']} | {r['natoms']} | {r['stock_s']:.3f} | {r['rewritten_s']:.3f} | "
                 f"{r['fused_s']:.3f} | {r['speedup']:.2f}× | {r['max_force_diff_eV_per_A']:.1e} |"
             )
-    if mem:
-        a, w, p = mem["atomvib"], mem["atomvib-pool"], mem["plain"]
+    if mem and "chgnet" in mem:
+        a, w, p = mem["chgnet"]["atomvib"], mem["chgnet"]["atomvib-pool"], mem["chgnet"]["plain"]
         lines += [
             "",
-            f"Peak memory, CHGNet, {a['natoms']}-atom supercell (fresh process, 4 displaced cells, `ru_maxrss`): "
+            f"Peak memory, CHGNet, {a['natoms']}-atom supercell (fresh process, 4 displaced cells, `VmHWM`; "
+            "the worker's `ru_maxrss`, an upper bound that includes its parent's size at spawn): "
             f"atomvib in one process {a['peak_rss_GB']:.2f} GB; with a worker {w['peak_rss_GB']:.2f} GB in the "
             f"main process + {w['worker_peak_rss_GB']:.2f} GB in the worker; plain ASE calculator "
             f"{p['peak_rss_GB']:.2f} GB.",
+        ]
+    if mem and "sevennet" in mem:
+        a, p = mem["sevennet"]["atomvib"], mem["sevennet"]["plain"]
+        lines += [
+            "",
+            f"Peak memory, SevenNet-0, same {a['natoms']}-atom supercell: atomvib {a['peak_rss_GB']:.2f} GB "
+            f"(the fused kernels build no per-edge message tensor), stock ASE calculator {p['peak_rss_GB']:.2f} GB.",
         ]
     return "\n".join(lines) + "\n"
 
@@ -433,7 +446,7 @@ def main(argv=None) -> int:
     for name in args.engines:
         rows += bench_engine(name, args.repeat, plain_threads, args.max_cells or None)
     ab = rewrite_ab() if "sevennet" in args.engines else None
-    mem = None if args.no_memory or "chgnet" not in args.engines else peak_memory()
+    mem = None if args.no_memory else {name: peak_memory(name) for name in args.engines}
     md = markdown(rows, mem, load, args.repeat, ab)
     print(md)
     if args.md:

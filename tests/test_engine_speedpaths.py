@@ -133,3 +133,24 @@ def test_progress_counts_every_cell(engine, cells):
     seen = []
     engine.evaluate(cells[:3], progress=seen.append, batch_size=2)
     assert sum(seen) == 3
+
+
+def test_no_autograd_graph_outlives_a_call(engine, cells):
+    """When the model is called for a cell, nothing of the previous call is alive (CHGNet's forces carry a
+    create_graph=True graph: one left in a loop variable kept a whole call's graph, so each call's peak
+    memory held two: 2.6 instead of 1.4 GB on a 256-atom cell)."""
+    import gc
+
+    import torch
+
+    def graphs_alive():
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.grad_fn is not None)
+
+    alive = []
+    hook = engine.calculator().model.register_forward_pre_hook(lambda mod, args: alive.append(graphs_alive()))
+    try:
+        engine.evaluate(cells[:3], batch_size=1)
+    finally:
+        hook.remove()
+    assert len(alive) == 3 and alive[1] == alive[0] and alive[2] == alive[0]

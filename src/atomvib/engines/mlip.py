@@ -283,10 +283,10 @@ class SevenNetEngine(_PooledMixin, Engine):
                 forces = res[KEY.PRED_FORCE].split([len(a) for a in chunk])
                 energies = res[KEY.PRED_TOTAL_ENERGY].reshape(-1)
             e_np = energies.detach().cpu().numpy().astype(np.float64)
-            for a, f, e in zip(chunk, forces, e_np):
-                out.append(
-                    Evaluation(energy=float(e), forces=f.detach().cpu().numpy().astype(np.float64)[: len(a)])
-                )
+            f_np = [f.detach().cpu().numpy().astype(np.float64) for f in forces]
+            del res, data, graphs, forces, energies  # no tensor outlives its call (see CHGNetEngine)
+            for a, f, e in zip(chunk, f_np, e_np):
+                out.append(Evaluation(energy=float(e), forces=f[: len(a)]))
             if progress:
                 progress(len(chunk))
         return out
@@ -352,6 +352,8 @@ class CHGNetEngine(_PooledMixin, Engine):
                 model = CHGNet.from_file(self.model_arg)
             else:
                 model = CHGNet.load(model_name=self.model_arg, use_device="cpu", verbose=False)
+            # loaded in training mode; its own predict_graph switches to eval, our direct calls must too
+            model.eval()
             return CHGNetCalculator(
                 model=model, use_device=_torch_device(self.device), stress_weight=1 / 160.21766208
             )
@@ -417,12 +419,14 @@ class CHGNetEngine(_PooledMixin, Engine):
                 graphs = [self._graph(model, a).to(device) for a in chunk]
                 pred = model(graphs, task="ef")
                 energy = pred["e"].detach().cpu().numpy().astype(np.float64)
-                for a, f, e in zip(chunk, pred["f"], energy):
+                # CHGNet's forces come with create_graph=True: a tensor left alive (even a loop variable)
+                # keeps that call's whole autograd graph, and the next call's peak would hold two
+                forces = [f.detach().cpu().numpy().astype(np.float64) for f in pred["f"]]
+                del pred, graphs
+                for a, f, e in zip(chunk, forces, energy):
                     # CHGNet's energy is per atom (intensive model); ours is per cell
                     e_cell = e * len(a) if model.is_intensive else e
-                    out.append(
-                        Evaluation(energy=float(e_cell), forces=f.detach().cpu().numpy().astype(np.float64))
-                    )
+                    out.append(Evaluation(energy=float(e_cell), forces=f))
                 if progress:
                     progress(len(chunk))
         return out
