@@ -217,15 +217,21 @@ if HAVE_NUMBA:
                     m, a, b, c = mul[p], d1[p], d2[p], d3[p]
                     _path_matrix(coeff, koff[p], a, b, c, Y, e, off2[p], my)
                     o1, oo, ow = off1[p], offo[p], offw[p]
+                    # contiguous row slices indexed from range(): LLVM can then vectorise the channel
+                    # loops (with computed indices numba's negative-index wraparound blocks it)
+                    ws = W[e, ow : ow + m]
                     for i in range(a):
+                        xs = xt[s, o1 + i * m : o1 + (i + 1) * m]
+                        xwi = xw[i * m : (i + 1) * m]
                         for u in range(m):
-                            xw[i * m + u] = xt[s, o1 + i * m + u] * W[e, ow + u]
+                            xwi[u] = xs[u] * ws[u]
                     for k in range(c):
-                        base = oo + k * m
+                        orow = out[n, oo + k * m : oo + (k + 1) * m]
                         for i in range(a):
                             cf = my[i * c + k]
+                            xwi = xw[i * m : (i + 1) * m]
                             for u in range(m):
-                                out[n, base + u] += cf * xw[i * m + u]
+                                orow[u] += cf * xwi[u]
 
     @_njit(parallel=True, fastmath=True)
     def _backward(G, xt, Y, W, src, dst, mul, d1, d2, d3, off1, off2, offo, offw, koff, coeff, gx, gy, gw):
@@ -239,29 +245,43 @@ if HAVE_NUMBA:
             wx = np.empty(n_t, dtype=G.dtype)
             s = src[e]
             r = dst[e]
+            # the caller passes uninitialised arrays: zeroing here, per edge, is cache-hot and parallel
+            gxe = gx[e]
+            for q in range(gxe.shape[0]):
+                gxe[q] = 0.0
+            gye = gy[e]
+            for q in range(gye.shape[0]):
+                gye[q] = 0.0
             for p in range(n_paths):
                 m, a, b, c = mul[p], d1[p], d2[p], d3[p]
                 o1, o2, oo, ow, ko = off1[p], off2[p], offo[p], offw[p], koff[p]
                 _path_matrix(coeff, ko, a, b, c, Y, e, o2, my)
+                ws = W[e, ow : ow + m]
+                gws = gw[e, ow : ow + m]  # each weight belongs to one path: zeroed here, summed over i
+                for u in range(m):
+                    gws[u] = 0.0
                 for i in range(a):
                     xb = o1 + i * m
+                    xs = xt[s, xb : xb + m]
+                    gxs = gx[e, xb : xb + m]
                     for u in range(m):
-                        wx[u] = W[e, ow + u] * xt[s, xb + u]
+                        wx[u] = ws[u] * xs[u]
                         t[u] = 0.0
                     for k in range(c):
                         # t[u] = Σ_k my[i, k] G[r, k, u];  dL/dmy[i, k] = Σ_u w[u] x[i, u] G[r, k, u]
                         cf = my[i * c + k]
-                        base = oo + k * m
+                        gr = G[r, oo + k * m : oo + (k + 1) * m]
                         acc = 0.0
                         for u in range(m):
-                            g = G[r, base + u]
+                            g = gr[u]
                             t[u] += cf * g
                             acc += wx[u] * g
                         for j in range(b):  # chain through my = K · Y
                             gy[e, o2 + j] += coeff[ko + (i * b + j) * c + k] * acc
                     for u in range(m):
-                        gx[e, xb + u] += W[e, ow + u] * t[u]
-                        gw[e, ow + u] += xt[s, xb + u] * t[u]
+                        gxs[u] += ws[u] * t[u]
+                        gws[u] += xs[u] * t[u]
+
 
 def _csr_by_destination(dst: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(dst, kind="stable")
@@ -297,9 +317,9 @@ def _make_function():
             src_np, dst_np, plan, coeff = ctx.graph
             g = grad_out.contiguous().numpy()
             n_edges = w_.shape[0]
-            gx_e = np.zeros((n_edges, plan.dim_in1), dtype=g.dtype)
-            gy = np.zeros(y_.shape, dtype=g.dtype)
-            gw = np.zeros(w_.shape, dtype=g.dtype)
+            gx_e = np.empty((n_edges, plan.dim_in1), dtype=g.dtype)  # zeroed by the kernel, per edge
+            gy = np.empty(y_.shape, dtype=g.dtype)
+            gw = np.empty(w_.shape, dtype=g.dtype)
             with _KERNEL_LOCK:
                 _backward(g, xt_.numpy(), y_.numpy(), w_.numpy(), src_np, dst_np, *plan.tables(), coeff, gx_e, gy, gw)
             gx = torch.zeros_like(xt_).index_add_(0, torch.from_numpy(src_np), torch.from_numpy(gx_e))
