@@ -656,7 +656,7 @@ while CHGNet drifts by THz over the same range (its forces are not smooth on the
 finite displacement, so its force constants depend on a numerical choice); SevenNet-0 is closer
 to DFT on ω_max in the Petretto table (median ratio above), has fewer spurious imaginary modes
 and smaller thermal-property errors. Speed does not argue against it: with atomvib's fused
-kernels a SevenNet-0 force call on a 144-atom supercell takes 0.23 s on 2 CPU cores, as fast as
+kernels a SevenNet-0 force call on a 144-atom supercell takes 0.13 s on 2 CPU cores, half of
 CHGNet's (docs/benchmarks.md). CHGNet stays available (`--engine chgnet`). Both ship their weights in their packages; MACE is an
 optional extra (a user-supplied model file).
 """

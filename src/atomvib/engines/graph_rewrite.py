@@ -21,7 +21,7 @@ and FlashTP, are CUDA-only), and torch.compile crashed on SevenNet-0 here (torch
 
 On CPU with numba installed, :func:`optimise_model` goes one step further for SevenNet's convolutions
 and the DOS predictor's interactions: they run in the fused kernels of engines/fused_tp.py (tensor
-product and sum over neighbours in one pass; 3.1× per SevenNet-0 force call against the stock model,
+product and sum over neighbours in one pass; 6.2× per SevenNet-0 force call against the stock model,
 where the rewrite alone gives 1.3×). The rewrite still serves e3nn's linear layers, CUDA, and MACE.
 
 Only the model instance passed in is changed; other instances in the process (an ASE calculator a

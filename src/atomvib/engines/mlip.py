@@ -153,9 +153,9 @@ class SevenNetEngine(_PooledMixin, Engine):
 
     molecular = False
     #: atoms × cells that pay for starting a worker pool (engines/parallel.py): measured on 2 cores, 144-atom
-    #: cells, with the fused kernels (which scale 1.93× from 1 to 2 threads) 2 lanes of 1 thread gain only
-    #: 4 % per cell (0.449 / 2 vs 0.233 s) over one process with 2 threads; a cold start costs 2–3 s
-    pool_min_cell_atoms = 40000
+    #: cells, with the fused kernels (which scale 1.76× from 1 to 2 threads) 2 lanes of 1 thread gain 12 %
+    #: per cell (0.223 / 2 vs 0.127 s) over one process with 2 threads; a cold start costs 2–3 s
+    pool_min_cell_atoms = 23000
 
     def __init__(self, model: str | None = None, device: str | None = None):
         super().__init__()
