@@ -104,7 +104,7 @@ def main():
         wtxt = (
             f"{np.median(w) * 1e3:.0f} ms ({w.min() * 1e3:.0f}–{w.max() * 1e3:.0f})"
             if k == "predictor"
-            else f"{np.median(w):.0f} s ({w.min():.0f}–{w.max():.0f})"
+            else f"{np.median(w):.2g} s ({w.min():.2g}–{w.max():.2g})"
         )
         lines.append(
             f"| {names[k]} | {len(ok[k])} | {mae(methods[k], ref, ok[k], 'cv'):.2f} | {mae(methods[k], ref, ok[k], 's'):.2f} | "

@@ -579,7 +579,7 @@ def section_report():
     values["stability_table"] = "\n".join(lines)
 
     lines = [
-        "| engine | crystals | median ω_max ratio (range) | MAE ω_max (K / THz) | MAE S (J/K/mol) | MAE F (kJ/mol) | MAE Cv (J/K/mol) | modes < −0.1 THz | lost symmetry | relax not converged | wall time (loaded shared 2-core machine) |",
+        "| engine | crystals | median ω_max ratio (range) | MAE ω_max (K / THz) | MAE S (J/K/mol) | MAE F (kJ/mol) | MAE Cv (J/K/mol) | modes < −0.1 THz | lost symmetry | relax not converged | wall time (shared 2-core CPU, 2 threads) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines.append(
