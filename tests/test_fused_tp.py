@@ -114,3 +114,23 @@ def test_sevennet_stress_and_forces_match_stock(sevennet_calculators):
     assert e1 == pytest.approx(e0, abs=1e-4)
     assert np.abs(f1 - f0).max() < 1e-4  # eV/Å, float32 round-off (tests/test_engine_speedpaths.py)
     assert np.abs(s1 - s0).max() < 1e-5  # eV/Å^3 (~2 MPa)
+
+
+def test_sevennet_without_fused_kernels_matches_stock(sevennet_calculators):
+    """The fallback where numba is missing (graph rewrite + index_select/index_add_ convolutions)."""
+    from ase.build import bulk
+
+    from atomvib.engines.mlip import SevenNetEngine
+
+    stock, _ = sevennet_calculators
+    engine = SevenNetEngine()
+    engine.fused_kernels = False
+    convs = [m for m in engine.calculator().model.modules() if type(m).__name__ == "IrrepsConvolution"]
+    assert convs and not any(hasattr(m, "_uvu_plan") for m in convs)
+    rng = np.random.default_rng(5)
+    atoms = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
+    atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
+    f = engine.evaluate([atoms])[0].forces
+    a = atoms.copy()
+    a.calc = stock
+    assert np.abs(f - a.get_forces()).max() < 1e-4  # float32 round-off (tests/test_engine_speedpaths.py)

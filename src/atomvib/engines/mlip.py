@@ -198,6 +198,8 @@ class SevenNetEngine(_PooledMixin, Engine):
 
     #: rewrite e3nn's generated kernels for CPU speed at load (engines/graph_rewrite.py; same arithmetic)
     rewrite_graphs = True
+    #: run the convolutions in atomvib's fused CPU kernels where numba is installed (engines/fused_tp.py)
+    fused_kernels = True
 
     def _make_calculator(self):
         import warnings
@@ -214,7 +216,7 @@ class SevenNetEngine(_PooledMixin, Engine):
         if self.rewrite_graphs and isinstance(calc.model, torch.nn.Module):
             from .graph_rewrite import optimise_model
 
-            optimise_model(calc.model)
+            optimise_model(calc.model, fused=self.fused_kernels)
         return calc
 
     def check(self, structure) -> None:
