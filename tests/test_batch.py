@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -347,3 +348,174 @@ def test_phonons_ins_predict_chain(tmp_path, cluster):
     pred = json.loads((Path(df.loc["predict", "result_dir"]) / "prediction.json").read_text())
     width = pred["frequencies_cm1"][1] - pred["frequencies_cm1"][0]
     assert pred["formula"] == "Al" and abs(sum(pred["dos"]) * width - 3.0) < 0.05  # 3 states per atom
+
+
+# -- reuse of finished results and force caches -----------------------------------------------------
+
+
+@pytest.fixture
+def inproc():
+    """A one-worker Dask cluster inside this process: monkeypatches reach the tasks."""
+    from distributed import Client, LocalCluster
+
+    c = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0")
+    client = Client(c)
+    yield client
+    client.close()
+    c.close()
+
+
+@pytest.fixture
+def engine_calls(monkeypatch):
+    """Counts the cells every engine evaluates (Engine.evaluate, in this process)."""
+    from atomvib.engines.base import Engine
+
+    calls = []
+    real = Engine.evaluate
+
+    def counting(self, atoms_list, progress=None):
+        calls.append(len(atoms_list))
+        return real(self, atoms_list, progress)
+
+    monkeypatch.setattr(Engine, "evaluate", counting)
+    return calls
+
+
+def test_added_task_reuses_the_finished_phonons(tmp_path, inproc, engine_calls, monkeypatch, capsys):
+    """Bug: `--tasks phonons,ins` after `--tasks phonons` computed the phonons again inside every ins row."""
+    from atomvib.batch import TaskOutput, register_task
+    from atomvib.batch.tasks import TASKS
+
+    write(tmp_path / "Cu.cif", bulk("Cu", "fcc", a=3.61, cubic=True))  # 4 atoms; phonons hand on the 1-atom cell
+    db = tmp_path / "r.db"
+    first = run_batch([tmp_path / "Cu.cif"], tasks=["phonons"], settings=FAST, db=db, client=inproc)
+    assert (first.done, first.failed) == (1, 0) and sum(engine_calls) > 0
+    engine_calls.clear()
+
+    def no_phonons(*a, **k):
+        raise AssertionError("phonons computed again")
+
+    monkeypatch.setattr("atomvib.workflow.phonons", no_phonons)
+    seen = {}
+    monkeypatch.setitem(TASKS, "probe", TASKS["ins"])  # replaced below; setitem restores the registry
+    register_task("probe", lambda s, ctx: seen.update(natoms=s.natoms, up=ctx.upstream_dir) or TaskOutput(structure=s))
+    again = run_batch(
+        [tmp_path / "Cu.cif"], tasks=["phonons", "ins", "probe"], settings=FAST, db=db, client=inproc
+    )
+    assert (again.done, again.failed, again.already_done) == (2, 0, 1), Store(db).calculations()[["task", "error"]]
+    assert engine_calls == []  # not one force evaluated
+    df = Store(db).calculations().set_index("task")
+    ins = json.loads((Path(df.loc["ins", "result_dir"]) / "ins.json").read_text())
+    assert ins["phonons"] == df.loc["phonons", "result_dir"] and ins["strongest_peak_meV"] > 0
+    assert seen["natoms"] == 1  # the structure the finished phonons handed on (primitive), read from its files
+
+    # the table and the exports read plainly for rows without phonon numbers (ins, probe)
+    capsys.readouterr()
+    assert main(["db", "list", "--db", str(db)]) == 0
+    table = capsys.readouterr().out
+    assert "NaN" not in table and "<NA>" not in table and "ins" in table
+    out = tmp_path / "all.extxyz"
+    assert main(["db", "export", "--db", str(db), "--format", "extxyz", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote 3 structures of 3 calculations (extxyz) to {out}"
+    frames = read(out, index=":")
+    assert [("omega_max_thz" in a.info, a.info["task"]) for a in frames] == [
+        (True, "phonons"),
+        (False, "ins"),
+        (False, "probe"),
+    ]
+
+
+def test_new_mesh_or_temperatures_reuse_the_forces(tmp_path, inproc, engine_calls):
+    """The analysis settings make a new phonons row but no new force evaluation; displacements do."""
+    write(tmp_path / "Al.cif", bulk("Al", "fcc", a=4.05))
+    db = tmp_path / "m.db"
+    run = lambda st, tasks=("phonons",): run_batch(  # noqa: E731
+        [tmp_path / "Al.cif"], tasks=list(tasks), settings=st, db=db, client=inproc
+    )
+    assert run(FAST).done == 1 and sum(engine_calls) > 0
+    n_first = sum(engine_calls)
+    engine_calls.clear()
+
+    finer = dataclasses.replace(FAST, mesh_density=9.0, temperatures_k=(0.0, 150.0, 300.0))
+    s = run(finer, ("phonons", "ins"))
+    assert (s.done, s.failed) == (2, 0) and engine_calls == []  # new rows, forces from the checkpoint
+    rows = Store(db).calculations(task="phonons")
+    assert len(rows) == 2 and rows["settings_digest"].is_unique
+    summaries = [json.loads((Path(d) / "summary.json").read_text()) for d in rows["result_dir"]]
+    assert summaries[0]["mesh"] != summaries[1]["mesh"]  # new analysis numbers
+    assert [_n_temperatures(d) for d in rows["result_dir"]] == [len(FAST.temperatures_k), 3]
+    # ins hangs on the force constants only: another mesh again is the same ins row
+    s = run(dataclasses.replace(FAST, mesh_density=7.0), ("phonons", "ins"))
+    assert (s.done, s.already_done) == (1, 1) and engine_calls == []
+
+    s = run(dataclasses.replace(FAST, displacement_a=0.02))  # other displaced cells: forces again
+    assert s.done == 1 and sum(engine_calls) == n_first
+
+
+def _n_temperatures(result_dir) -> int:
+    return len((Path(result_dir) / "thermal.csv").read_text().strip().splitlines()) - 1
+
+
+def test_row_digests_hash_what_changes_the_output():
+    from atomvib.batch.tasks import Chain, discover_tasks
+
+    t = discover_tasks()
+    base = dataclasses.replace(FAST, engine="emt")
+    c0 = Chain(structure="abc")
+
+    def step(task, st=base, eng="E1", chain=c0):
+        return t[task].step(st, chain, eng)
+
+    analysis = dataclasses.replace(base, mesh_density=50.0, temperatures_k=(300.0,), dos_step_thz=0.1)
+    forces = dataclasses.replace(base, displacement_a=0.02)
+    # phonons: a new row for new analysis settings, with the same force constants (checkpoint directory)
+    assert step("phonons", analysis).digest != step("phonons").digest
+    assert step("phonons", analysis).forces_id == step("phonons").forces_id
+    assert step("phonons", forces).forces_id != step("phonons").forces_id
+    assert step("phonons", eng="E2").forces_id != step("phonons").forces_id  # engine identity (kernel path, ...)
+    # relax settings matter only when it relaxes
+    assert step("phonons", dataclasses.replace(base, fmax_ev_per_a=0.05)).digest == step("phonons").digest
+    relaxing = dataclasses.replace(base, relax=True)
+    assert step("phonons", dataclasses.replace(relaxing, fmax_ev_per_a=0.05)).forces_id != step("phonons", relaxing).forces_id
+    # ins: only the force constants; predict: only the structure it is given (no engine)
+    after = lambda st: step("phonons", st).chain  # noqa: E731
+    assert step("ins", chain=after(analysis)).digest == step("ins", chain=after(base)).digest
+    assert step("ins", chain=after(forces)).digest != step("ins", chain=after(base)).digest
+    assert step("ins").digest == step("ins", chain=after(base)).digest  # standalone ins: same force constants
+    assert step("predict", chain=after(base)).digest == step("predict", eng="E2", chain=after(base)).digest
+    assert step("predict", chain=after(base)).digest == step("predict", chain=after(analysis)).digest
+    assert step("predict", chain=after(relaxing)).digest != step("predict", chain=after(base)).digest
+    assert step("relax").digest != step("relax", eng="E2").digest
+
+
+def test_progress_bar_ends_on_the_final_counts(capsys):
+    from atomvib.batch.runner import _Bar
+
+    bar = _Bar(3, enabled=True)
+    bar.update(running=2)
+    for st in ("done", "failed", "done"):
+        bar.update(st)
+    bar.update(running=1)  # a stale poll after the last result
+    bar.close()
+    err = capsys.readouterr().err
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "done 2, failed 1" in last and "running" not in last
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["batch", "{cif}", "--db", "{db}", "-j", "0", "--engine", "emt"], "--workers 0: needs at least one worker"),
+        (["batch", "{cif}", "--db", "{db}", "--engine", "nope"], "unknown engine 'nope'"),
+        (["batch", "{cif}", "--db", "{db}", "--slurm", "--engine", "emt"], "--slurm needs"),
+        (["batch", "{cif}", "--db", "{db}", "--results", "{cif}", "--engine", "emt"], "is a file"),
+    ],
+)
+def test_batch_input_errors_are_one_line(tmp_path, capsys, argv, message, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no sbatch
+    cif = tmp_path / "Al.cif"
+    write(cif, bulk("Al"))
+    argv = [a.format(cif=cif, db=tmp_path / "e.db") for a in argv]
+    assert main(argv + ["--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("(fix:") == 1 and len(err.strip().splitlines()) == 1

@@ -19,7 +19,10 @@ def al_cif(tmp_path):
 
 
 def _err(capsys):
-    err = capsys.readouterr().err.strip().splitlines()
+    """The error lines on stderr (progress lines, which also go there, left out): exactly one per failure."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    err = [ln for ln in lines if ln.startswith("atomvib ")]
+    assert len(err) >= 1, lines
     return err
 
 

@@ -27,7 +27,7 @@ def quartz():
         cellpar=[4.916, 4.916, 5.405, 90, 90, 120],
     )
     r = atomvib.phonons(atoms, engine="sevennet", min_supercell_length_a=8.0, mesh_density=20, fmax_ev_per_a=5e-3)
-    ph = r.to_phonopy()
+    ph = r
     fc = euphonic_force_constants(ph)
     g = np.array(np.meshgrid(*[np.arange(MESH) / MESH] * 3, indexing="ij")).reshape(3, -1).T
     modes = fc.calculate_qpoint_phonon_modes(g, asr="reciprocal")

@@ -64,7 +64,7 @@ def _check(mlip, dft, lo=0.8, hi=1.2):
 def test_default_engine_si_against_dft():
     """SevenNet-0 is the crystal default; Si ω_max 12.49 THz vs DFT 15.09 THz (ratio 0.83)."""
     r = _mlip("Si", None)
-    assert r.engine["name"] == "sevennet"
+    assert r.engine.name == "sevennet"
     dft = _dft("Si", False)
     ratio = _check(r, dft)
     # measured 0.828: the known MLIP softening, well inside the window, not an accident near its edge

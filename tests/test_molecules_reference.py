@@ -43,7 +43,7 @@ def _pairs(result, name):
 @pytest.mark.parametrize("name,nvib", [("H2O", 3), ("CO2", 4), ("C6H6", 30)])
 def test_all_frequencies_real_and_counted(vib, name, nvib):
     r = vib[name]
-    assert r.engine["name"] == "xtb"
+    assert r.engine.name == "xtb"
     f = np.asarray(r.frequencies_cm1)
     assert f.shape == (nvib,)  # 3N-6, or 3N-5 for linear CO2
     assert f.min() > 300.0  # lowest experimental mode is benzene's 398 cm^-1; no soft/imaginary modes

@@ -9,7 +9,9 @@ their float32 forces agree to round-off (1e-6 eV/Å).
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
+import os
 
 import numpy as np
 import pytest
@@ -95,7 +97,11 @@ def test_worker_error_is_engine_error_and_pool_survives(chgnet_pooled):
 
 
 def test_engine_that_cannot_load_in_worker():
-    pool = parallel.WorkerPool("chgnet:/nonexistent/model.pth.tar", 2)
+    pytest.importorskip("chgnet")
+    from atomvib.engines.mlip import CHGNetEngine
+
+    factory = functools.partial(CHGNetEngine, "/nonexistent/model.pth.tar")
+    pool = parallel.WorkerPool(factory, 2, name="chgnet:/nonexistent/model.pth.tar")
     try:
         with pytest.raises(EngineError, match="loading the engine failed: EngineUnavailable"):
             pool.evaluate(_cells()[:2])
@@ -105,8 +111,8 @@ def test_engine_that_cannot_load_in_worker():
 
 
 def test_dead_worker_is_engine_error_not_a_hang():
-    # the worker's engine constructor is os.abort: the process dies while loading
-    pool = parallel.WorkerPool("ase:os:abort", 2)
+    # the worker's engine factory is os.abort: the process dies while loading
+    pool = parallel.WorkerPool(os.abort, 2, name="abort")
     with pytest.raises(EngineError, match="died"):
         pool.evaluate(_cells()[:2])
     assert not pool.alive

@@ -204,6 +204,99 @@ def test_two_processes_writing_one_sqlite_file(tmp_path):
     }
 
 
+# -- queries and exports through the CLI -----------------------------------------------------------
+
+
+def _db_with_mixed_rows(tmp_path) -> Path:
+    """phonons (numbers, energy), ins (no numbers) and a predict row written before the predictor had its own
+    engine label (engine 'sevennet'), as rows the batch driver records."""
+    import io
+
+    from ase.io import write
+
+    buf = io.StringIO()
+    write(buf, bulk("Al"), format="extxyz")
+    db = tmp_path / "m.db"
+    s = Store(db)
+    s.add_structures(
+        [{"hash": "h0", "formula": "Al", "natoms": 1, "kind": "crystal", "source": "Al.cif",
+          "spacegroup": "Fm-3m (225)", "extxyz": buf.getvalue()}]
+    )  # fmt: skip
+    calcs = [_calc(0), {**_calc(1), "task": "ins"}, {**_calc(2), "task": "predict", "engine": "sevennet"}]
+    s.plan(calcs)
+    run = s.start_run()
+    s.claim([c["key"] for c in calcs], run)
+    s.finish("k00000", run, "done", omega_max_thz=9.9, has_imaginary=False, energy_ev=-3.5, seconds=1.5)
+    s.finish("k00001", run, "done", seconds=0.7)
+    s.finish("k00002", run, "done", seconds=0.1)
+    s.end_run(run)
+    return db
+
+
+def test_db_list_and_exports_read_plainly(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from atomvib.cli.main import main
+
+    db = str(_db_with_mixed_rows(tmp_path))
+    assert main(["db", "list", "--db", db]) == 0
+    table = capsys.readouterr().out
+    assert "NaN" not in table and "<NA>" not in table and "sevennet" not in table
+    lines = table.splitlines()
+    assert "predictor" in lines[3] and "9.900" in lines[1] and " no " in lines[1]
+
+    out = tmp_path / "c.csv"
+    assert main(["db", "export", "--db", db, "--out", str(out)]) == 0
+    assert capsys.readouterr().out == f"wrote 3 calculations (csv) to {out}\n"
+    csv = pd.read_csv(out)
+    assert csv["energy_ev"].tolist()[0] == -3.5 and csv["energy_ev"].isna().tolist()[1:] == [True, True]
+    assert csv["engine"].tolist() == ["emt", "emt", "predictor"]
+    for t in csv["finished"]:  # ISO 8601, UTC with its offset
+        assert pd.Timestamp(t).utcoffset() == pd.Timedelta(0) and t.endswith("+00:00") and "T" in t
+    assert main(["db", "export", "--db", db, "-f", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[1]["omega_max_thz"] is None and rows[1]["finished"].endswith("+00:00")
+
+    out = tmp_path / "s.extxyz"
+    assert main(["db", "export", "--db", db, "--format", "extxyz", "--out", str(out)]) == 0
+    assert "wrote 3 structures of 3 calculations" in capsys.readouterr().out
+    from ase.io import read
+
+    frames = read(out, index=":")
+    assert frames[0].info["omega_max_thz"] == 9.9 and frames[0].info["has_imaginary"] is False
+    assert "omega_max_thz" not in frames[1].info and frames[2].info["engine"] == "predictor"
+
+
+def test_db_errors_are_one_line(tmp_path, capsys):
+    from atomvib.cli.main import main
+
+    db = str(_db_with_mixed_rows(tmp_path))
+    (tmp_path / "notes.db").write_text("not a database\n" * 100)
+    newer = tmp_path / "newer.db"
+    Store(newer).close()
+    con = sqlite3.connect(newer)
+    con.execute("update alembic_version set version_num='9999'")
+    con.commit()
+    con.close()
+    cases = [
+        (["db", "export", "--db", db, "--out", str(tmp_path / "no" / "x.csv")], "does not exist"),
+        (["db", "export", "--db", db, "--out", str(tmp_path)], "is a directory"),
+        (["db", "list", "--db", str(tmp_path / "notes.db")], "is not an SQLite database"),
+        (["db", "list", "--db", str(newer)], "upgrade atomvib"),
+        (["db", "list", "--db", str(tmp_path / "none.db")], "no database at"),
+        (["db", "show", "zzz", "--db", db], "nothing in"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and "(fix:" in err, (argv, err)
+    with pytest.raises(SystemExit) as exc:  # argparse: a bad --format names the choices, exit 2
+        main(["db", "export", "--db", db, "--format", "xlsx"])
+    assert exc.value.code == 2 and "choose from 'csv', 'json', 'extxyz'" in capsys.readouterr().err
+
+
 # -- PostgreSQL ------------------------------------------------------------------------------------
 
 

@@ -5,12 +5,14 @@ Public API (frozen results; see ``docs/``)::
     import atomvib
     r = atomvib.phonons("Si.cif")              # SevenNet-0 for crystals, GFN2-xTB for molecules
     r.dos(), r.band_structure(), r.thermal([300]), r.to_phonopy(), r.summary()
+    r.save("Si_result"); r2 = atomvib.load("Si_result")   # any saved result, as its typed object
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
 from .engines import get_engine, list_engines
 from .errors import AtomvibError, ConvergenceError, EngineError, EngineUnavailable, InputError
+from .results import load
 from .settings import PhononSettings
 from .structure import Structure, read_structure, read_structures
 from .workflow import phonons, phonons_from_phonopy
@@ -22,6 +24,7 @@ except PackageNotFoundError:  # running from a source tree without installation
 
 __all__ = [
     "phonons",
+    "load",
     "phonons_from_phonopy",
     "read_structure",
     "read_structures",

@@ -1,4 +1,7 @@
-"""Writing results: ``summary.json``, ``dos.csv``, ``band.json``, ``phonopy.yaml``, plots.
+"""What a saved phonon result says (``summary.json``) and the files beside it for people and other tools.
+
+The result itself is saved and loaded by :mod:`atomvib.results`; this module adds the summaries, the
+CSV/JSON/phonopy files and the figures.
 
 Output directories are never overwritten silently: an existing result directory needs ``force``.
 """
@@ -6,15 +9,12 @@ Output directories are never overwritten silently: an existing result directory 
 from __future__ import annotations
 
 import json
-import platform
-import time
 from pathlib import Path
 
 import numpy as np
 
 from .errors import OutputExistsError
-
-SCHEMA_VERSION = 1
+from .results import SCHEMA_VERSION, provenance  # noqa: F401  (re-exported for older imports)
 
 
 def default_out_dir(input_path) -> Path:
@@ -35,30 +35,35 @@ def prepare_out_dir(out: Path, force: bool) -> Path:
     return out
 
 
-def provenance() -> dict:
-    from importlib.metadata import version
-
-    return {
-        "atomvib_version": version("atomvib"),
-        "python": platform.python_version(),
-        "host": platform.node(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-
 def _structure_dict(s, symprec) -> dict:
     return {
         "formula": s.formula,
         "cell_formula": s.cell_formula,
+        "formula_units": s.formula_units,
         "natoms": s.natoms,
         "spacegroup": s.spacegroup(symprec) if not s.is_molecule else "",
         "source": s.source,
     }
 
 
+def thermal_bases(values: dict, cell) -> dict:
+    """Thermal values per mole of the analysed cell, with the same per formula unit, both named.
+
+    ``values`` holds ``*_per_mol`` keys (per mole of ``cell``); returns them with ``basis`` and
+    ``per_formula_unit`` (each value divided by the number of formula units in the cell).
+    """
+    z = cell.formula_units or 1
+    per_fu = {k: (v / z if k != "temperature_K" else v) for k, v in values.items()}
+    return {
+        **values,
+        "basis": f"per mole of {cell.cell_formula} (the analysed cell, {z} formula unit{'s' if z != 1 else ''})",
+        "per_formula_unit": {**per_fu, "basis": f"per mole of {cell.formula} (formula unit)"},
+    }
+
+
 def crystal_summary(r) -> dict:
     prim = r.primitive
-    t = r.settings.summary_temperature_k
+    t = r.settings.summary_temperature("crystal")
     thermal = r.thermal_.at(t)
     thermal.pop("internal_energy_kJ_per_mol")
     inst = None
@@ -72,13 +77,11 @@ def crystal_summary(r) -> dict:
             "message": i.describe(),
         }
     return {
-        "schema_version": SCHEMA_VERSION,
         "kind": "crystal",
-        "engine": r.engine,
+        "engine": r.engine.to_dict(),
         "structure": _structure_dict(prim, r.settings.symprec),
         "input_structure": _structure_dict(r.structure, r.settings.symprec),
         "formula_units": prim.formula_units,
-        "thermal_basis": f"per mole of the analysed primitive cell ({prim.cell_formula}, {prim.formula_units} formula units)",
         "supercell_matrix": np.asarray(r.force_constants.supercell_matrix).tolist(),
         "n_supercell_atoms": int(round(abs(np.linalg.det(r.force_constants.supercell_matrix)))) * r.force_constants.unitcell.natoms,
         "n_displacements": r.n_displacements,
@@ -90,7 +93,7 @@ def crystal_summary(r) -> dict:
         "min_frequency_thz": r.min_frequency_thz,
         "has_imaginary": r.has_imaginary,
         "instability": inst,
-        "thermal": thermal,
+        "thermal": thermal_bases(thermal, prim),
         "relaxation": r.relaxation,
         "settings": r.settings.to_dict(),
         "timings_s": r.timings,
@@ -100,9 +103,8 @@ def crystal_summary(r) -> dict:
 
 def molecule_summary(r) -> dict:
     return {
-        "schema_version": SCHEMA_VERSION,
         "kind": "molecule",
-        "engine": r.engine,
+        "engine": r.engine.to_dict(),
         "structure": _structure_dict(r.structure, r.settings.symprec),
         "formula_units": 1,
         "n_displacements": r.n_displacements,
@@ -112,7 +114,8 @@ def molecule_summary(r) -> dict:
         "has_imaginary": r.has_imaginary,
         "zero_point_energy_eV": r.zero_point_energy_ev,
         "energy_eV": r.energy_ev,
-        "thermochemistry": r.thermochemistry(r.settings.summary_temperature_k),
+        "has_dipole_derivatives": r.dipole_derivatives is not None,
+        "thermochemistry": r.thermochemistry(r.settings.summary_temperature("molecule")),
         "relaxation": r.relaxation,
         "settings": r.settings.to_dict(),
         "timings_s": r.timings,
@@ -120,53 +123,47 @@ def molecule_summary(r) -> dict:
     }
 
 
-def write_result(result, out: Path, plot: bool = True) -> list[Path]:
-    """Write every output file of a result into ``out`` (which must exist). Returns the paths."""
+def write_crystal_files(result, out: Path) -> None:
+    """Files for people and other tools beside a saved crystal result (never read back by atomvib)."""
     from ase.io import write
 
+    dos = result.dos()
+    header = ["frequency_thz", "total", *dos.partial.keys()]
+    cols = [dos.frequencies_thz, dos.total, *dos.partial.values()]
+    np.savetxt(out / "dos.csv", np.column_stack(cols), delimiter=",", header=",".join(header), comments="", fmt="%.8g")
+    (out / "band.json").write_text(json.dumps(result.band_structure().to_dict()))
+    th = result.thermal_.to_dict()
+    np.savetxt(out / "thermal.csv", np.column_stack([th[k] for k in th]), delimiter=",", header=",".join(th.keys()),
+               comments="", fmt="%.8g")
+    result.to_phonopy().save(str(out / "phonopy.yaml"), settings={"force_constants": True})
+    write(out / "structure.cif", result.structure.to_ase())
+
+
+def write_molecule_files(result, out: Path) -> None:
+    """Files for people and other tools beside a saved molecule result (never read back by atomvib)."""
+    from ase.io import write
+
+    write(out / "structure.xyz", result.structure.to_ase())
+    np.savetxt(out / "frequencies.csv", result.frequencies_cm1, header="frequency_cm1", comments="", fmt="%.6f")
+
+
+def write_result(result, out: Path, plot: bool = True) -> list[Path]:
+    """Save ``result`` into ``out`` (its own layout, :mod:`atomvib.results`) and draw its figure.
+
+    Returns the paths written.
+    """
     out = Path(out)
-    written = []
-    summary = result.summary()
-    if result.kind == "crystal":
-        dos = result.dos()
-        header = ["frequency_thz", "total", *dos.partial.keys()]
-        cols = [dos.frequencies_thz, dos.total, *dos.partial.values()]
-        np.savetxt(out / "dos.csv", np.column_stack(cols), delimiter=",", header=",".join(header), comments="", fmt="%.8g")
-        (out / "band.json").write_text(json.dumps(result.band_structure().to_dict()))
-        result.thermal_  # noqa: B018
-        th = result.thermal_.to_dict()
-        np.savetxt(
-            out / "thermal.csv",
-            np.column_stack([th[k] for k in th]),
-            delimiter=",",
-            header=",".join(th.keys()),
-            comments="",
-            fmt="%.8g",
-        )
-        ph = result.to_phonopy()
-        ph.save(str(out / "phonopy.yaml"), settings={"force_constants": True})
-        write(out / "structure.cif", result.structure.to_ase())
-        written += [out / n for n in ("dos.csv", "band.json", "thermal.csv", "phonopy.yaml", "structure.cif")]
-        if plot:
+    result.save(out, force=True)
+    written = sorted(p for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
+    if plot:
+        if result.kind == "crystal":
             from .plot import plot_band_dos
 
             plot_band_dos(result, out / "band_dos.png")
             written.append(out / "band_dos.png")
-    else:
-        extra = {}
-        if result.dipole_derivatives is not None:
-            extra["dipole_derivatives_e"] = result.dipole_derivatives
-        np.savez_compressed(
-            out / "modes.npz", frequencies_cm1=result.frequencies_cm1, modes=result.modes,
-            hessian_eV_per_A2=result.hessian, **extra,
-        )
-        write(out / "structure.xyz", result.structure.to_ase())
-        written += [out / "modes.npz", out / "structure.xyz"]
-        if plot:
+        else:
             from .plot import plot_molecule_modes
 
             plot_molecule_modes(result, out / "modes.png")
             written.append(out / "modes.png")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    written.append(out / "summary.json")
     return written

@@ -1,4 +1,10 @@
-"""Matplotlib figures. Nothing else in atomvib imports matplotlib."""
+"""Matplotlib figures of phonon results. With :mod:`atomvib.spectra.plots` the only modules that import
+matplotlib, and only inside their functions.
+
+Figures are plain :class:`matplotlib.figure.Figure` objects saved straight to a file (Agg canvas): no pyplot,
+no ``matplotlib.use``, so nothing changes in matplotlib's global state and a user's interactive backend is
+left alone.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +13,25 @@ from pathlib import Path
 import numpy as np
 
 
-def _plt():
-    import matplotlib
+def new_figure(**kw):
+    """A :class:`matplotlib.figure.Figure` outside pyplot (not registered anywhere; garbage-collected after use)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return Figure(**kw)
 
-    return plt
+
+def _engine_name(info) -> str:
+    """The engine's registry name from a result's ``engine`` (an EngineInfo, or a plain dict in old results)."""
+    if isinstance(info, dict):
+        return str(info.get("name", ""))
+    return str(getattr(info, "name", "") or "")
 
 
 def plot_band_dos(result, path: Path, title: str | None = None) -> Path:
     """Dispersion (left) and total/partial DOS (right) of a crystal result, THz."""
-    plt = _plt()
     bands, dos = result.band_structure(), result.dos()
-    fig, (ax, axd) = plt.subplots(1, 2, figsize=(9, 4.5), sharey=True, gridspec_kw={"width_ratios": [3, 1], "wspace": 0.05})
+    fig = new_figure(figsize=(9, 4.5))
+    ax, axd = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 1], "wspace": 0.05})
     start = 0
     for end in bands.segment_ends:
         ax.plot(bands.distances[start:end], bands.frequencies_thz[start:end], color="C0", lw=1.2)
@@ -39,24 +50,22 @@ def plot_band_dos(result, path: Path, title: str | None = None) -> Path:
     axd.legend(fontsize=8, loc="upper right")
     axd.set_xlim(0, None)
     prim = result.primitive
-    eng = result.engine.get("name", "")
+    eng = _engine_name(result.engine)
     ax.set_title(title or f"{prim.formula} ({prim.spacegroup()}) — {eng}", fontsize=10)
     if result.has_imaginary:
         ax.text(0.01, 0.02, "imaginary modes (unstable)", transform=ax.transAxes, color="C3", fontsize=9)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return Path(path)
 
 
 def plot_molecule_modes(result, path: Path) -> Path:
     """Stick spectrum of the normal-mode frequencies (cm^-1)."""
-    plt = _plt()
     f = result.frequencies_cm1
-    fig, ax = plt.subplots(figsize=(8, 3))
+    fig = new_figure(figsize=(8, 3))
+    ax = fig.subplots()
     ax.vlines(f, 0, 1, color=np.where(f < 0, "C3", "C0"))
     ax.set_xlabel("Wavenumber (cm$^{-1}$)")
     ax.set_yticks([])
-    ax.set_title(f"{result.structure.cell_formula} normal modes — {result.engine.get('name', '')}", fontsize=10)
+    ax.set_title(f"{result.structure.cell_formula} normal modes — {_engine_name(result.engine)}", fontsize=10)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return Path(path)

@@ -54,8 +54,11 @@ class Relaxation:
         }
 
 
-def relax(structure: Structure, engine: Engine, settings: PhononSettings) -> Relaxation:
-    """Relax ``structure`` with ``engine``; raise :class:`ConvergenceError` (carrying the partial result) if not converged."""
+def relax(structure: Structure, engine: Engine, settings: PhononSettings, on_step=None) -> Relaxation:
+    """Relax ``structure`` with ``engine``; raise :class:`ConvergenceError` (carrying the partial result) if not converged.
+
+    ``on_step(fmax_ev_per_a)`` is called after each optimizer step (progress display).
+    """
     from ase.optimize import BFGS
 
     atoms = structure.to_ase()
@@ -73,6 +76,8 @@ def relax(structure: Structure, engine: Engine, settings: PhononSettings) -> Rel
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         opt = BFGS(target, logfile=None, maxstep=0.1)
+        if on_step is not None:
+            opt.attach(lambda: on_step(float(np.sqrt((target.get_forces() ** 2).sum(axis=1)).max())))
         converged = bool(opt.run(fmax=settings.fmax_ev_per_a, steps=settings.relax_steps))
         forces = target.get_forces()
         energy = float(atoms.get_potential_energy())

@@ -57,8 +57,9 @@ class PhononSettings:
         Gaussian smearing of the DOS in THz; None → tetrahedron method.
     temperatures_k : tuple of float
         Temperature grid for thermal properties, K.
-    summary_temperature_k : float
-        The temperature reported in ``summary.json``.
+    summary_temperature_k : float or None
+        The temperature reported in ``summary.json``; None → 300 K for crystals (on the default grid),
+        298.15 K (standard conditions) for molecular thermochemistry.
     imaginary_tol_thz : float
         Modes below ``-imaginary_tol_thz`` count as imaginary (numerical noise near Γ is above it).
     max_supercell_atoms : int
@@ -80,7 +81,7 @@ class PhononSettings:
     dos_step_thz: float = 0.02
     dos_sigma_thz: float | None = None
     temperatures_k: tuple[float, ...] = field(default=DEFAULT_TEMPERATURES_K)
-    summary_temperature_k: float = 300.0
+    summary_temperature_k: float | None = None
     imaginary_tol_thz: float = 0.1
     max_supercell_atoms: int = 2000
 
@@ -103,6 +104,12 @@ class PhononSettings:
             )
         if self.min_supercell_length_a <= 0 or self.mesh_density <= 0:
             raise InputError("supercell length and mesh density must be positive", fix="use the defaults")
+
+    def summary_temperature(self, kind: str) -> float:
+        """The temperature (K) reported for a ``kind`` ("crystal" or "molecule") result."""
+        if self.summary_temperature_k is not None:
+            return float(self.summary_temperature_k)
+        return 298.15 if kind == "molecule" else 300.0
 
     def to_dict(self) -> dict:
         """Plain-JSON form of the settings."""

@@ -133,28 +133,27 @@ class Structure:
 
     @property
     def formula_units(self) -> int:
-        """Number of reduced formula units in this cell (gcd of the element counts)."""
+        """Number of formula units in this cell (gcd of the element counts); 1 for a molecule."""
+        if self.is_molecule:
+            return 1 if self.natoms else 0
         counts = [self.symbols.count(s) for s in self.elements]
         return int(reduce(math.gcd, counts)) if counts else 0
 
     @property
     def formula(self) -> str:
-        """Reduced formula in Hill-like order of first appearance, e.g. ``NaCl``, ``Al2O3``."""
+        """The formula as chemists write it: reduced for a crystal (``NaCl``, ``Al2O3``, ``CaCO3``), the whole
+        molecule for a molecule (``H2O``, ``C6H6``). See :func:`chemical_formula` for the order."""
         z = self.formula_units or 1
-        parts = []
-        for s in self.elements:
-            n = self.symbols.count(s) // z
-            parts.append(s if n == 1 else f"{s}{n}")
-        return "".join(parts)
+        return chemical_formula({s: self.symbols.count(s) // z for s in self.elements}, hill=self._hill)
 
     @property
     def cell_formula(self) -> str:
-        """Formula of the whole cell, e.g. ``Na4Cl4``."""
-        parts = []
-        for s in self.elements:
-            n = self.symbols.count(s)
-            parts.append(s if n == 1 else f"{s}{n}")
-        return "".join(parts)
+        """Formula of the whole cell in the same order, e.g. ``Na4Cl4``, ``Al4O6``."""
+        return chemical_formula({s: self.symbols.count(s) for s in self.elements}, hill=self._hill)
+
+    @property
+    def _hill(self) -> bool:
+        return self.is_molecule and "C" in self.elements
 
     def spglib_cell(self):
         return (self.cell, self.scaled_positions(), self.numbers)
@@ -232,6 +231,35 @@ class Structure:
         return self
 
 
+def chemical_formula(counts: dict, hill: bool = False) -> str:
+    """A formula from element counts, written as chemists do.
+
+    Inorganic compounds: elements by increasing Pauling electronegativity (``NaCl``, ``Al2O3``, ``H2O``,
+    ``CaCO3``; pymatgen's convention); ``hill`` (organic molecules): C, H, then alphabetical (``C2H6O``).
+    """
+    syms = [s for s, n in counts.items() if n > 0]
+    if hill:
+        first = [s for s in ("C", "H") if s in syms]
+        order = first + sorted(s for s in syms if s not in first)
+    else:
+        order = sorted(syms, key=lambda s: (_electronegativity(s), s))
+    return "".join(s if counts[s] == 1 else f"{s}{counts[s]}" for s in order)
+
+
+def _electronegativity(symbol: str) -> float:
+    try:
+        import warnings
+
+        from pymatgen.core.periodic_table import Element
+
+        with warnings.catch_warnings():  # pymatgen warns for elements without a value (He, Ne, Ar)
+            warnings.simplefilter("ignore")
+            x = Element(symbol).X
+        return float(x) if math.isfinite(x) else 99.0
+    except Exception:  # pymatgen missing or no value (noble gases): after everything else
+        return 99.0
+
+
 def _shortest_distance(s: Structure) -> tuple[float, int, int]:
     if s.natoms == 1 and s.is_molecule:
         return math.inf, 0, 0
@@ -275,7 +303,7 @@ def read_structures(path, index: str | int = ":", fmt: str | None = None) -> lis
         if isinstance(exc, UnknownFileTypeError) or "Could not guess file type" in msg:
             raise InputError(
                 f"{path}: unknown structure format",
-                fix="use CIF, POSCAR, extxyz, XYZ or another ASE format (name the file with its usual extension)",
+                fix="name the format with --format (e.g. --format vasp), or use a usual extension (.cif, POSCAR, .xyz)",
             ) from None
         raise InputError(f"{path}: cannot read structure ({msg})", fix="check that the file is a valid structure file") from None
     if not isinstance(images, list):

@@ -4,9 +4,10 @@
 results (:class:`~atomvib.harmonic.crystal.CrystalPhonons` or
 :class:`~atomvib.harmonic.molecule.MoleculeVibrations`); the work state lives only here.
 
-Forces computed so far are checkpointed to ``checkpoint_dir/forces.npz`` (keyed by a hash of the
-structure, engine and settings), so an interrupted run resumes where it stopped and never mixes
-forces from different inputs.
+Forces computed so far are checkpointed to ``checkpoint_dir/forces_checkpoint.npz``, keyed by a hash
+of only what determines them (the displaced cells, the engine's identity and kernel path), so an
+interrupted run resumes where it stopped, a re-run with another mesh or temperature grid reuses every
+displaced cell, and forces from different inputs are never mixed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import re
 import time
+import uuid
 import warnings
 from pathlib import Path
 
@@ -22,28 +26,12 @@ import numpy as np
 
 from .engines import Engine, default_engine_spec, get_engine
 from .errors import AtomvibError, InputError
+from .progress import Progress, as_progress
 from .runtime import configure_threads
 from .settings import PhononSettings
 from .structure import Structure, read_structure
 
 PHONOPY_INPUT_SUFFIXES = (".yaml", ".yml")
-
-
-class _Progress:
-    def __init__(self, total: int, desc: str, enabled: bool):
-        self.bar = None
-        if enabled and total > 0:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, unit="calc", leave=False)
-
-    def __call__(self, n: int = 1):
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
 
 
 class ForceCheckpoint:
@@ -68,7 +56,7 @@ class ForceCheckpoint:
         if self.path is None or not self.done:
             return
         idx = np.array(sorted(self.done))
-        tmp = self.path.with_suffix(".tmp.npz")
+        tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npz")
         extra = {}
         if len(self.dipoles) == len(self.done):
             extra["dipoles"] = np.stack([self.dipoles[i] for i in idx])
@@ -76,14 +64,22 @@ class ForceCheckpoint:
         tmp.replace(self.path)
 
 
-def _key(structure: Structure, engine: Engine, settings: PhononSettings, extra: str = "") -> str:
-    payload = json.dumps(
-        [structure.content_hash(), engine.info.to_dict(), settings.digest(), extra], sort_keys=True, default=str
-    )
+def engine_identity(engine: Engine) -> dict:
+    """What about ``engine`` determines its forces (loads the model: the kernel path is known only then)."""
+    load = getattr(engine, "load", None)
+    if callable(load):
+        load()
+    info = engine.info
+    return info.identity() if hasattr(info, "identity") else info.to_dict()
+
+
+def forces_key(what: str, engine: Engine) -> str:
+    """Checkpoint key: a digest of the cells to evaluate (``what``) and the engine's identity."""
+    payload = json.dumps([what, engine_identity(engine)], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-def evaluate_forces(engine: Engine, atoms_list: list, key: str, checkpoint_dir=None, progress=True, desc="forces",
+def evaluate_forces(engine: Engine, atoms_list: list, key: str, checkpoint_dir=None, progress=False, desc="forces",
                     chunk=8, with_dipoles=False):
     """Forces (n, natoms, 3) eV/Å for ``atoms_list``, resuming from and writing to a checkpoint.
 
@@ -91,10 +87,10 @@ def evaluate_forces(engine: Engine, atoms_list: list, key: str, checkpoint_dir=N
     """
     ckpt = ForceCheckpoint(checkpoint_dir, key)
     todo = [i for i in range(len(atoms_list)) if i not in ckpt.done]
-    bar = _Progress(len(atoms_list), desc, progress)
+    bar = as_progress(progress).bar(len(atoms_list), desc)
     bar(len(atoms_list) - len(todo))
     # an engine with a worker pool (engines/parallel.py) needs several cells per call to keep every worker busy
-    if getattr(engine, "spec", None) is not None:
+    if getattr(engine, "uses_worker_pool", False):
         from .engines.parallel import requested_workers
 
         chunk = max(chunk, 8 * requested_workers(), getattr(engine, "batch_size", None) or 1)
@@ -117,13 +113,14 @@ def evaluate_forces(engine: Engine, atoms_list: list, key: str, checkpoint_dir=N
     return forces, dipoles
 
 
-def load_input(inp) -> Structure:
-    """A Structure from a path, an :class:`ase.Atoms` or a Structure."""
+def load_input(inp, fmt: str | None = None) -> Structure:
+    """A Structure from a path (``fmt``: an ASE format name when the file name does not tell), an
+    :class:`ase.Atoms` or a Structure."""
     if isinstance(inp, Structure):
         return inp.validate()
     if hasattr(inp, "get_positions") and hasattr(inp, "numbers"):
         return Structure.from_ase(inp, source="ase.Atoms").validate()
-    return read_structure(inp)
+    return read_structure(inp, fmt=fmt)
 
 
 def phonons(
@@ -134,7 +131,8 @@ def phonons(
     forces: str | Path | None = None,
     born: str | Path | None = None,
     checkpoint_dir: str | Path | None = None,
-    progress: bool = False,
+    progress: bool | Progress = False,
+    fmt: str | None = None,
     **overrides,
 ):
     """Harmonic vibrations of a crystal or molecule.
@@ -151,66 +149,116 @@ def phonons(
     forces, born : path, optional
         FORCE_SETS and BORN files (for a phonopy yaml input; ``born`` also works with an engine).
     checkpoint_dir : path, optional
-        Where to keep forces computed so far (resume after an interruption).
-    progress : bool
-        Show a progress bar over the displaced cells.
+        Where to keep forces computed so far (resume after an interruption; reused by re-runs that
+        change only the analysis settings).
+    progress : bool or Progress
+        Say what each stage is doing on stderr, with a bar over the displaced cells.
+    fmt : str, optional
+        ASE format of ``inp`` when its name does not tell (e.g. ``"vasp"`` for ``zno_unitcell``).
 
     Returns
     -------
     CrystalPhonons or MoleculeVibrations
     """
     configure_threads(blas_only=True)
+    progress = as_progress(progress)
     settings = settings or PhononSettings()
     if engine is not None and not isinstance(engine, Engine):
         overrides.setdefault("engine", engine)
     if overrides:
         settings = dataclasses.replace(settings, **overrides)
     if isinstance(inp, str | Path) and Path(inp).suffix.lower() in PHONOPY_INPUT_SUFFIXES:
-        return phonons_from_phonopy(inp, forces=forces, born=born, settings=settings)
+        return phonons_from_phonopy(inp, forces=forces, born=born, settings=settings, progress=progress)
     if forces is not None:
         # a unit cell + FORCE_SETS (which then holds the displacements, phonopy's older layout)
-        return phonons_from_phonopy(inp, forces=forces, born=born, settings=settings)
-    structure = load_input(inp)
-    eng = engine if isinstance(engine, Engine) else get_engine(settings.engine or default_engine_spec(structure.is_molecule))
+        return phonons_from_phonopy(inp, forces=forces, born=born, settings=settings, progress=progress, fmt=fmt)
+    structure = load_input(inp, fmt=fmt)
+    if structure.is_molecule and born is not None:
+        raise InputError("--born applies to crystals", fix="drop --born for a molecule")
+    spec = settings.engine or default_engine_spec(structure.is_molecule)
+    with progress.stage(f"loading engine {spec if not isinstance(engine, Engine) else engine.info.name}"):
+        eng = engine if isinstance(engine, Engine) else get_engine(spec)
+        eng.check(structure)
+        identity = engine_identity(eng)
     if structure.is_molecule:
-        if born is not None:
-            raise InputError("--born applies to crystals", fix="drop --born for a molecule")
-        return _molecule(structure, eng, settings, checkpoint_dir, progress)
+        return _molecule(structure, eng, settings, checkpoint_dir, progress, identity)
     if settings.primitive:
         structure = structure.primitive(settings.symprec)
     return _crystal(structure, eng, settings, born, checkpoint_dir, progress)
 
 
-def _relax(structure, eng, settings, timings):
+def _relax(structure, eng, settings, timings, progress: Progress, checkpoint_dir=None):
     if not settings.relax:
         return structure, None
     from .relax import relax
 
+    what = {k: getattr(settings, k) for k in ("fmax_ev_per_a", "relax_steps", "relax_cell", "symprec")}
+    key = forces_key(json.dumps([structure.content_hash(), what], sort_keys=True), eng)
+    cached = _read_relaxed(checkpoint_dir, key, structure)
+    if cached is not None:
+        progress.message("relaxed structure reused from the checkpoint (same structure, engine and relax settings)")
+        return cached
     t0 = time.perf_counter()
-    rel = relax(structure, eng, settings)
+    bar = progress.bar(settings.relax_steps, f"relaxing (BFGS to {settings.fmax_ev_per_a:g} eV/Å)", unit="step")
+    try:
+        rel = relax(structure, eng, settings, on_step=lambda fmax: bar(1, fmax=f"{fmax:.1e}"))
+    finally:
+        bar.close()
     timings["relax"] = time.perf_counter() - t0
+    progress.message(f"relaxed in {rel.steps} steps, {timings['relax']:.1f} s (max force {rel.fmax_ev_per_a:.1e} eV/Å)")
+    _write_relaxed(checkpoint_dir, key, rel)
     return rel.structure, rel.to_dict()
 
 
-def _crystal(structure, eng, settings, born, checkpoint_dir, progress):
+RELAX_CHECKPOINT = "relax_checkpoint.npz"
+
+
+def _read_relaxed(directory, key: str, structure: Structure):
+    """(relaxed structure, relaxation dict) saved for ``key``, or None."""
+    if directory is None or not (Path(directory) / RELAX_CHECKPOINT).is_file():
+        return None
+    try:
+        with np.load(Path(directory) / RELAX_CHECKPOINT, allow_pickle=False) as z:
+            if str(z["key"]) != key:
+                return None
+            relaxed = structure.with_positions(z["positions"], cell=z["cell"])
+            return relaxed, json.loads(str(z["relaxation"]))
+    except (OSError, KeyError, ValueError):  # torn or foreign file: relax again
+        return None
+
+
+def _write_relaxed(directory, key: str, rel) -> None:
+    if directory is None:
+        return
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f".relax_checkpoint.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npz"
+    np.savez(tmp, key=np.array(key), positions=rel.structure.positions, cell=rel.structure.cell,
+             relaxation=np.array(json.dumps(rel.to_dict())))
+    tmp.replace(d / RELAX_CHECKPOINT)
+
+
+def _crystal(structure, eng, settings, born, checkpoint_dir, progress: Progress):
     from .harmonic.crystal import analyse_crystal
     from .harmonic.displacements import plan_displacements
 
-    eng.check(structure)
     timings: dict[str, float] = {}
-    structure, relaxation = _relax(structure, eng, settings, timings)
-    plan = plan_displacements(structure, settings)
+    structure, relaxation = _relax(structure, eng, settings, timings, progress, checkpoint_dir)
+    with progress.stage("planning displacements (symmetry)"):
+        plan = plan_displacements(structure, settings)
     t0 = time.perf_counter()
-    key = _key(structure, eng, settings)
-    forces = evaluate_forces(eng, plan.supercells(), key, checkpoint_dir, progress, desc="displacements")
+    key = forces_key(plan.digest(), eng)
+    forces = evaluate_forces(eng, plan.supercells(), key, checkpoint_dir, progress,
+                             desc=f"forces of {plan.n_displacements} displaced cells ({plan.n_supercell_atoms} atoms)")
     timings["forces"] = time.perf_counter() - t0
     nac = read_born(born, plan) if born else None
-    fc = plan.force_constants(forces, nac=nac)
     t0 = time.perf_counter()
-    result = analyse_crystal(
-        fc, settings, structure=structure, engine=eng.info.to_dict(), n_displacements=plan.n_displacements,
-        relaxation=relaxation, timings=timings,
-    )
+    with progress.stage("analysing (force constants, mesh, DOS, band path, thermal)"):
+        fc = plan.force_constants(forces, nac=nac)
+        result = analyse_crystal(
+            fc, settings, structure=structure, engine=eng.info, n_displacements=plan.n_displacements,
+            relaxation=relaxation, timings=timings,
+        )
     timings["analysis"] = time.perf_counter() - t0
     return result
 
@@ -232,7 +280,8 @@ def read_born(born, plan_or_phonopy):
     return NacParams.from_phonopy(d)
 
 
-def phonons_from_phonopy(yaml_path, forces=None, born=None, settings: PhononSettings | None = None):
+def phonons_from_phonopy(yaml_path, forces=None, born=None, settings: PhononSettings | None = None,
+                         progress: bool | Progress = False, fmt: str | None = None):
     """Analyse forces the user already has.
 
     ``yaml_path`` is phonopy_disp.yaml (+ ``forces`` FORCE_SETS, + ``born`` BORN) or phonopy_params.yaml (forces
@@ -241,31 +290,73 @@ def phonons_from_phonopy(yaml_path, forces=None, born=None, settings: PhononSett
     """
     import phonopy
 
+    from .engines.base import EngineInfo
     from .harmonic.crystal import analyse_crystal
 
+    progress = as_progress(progress)
     settings = settings or PhononSettings()
-    fc, n_disp = _load_phonopy_files(yaml_path, forces, born, settings)
-    engine = {"name": "phonopy-files", "version": phonopy.__version__, "model": str(Path(yaml_path).resolve()),
-              "settings": {"forces": str(forces) if forces else None, "born": str(born) if born else None}}
-    return analyse_crystal(fc, settings, structure=fc.unitcell, engine=engine, n_displacements=n_disp)
+    with progress.stage("reading phonopy files, building force constants"):
+        fc, n_disp = read_phonopy_files(yaml_path, forces, born, settings, fmt=fmt)
+    engine = EngineInfo(
+        name="phonopy-files", version=phonopy.__version__, model=str(Path(yaml_path).resolve()),
+        model_sha256=_sha256(yaml_path),
+        settings={"forces": str(Path(forces).resolve()) if forces else None, "forces_sha256": _sha256(forces),
+                  "born": str(Path(born).resolve()) if born else None, "born_sha256": _sha256(born)},
+    )
+    with progress.stage("analysing (mesh, DOS, band path, thermal)"):
+        return analyse_crystal(fc, settings, structure=fc.unitcell, engine=engine, n_displacements=n_disp)
 
 
-def load_force_constants(path, forces=None, born=None, settings: PhononSettings | None = None):
-    """:class:`~atomvib.harmonic.force_constants.ForceConstants` from phonopy files, without the analysis.
+def _sha256(path) -> str:
+    """SHA-256 of a file the result came from ('' for none): provenance that survives moving the files."""
+    if path is None:
+        return ""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
-    ``path`` is an ``atomvib phonons`` result directory (its phonopy.yaml), a phonopy yaml (with force constants or
-    forces inside, or with ``forces`` FORCE_SETS), or a unit cell + ``forces`` (+ ``settings.supercell``). ``born``
-    replaces any NAC data of the yaml. Nothing else is read: no BORN file is looked for in the working directory.
+
+def load_phonons(path, forces=None, born=None, settings: PhononSettings | None = None, fmt: str | None = None):
+    """The phonons behind a spectrum: a saved result (any directory ``atomvib`` wrote) or phonopy files.
+
+    Returns the typed object: :class:`CrystalPhonons` or :class:`MoleculeVibrations` from a result directory
+    (loaded with :func:`atomvib.load`; ``born`` then replaces its NAC data), or :class:`ForceConstants` from a
+    phonopy yaml (+ ``forces``, ``born``) or a unit cell + ``forces``. No BORN file is looked for anywhere else.
     """
+    from .results import is_result_dir, load
+
     p = Path(path)
-    if p.is_dir():
-        p = p / "phonopy.yaml"
-        if not p.is_file():
-            raise InputError(f"{path}: no phonopy.yaml in this directory", fix="give an `atomvib phonons` result directory")
-    return _load_phonopy_files(p, forces, born, settings or PhononSettings())[0]
+    if p.is_dir() or p.name == "summary.json":
+        if not is_result_dir(p if p.is_dir() else p.parent):
+            load(p)  # raises the one message for a directory that is not a result
+        result = load(p)
+        if born is not None:
+            result = with_born(result, born)
+        return result
+    return read_phonopy_files(p, forces, born, settings or PhononSettings(), fmt=fmt)[0]
 
 
-def _load_phonopy_files(yaml_path, forces, born, settings: PhononSettings):
+def with_born(result, born):
+    """``result`` (CrystalPhonons or ForceConstants) with NAC data from a BORN file; the analysis is not redone."""
+    from .harmonic.force_constants import ForceConstants
+
+    fc = result if isinstance(result, ForceConstants) else getattr(result, "force_constants", None)
+    if fc is None:
+        raise InputError("Born charges apply to crystals; this result is a molecule", fix="drop --born")
+    new_fc = dataclasses.replace(fc, nac=read_born(born, fc.phonopy()))
+    if isinstance(result, ForceConstants):
+        return new_fc
+    return dataclasses.replace(result, force_constants=new_fc)
+
+
+def read_phonopy_yaml(path, settings: PhononSettings | None = None):
+    """(ForceConstants, number of displacements) from a phonopy yaml that holds force constants or forces."""
+    return read_phonopy_files(path, None, None, settings or PhononSettings())
+
+
+def read_phonopy_files(yaml_path, forces, born, settings: PhononSettings, fmt: str | None = None):
     """(ForceConstants, number of displacements) from phonopy files; see :func:`phonons_from_phonopy`."""
     import phonopy
 
@@ -293,7 +384,7 @@ def _load_phonopy_files(yaml_path, forces, born, settings: PhononSettings):
             {"phonopy_yaml": str(yp)}
             if is_yaml
             else {
-                "unitcell": _read_unitcell(yp),
+                "unitcell": _read_unitcell(yp, fmt),
                 "supercell_matrix": np.reshape(settings.supercell, (3, 3)),
             }
         )
@@ -303,7 +394,7 @@ def _load_phonopy_files(yaml_path, forces, born, settings: PhononSettings):
                 **cell_kw,
                 force_sets_filename=str(forces) if forces else None,
                 born_filename=str(born) if born else None,
-                is_nac=born is not None or (is_yaml and _yaml_has_nac(yp)),
+                is_nac=born is not None or (is_yaml and yaml_has_nac(yp)),
                 produce_fc=False,
                 log_level=0,
             )
@@ -328,7 +419,6 @@ def _load_phonopy_files(yaml_path, forces, born, settings: PhononSettings):
     return ForceConstants.from_phonopy(ph), n_disp
 
 
-
 def _has_forces(ph) -> bool:
     try:
         return ph.forces is not None
@@ -336,21 +426,23 @@ def _has_forces(ph) -> bool:
         return False
 
 
-def _read_unitcell(path: Path):
+def _read_unitcell(path: Path, fmt: str | None = None):
     from .harmonic.force_constants import to_phonopy_atoms
 
-    return to_phonopy_atoms(read_structure(path))
+    return to_phonopy_atoms(read_structure(path, fmt=fmt))
 
 
-def _yaml_has_nac(path: Path) -> bool:
-    with open(path) as fh:
-        for line in fh:
-            if line.startswith("born_effective_charge") or line.startswith("nac_unit_conversion_factor"):
-                return True
-    return False
+_NAC_LINE = re.compile(r"^(nac:|\s*born_effective_charge:|nac_unit_conversion_factor:)")
 
 
-def _molecule(structure, eng, settings, checkpoint_dir, progress):
+def yaml_has_nac(path: Path) -> bool:
+    """Whether a phonopy yaml holds Born charges: ``nac:`` with ``born_effective_charge`` indented under it
+    (phonopy ≥ 2.x), or ``born_effective_charge`` at the top (older files)."""
+    with open(path, errors="replace") as fh:
+        return any(_NAC_LINE.match(line) for line in fh)
+
+
+def _molecule(structure, eng, settings, checkpoint_dir, progress: Progress, identity=None):
     from .harmonic.molecule import (
         MoleculeVibrations,
         dipole_derivatives_from_dipoles,
@@ -359,14 +451,14 @@ def _molecule(structure, eng, settings, checkpoint_dir, progress):
         normal_modes,
     )
 
-    eng.check(structure)
     timings: dict[str, float] = {}
-    structure, relaxation = _relax(structure, eng, settings, timings)
+    structure, relaxation = _relax(structure, eng, settings, timings, progress, checkpoint_dir)
     step = settings.displacement_a
     geoms = displaced_geometries(structure, step)
     t0 = time.perf_counter()
+    key = forces_key(f"molecule:{structure.content_hash()}:{step!r}", eng)
     forces, dipoles = evaluate_forces(
-        eng, geoms, _key(structure, eng, settings), checkpoint_dir, progress, desc="displacements", with_dipoles=True
+        eng, geoms, key, checkpoint_dir, progress, desc=f"forces of {len(geoms)} displaced geometries", with_dipoles=True
     )
     timings["forces"] = time.perf_counter() - t0
     apt = dipole_derivatives_from_dipoles(dipoles, step) if dipoles is not None else None
@@ -375,9 +467,9 @@ def _molecule(structure, eng, settings, checkpoint_dir, progress):
     freqs, modes = normal_modes(structure, hess)
     return MoleculeVibrations(
         structure=structure, hessian=hess, frequencies_cm1=freqs, modes=modes, energy_ev=energy,
-        engine=eng.info.to_dict(), settings=settings, relaxation=relaxation, n_displacements=len(geoms),
+        engine=eng.info, settings=settings, relaxation=relaxation, n_displacements=len(geoms),
         timings=timings, dipole_derivatives=apt,
     )
 
 
-__all__ = ["phonons", "phonons_from_phonopy", "load_force_constants", "AtomvibError"]
+__all__ = ["phonons", "phonons_from_phonopy", "load_phonons", "read_phonopy_files", "AtomvibError"]

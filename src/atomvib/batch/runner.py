@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..errors import AtomvibError, InputError
 from ..settings import PhononSettings
-from .tasks import TaskContext, discover_tasks
+from .tasks import Chain, TaskContext, discover_tasks
 
 # .json is left out on purpose: result directories are full of summary.json files
 STRUCTURE_SUFFIXES = {
@@ -187,41 +187,88 @@ def read_inputs(files: list[str], symprec: float):
 # -- worker side ------------------------------------------------------------------------------------
 
 
-def run_task(task: str, structure, engine: str, settings: PhononSettings, out_dir: str) -> dict:
-    """Run one task in a worker; never raises for a computation failure (returns status failed)."""
+def _failed(task: str, error: str, seconds: float = 0.0) -> dict:
+    return {"status": "failed", "error": error, "seconds": seconds, "task": task}
+
+
+def load_upstream(task: str, result_dir: Path | None):
+    """(structure handed on, loaded result or None) from the result directory of a finished ``task``.
+
+    ``relax`` hands on ``relaxed.extxyz``; any other task its saved result's ``structure``
+    (:func:`atomvib.load`, e.g. the phonons' relaxed primitive cell).
+    """
+    from ..results import load
+    from ..structure import read_structure
+
+    if result_dir is None:
+        raise InputError(f"the finished {task} calculation has no result directory", fix="re-run with --retry-failed")
+    if task == "relax":
+        return read_structure(Path(result_dir) / "relaxed.extxyz"), None
+    result = load(result_dir)
+    structure = getattr(result, "structure", None)
+    if structure is None:
+        raise InputError(f"the {task} result in {result_dir} holds no structure", fix="put this task last in --tasks")
+    return structure, result
+
+
+def run_task(
+    task: str, structure, engine: str, settings: PhononSettings, out_dir: str, checkpoint_dir: str | None = None
+) -> dict:
+    """Run one task in a worker; never raises for a computation failure (returns status failed).
+
+    Library warnings from thousands of tasks would drown the progress bar: they are silenced for the
+    task only (what matters, e.g. a speed-path fallback, is recorded in the result's EngineInfo).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _run_task(task, structure, engine, settings, out_dir, checkpoint_dir)
+
+
+def _run_task(
+    task: str, structure, engine: str, settings: PhononSettings, out_dir: str, checkpoint_dir: str | None = None
+) -> dict:
+    """The body of :func:`run_task`.
+
+    ``structure`` is a Structure, or the outcome of the task before: the dict :func:`run_task` returned
+    (computed in this batch), or ``{"status": "done", "task", "result_dir"}`` for one finished earlier,
+    whose structure and result are then loaded from its directory.
+    """
     for k, v in THREAD_ENV.items():
         os.environ.setdefault(k, v)
     from ..runtime import configure_threads
 
     configure_threads()
-    warnings.filterwarnings("ignore")  # library warnings from thousands of tasks would drown the progress bar
     t0 = time.perf_counter()
-    if isinstance(structure, dict) and structure.get("status") != "done":  # the upstream task failed
-        return {"status": "failed", "error": f"skipped: {structure.get('task')} failed", "seconds": 0.0}
-    upstream_dir = None
+    upstream_dir = upstream_result = None
     if isinstance(structure, dict):
-        upstream_dir = Path(structure["result_dir"]) if structure.get("result_dir") else None
-        structure = structure["structure"]
+        up = structure
+        if up.get("status") != "done":  # the upstream task failed or is held by another run
+            return _failed(task, f"skipped: {up.get('task')} {up.get('reason') or 'failed'}")
+        upstream_dir = Path(up["result_dir"]) if up.get("result_dir") else None
+        structure = up.get("structure")
+        if structure is None:  # finished in an earlier run: reuse its files
+            try:
+                structure, upstream_result = load_upstream(up.get("task"), upstream_dir)
+            except AtomvibError as exc:
+                return _failed(task, f"cannot reuse the finished {up.get('task')} result: {exc}")
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
         spec = discover_tasks()[task]
-        res = spec.fn(structure, TaskContext(engine=engine, settings=settings, out_dir=out, upstream_dir=upstream_dir))
+        ctx = TaskContext(
+            engine=engine,
+            settings=settings,
+            out_dir=out,
+            upstream_dir=upstream_dir,
+            upstream_result=upstream_result,
+            checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
+        )
+        res = spec.fn(structure, ctx)
     except AtomvibError as exc:
-        return {
-            "status": "failed",
-            "error": f"{type(exc).__name__}: {exc}",
-            "seconds": time.perf_counter() - t0,
-            "task": task,
-        }
+        return _failed(task, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
     except Exception as exc:  # a bug or a library failure: keep the batch going, keep the traceback
         tb = traceback.format_exc(limit=3)
-        return {
-            "status": "failed",
-            "error": f"{type(exc).__name__}: {exc}\n{tb}",
-            "seconds": time.perf_counter() - t0,
-            "task": task,
-        }
+        return _failed(task, f"{type(exc).__name__}: {exc}\n{tb}", time.perf_counter() - t0)
     return {
         "status": "done",
         "task": task,
@@ -282,11 +329,23 @@ def make_client(workers: int | None = None, scheduler: str | None = None, slurm:
                 f"cannot reach Dask scheduler {scheduler}: {exc}", fix="check the address (tcp://host:8786)"
             ) from None
     if slurm is not None:
+        import importlib.util
+        import shutil
+
+        if importlib.util.find_spec("dask_jobqueue") is None:
+            raise InputError("--slurm needs dask-jobqueue", fix="pip install dask-jobqueue")
+        if shutil.which("sbatch") is None:
+            raise InputError(
+                "--slurm needs SLURM's sbatch, which is not on PATH here",
+                fix="run the batch on a SLURM login node, or use --workers / --scheduler",
+            )
         cluster = slurm.cluster()
         cluster.scale(jobs=slurm.jobs)
         return Client(cluster), cluster
     from ..runtime import available_cores
 
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers {workers}: needs at least one worker", fix="give --workers 1 or more")
     n = workers or available_cores()
     cluster = LocalCluster(
         n_workers=n,
@@ -303,7 +362,10 @@ def make_client(workers: int | None = None, scheduler: str | None = None, slurm:
 
 
 class _Bar:
-    """tqdm bar over calculations with done/failed/running counts (tqdm gives rate and ETA)."""
+    """tqdm bar over calculations with done/failed/running counts (tqdm gives rate and ETA).
+
+    It ends on the final counts (``done 12, failed 0``), never on a stale ``running`` count.
+    """
 
     def __init__(self, total: int, enabled: bool):
         self.done = self.failed = self.running = 0
@@ -313,22 +375,28 @@ class _Bar:
 
             self.bar = tqdm(total=total, desc="batch", unit="calc", file=sys.stderr, dynamic_ncols=True)
 
+    def _postfix(self) -> str:
+        return f"done {self.done}, failed {self.failed}, running {self.running}"
+
     def update(self, status: str | None = None, running: int | None = None):
         if status == "done":
             self.done += 1
         elif status == "failed":
             self.failed += 1
+        if status:
+            self.running = max(0, self.running - 1)
         if running is not None:
             self.running = running
         if self.bar is not None:
+            self.bar.set_postfix_str(self._postfix(), refresh=False)
             if status:
-                self.bar.update(1)
-            self.bar.set_postfix_str(
-                f"done {self.done}, failed {self.failed}, running {self.running}", refresh=False
-            )
+                self.bar.update(1)  # redraws with the new postfix
+            else:
+                self.bar.refresh()
 
     def close(self):
         if self.bar is not None:
+            self.bar.set_postfix_str(f"done {self.done}, failed {self.failed}", refresh=True)
             self.bar.close()
 
 
@@ -340,10 +408,28 @@ def _store_fields(res: dict) -> dict:
     }
 
 
-def _load_relaxed(result_dir: str):
-    from ..structure import read_structure
+def _engine_identity(spec: str) -> tuple[str, str]:
+    """(version, identity digest) of engine ``spec``: what determines its forces, kernel path included.
 
-    return read_structure(Path(result_dir) / "relaxed.extxyz")
+    The model is loaded here (the kernel path is decided at load), as :func:`atomvib.workflow.phonons`
+    does for its force checkpoint, so a row's key and the checkpoint agree on the engine.
+    """
+    from ..engines import get_engine
+    from ..engines.base import EngineInfo
+
+    eng = get_engine(spec)
+    try:
+        from ..workflow import engine_identity
+    except ImportError:  # pragma: no cover - workflow without engine identities
+        engine_identity = None
+    if engine_identity is not None:
+        ident = engine_identity(eng)
+    else:  # pragma: no cover
+        info = eng.info if not isinstance(eng.info, dict) else EngineInfo.from_dict(eng.info)
+        ident = info.identity() if hasattr(info, "identity") else info.to_dict()
+    info = eng.info
+    version = info.get("version", "") if isinstance(info, dict) else info.version
+    return str(version), _sha(json.dumps(ident, sort_keys=True, default=str))
 
 
 def run_batch(
@@ -406,6 +492,8 @@ def run_batch(
             else "atomvib_results"
         )
     results_dir = Path(results_dir).resolve()
+    if results_dir.exists() and not results_dir.is_dir():
+        raise InputError(f"--results {results_dir} is a file", fix="give a directory for the result files")
 
     files = expand_inputs(inputs, exclude=[results_dir])
     if not files:
@@ -413,36 +501,43 @@ def run_batch(
     structures, records, unreadable = read_inputs(files, settings.symprec)
     store.add_structures(records)
 
-    # plan: one calculation per (structure, task); each task's digest chains the one before it
+    # plan: one calculation per (structure, task), keyed by what changes its output (see tasks.py)
     calcs, chains = [], {}
     default_spec = settings.engine
+    identities: dict[str, tuple[str, str]] = {}
+    needs_engine = any(specs[t].uses_engine for t in tasks)
     for h, s in structures.items():
         spec = default_spec or default_engine_spec(s.is_molecule)
-        try:
-            version = get_engine(spec).info.version
-        except AtomvibError as exc:
-            raise InputError(f"engine {spec}: {exc}", fix="see `atomvib engines`") from None
-        chain, upstream = [], ""
+        if needs_engine and spec not in identities:
+            try:
+                identities[spec] = _engine_identity(spec)
+            except AtomvibError as exc:
+                raise InputError(f"engine {spec}: {exc.problem}", fix=exc.fix or "see `atomvib engines`") from None
+        version, engine_id = identities.get(spec, ("", ""))
+        chain, state = [], Chain(structure=h)
         for i, t in enumerate(tasks):
             tset = dataclasses.replace(settings, engine=spec)
             if t != "relax" and "relax" in tasks[:i]:
                 tset = dataclasses.replace(tset, relax=False)  # already relaxed upstream
-            digest = specs[t].digest(tset, upstream)
-            key = _sha(h, t, spec, version, digest)
+            task_spec = specs[t]
+            step = task_spec.step(tset, state, engine_id if task_spec.uses_engine else "")
+            row_engine, row_version = task_spec.row_engine() if task_spec.row_engine else (spec, version)
+            key = _sha(h, t, row_engine, row_version, step.digest)
             calcs.append(
                 {
                     "key": key,
                     "structure_hash": h,
                     "task": t,
-                    "engine": spec,
-                    "engine_version": version,
-                    "settings_digest": digest,
+                    "engine": row_engine,
+                    "engine_version": row_version,
+                    "settings_digest": step.digest,
                     "settings_json": json.dumps(tset.to_dict()),
                     "source": s.source,
                 }
             )
-            chain.append((t, key, tset))
-            upstream = f"{t}:{digest}"
+            ckpt = results_dir / "forces" / step.forces_id[:2] / step.forces_id if step.forces_id else None
+            chain.append((t, key, tset, ckpt))
+            state = step.chain
         chains[h] = chain
     spec0 = default_spec or "default"
     version0 = get_engine(default_spec).info.version if default_spec else ""
@@ -475,9 +570,10 @@ def run_batch(
                 client, cluster = make_client(workers, scheduler, slurm)
             futures = {}
             status = store.status_of(keys)
+            result_dirs = store.result_dirs([k for k, st in status.items() if st == "done"])
             for h, chain in chains.items():
                 upstream = structures[h]
-                for t, key, tset in chain:
+                for t, key, tset, ckpt in chain:
                     if key in claimed:
                         out_dir = results_dir / key[:2] / key
                         fut = client.submit(
@@ -487,23 +583,19 @@ def run_batch(
                             tset.engine,
                             tset,
                             str(out_dir),
+                            str(ckpt) if ckpt else None,
                             key=f"atomvib-{t}-{key}-{run_id}",
                             pure=False,
                             retries=retries,
                         )
                         futures[fut] = key
                         upstream = fut
-                    elif status.get(key) == "done" and t == "relax":
-                        row = store.get_calculation(key)
-                        try:
-                            upstream = _load_relaxed(row.result_dir)
-                        except AtomvibError:
-                            upstream = {"status": "failed", "task": t}
-                    elif status.get(key) != "done":
-                        upstream = {
-                            "status": "failed",
-                            "task": t,
-                        }  # failed or held elsewhere: downstream waits
+                    elif status.get(key) == "done":
+                        # finished earlier: the next task loads its structure and result from the files
+                        upstream = {"status": "done", "task": t, "result_dir": result_dirs.get(key) or None}
+                    else:  # failed, or held by another live run: what follows is skipped
+                        reason = "failed" if status.get(key) == "failed" else "is being computed by another batch run"
+                        upstream = {"status": status.get(key) or "missing", "task": t, "reason": reason}
             done, failed = _collect(client, futures, store, run_id, bar)
     finally:
         bar.close()

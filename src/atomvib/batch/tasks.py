@@ -6,6 +6,16 @@ name with :func:`register_task`.
 
 Tasks run inside Dask worker processes. The engine comes from :func:`atomvib.engines.get_engine`,
 which caches one engine (one loaded model) per spec per process, so a worker loads its model once.
+
+What keys a task's database row (:meth:`TaskSpec.step`) is what changes its output, and nothing else:
+
+* ``relax``: the input structure, the engine identity and the relax settings;
+* ``phonons``: the force constants (structure, engine identity, relax and displacement settings) and
+  the analysis settings (mesh, DOS, temperatures, ...). The forces of the displaced cells are cached
+  apart, in a checkpoint directory per force-constants identity, so a re-run with another mesh or
+  temperature grid makes a new row but evaluates no force;
+* ``ins``: the force constants only (its instrument, order and temperature are fixed);
+* ``predict``: the structure it is given and the predictor model (no force engine).
 """
 
 from __future__ import annotations
@@ -16,9 +26,86 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from ..settings import PhononSettings
+
+#: settings of a relaxation (the ``relax`` task, or the one inside ``phonons``)
+RELAX_FIELDS = ("relax_cell", "fmax_ev_per_a", "relax_steps", "symprec")
+#: settings that decide which cell the phonons are computed for (besides the relaxation)
+CELL_FIELDS = ("primitive", "symprec")
+#: settings that decide the displaced supercells (with the cell and the engine: the forces)
+DISPLACEMENT_FIELDS = ("supercell", "min_supercell_length_a", "displacement_a")
+#: the row's engine for tasks that use no force engine
+PREDICTOR_ENGINE = "predictor"
+
+
+def _h(*parts) -> str:
+    """16 hex chars of SHA-256 over JSON of ``parts`` (stable: sorted keys)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _fields(settings: PhononSettings, names) -> dict:
+    d = settings.to_dict()
+    return {k: d[k] for k in names if k in d}
+
+
+@dataclass(frozen=True)
+class Chain:
+    """Identities handed along a chain of tasks (16-hex digests; absolute: they start from the structure hash).
+
+    Attributes
+    ----------
+    structure : str
+        Identity of the structure the next task receives.
+    force_constants : str
+        Identity of the force constants of the last ``phonons`` task ("" = none yet).
+    upstream : str
+        Digest of the task before ("" = the input).
+    """
+
+    structure: str
+    force_constants: str = ""
+    upstream: str = ""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One planned calculation: its settings digest, what it hands on, and its force checkpoint id."""
+
+    digest: str
+    chain: Chain
+    #: identity of the force constants this task computes if it must (names its checkpoint directory)
+    forces_id: str = ""
+
+
+def phonon_ids(settings: PhononSettings, structure_id: str, engine_id: str) -> tuple[str, str]:
+    """(identity of the structure ``phonons`` hands on, identity of its force constants).
+
+    Only what determines them enters: the cell settings, the relaxation (settings and engine) if any, and for
+    the force constants the displacement settings and the engine identity. Mesh, DOS, temperatures do not.
+    """
+    cell = _fields(settings, CELL_FIELDS)
+    relax = {"relax": settings.relax, **(_fields(settings, RELAX_FIELDS) if settings.relax else {})}
+    if not settings.relax and not settings.primitive:
+        out_structure = structure_id  # handed on as given
+    else:
+        out_structure = _h("phonons-cell", structure_id, cell, relax, engine_id if settings.relax else "")
+    fc = _h("force-constants", structure_id, cell, relax, _fields(settings, DISPLACEMENT_FIELDS), engine_id)
+    return out_structure, fc
+
+
+def phonons_digest(settings: PhononSettings, fc_id: str) -> str:
+    """Row digest of ``phonons``: the force constants plus every other setting that changes the result
+    (the relax settings only when it relaxes; the engine is in ``fc_id``)."""
+    d = settings.to_dict()
+    d.pop("engine", None)
+    if not settings.relax:
+        for k in RELAX_FIELDS:
+            if k != "symprec":
+                d.pop(k, None)
+    return _h("phonons", fc_id, d)
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,13 +120,22 @@ class TaskContext:
         Settings of this task (``relax=False`` for phonons that follow a ``relax`` task).
     out_dir : Path
         Directory for the task's files (created by the runner).
+    upstream_dir : Path or None
+        Result directory of the task before this one in the chain (computed in this batch or an earlier one).
+    upstream_result : object or None
+        That result loaded with :func:`atomvib.load` (a ``CrystalPhonons`` after ``phonons``), when it is one.
+    checkpoint_dir : Path or None
+        Force checkpoint directory shared by every calculation with the same force constants (same
+        structure, engine identity, relax and displacement settings): a re-run with another mesh or
+        temperature grid evaluates no force. None: ``out_dir``, removed after success.
     """
 
     engine: str
     settings: PhononSettings
     out_dir: Path
-    #: result directory of the task before this one in the chain, when it ran in this batch
     upstream_dir: Path | None = None
+    upstream_result: object = None
+    checkpoint_dir: Path | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,7 +150,7 @@ class TaskOutput:
         Highest phonon frequency, THz.
     has_imaginary : bool or None
     energy_ev : float or None
-        Total energy of the cell, eV.
+        Total energy of the cell, eV (None where the task computes none).
     summary : dict
         JSON-able details stored in the database (``summary_json``).
     """
@@ -68,31 +164,113 @@ class TaskOutput:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A registered task: its function and the settings fields that change its result."""
+    """A registered task: its function and what changes its result.
+
+    Attributes
+    ----------
+    settings_fields : tuple of str or None
+        PhononSettings fields that change the result; None = all but the engine.
+    uses_engine : bool
+        The result depends on the force engine (its identity enters the digest).
+    planner : callable or None
+        ``planner(settings, chain, engine_id) -> Step`` for tasks that know exactly what they depend
+        on (the built-ins); None: the digest chains the whole upstream digest (safe for plug-ins).
+    row_engine : callable or None
+        ``() -> (engine, engine_version)`` recorded on the row for tasks without a force engine.
+    """
 
     name: str
     fn: Callable
-    #: PhononSettings fields that enter the task's digest; None = all but the engine
     settings_fields: tuple[str, ...] | None = None
+    uses_engine: bool = True
+    planner: Callable | None = None
+    row_engine: Callable | None = None
 
-    def digest(self, settings: PhononSettings, upstream: str = "") -> str:
+    def digest(self, settings: PhononSettings, upstream: str = "", engine_id: str = "") -> str:
         """Settings digest of this task (16 hex chars), chained with the digest of the task before it."""
         if self.settings_fields is None:
             base = settings.digest()
         else:
-            d = {k: v for k, v in settings.to_dict().items() if k in self.settings_fields}
-            base = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+            base = _h(_fields(settings, self.settings_fields))
+        if self.uses_engine and engine_id:
+            base = _h(base, engine_id)
         if not upstream:
             return base
         return hashlib.sha256(f"{base}|after:{upstream}".encode()).hexdigest()[:16]
+
+    def step(self, settings: PhononSettings, chain: Chain, engine_id: str) -> Step:
+        """Plan this task after ``chain``: its digest and the chain it hands on."""
+        if self.planner is not None:
+            return self.planner(settings, chain, engine_id)
+        d = self.digest(settings, f"{chain.upstream}|{chain.structure}", engine_id)
+        # a plug-in may hand on another structure: what follows depends on this task's digest
+        return Step(d, Chain(_h(self.name, d), chain.force_constants, d))
+
+
+def _plan_relax(settings, chain: Chain, engine_id: str) -> Step:
+    d = _h("relax", chain.structure, _fields(settings, RELAX_FIELDS), engine_id)
+    return Step(d, Chain(_h("relaxed", d), "", d))
+
+
+def _plan_phonons(settings, chain: Chain, engine_id: str) -> Step:
+    out_structure, fc = phonon_ids(settings, chain.structure, engine_id)
+    d = phonons_digest(settings, fc)
+    return Step(d, Chain(out_structure, fc, d), forces_id=fc)
+
+
+def _plan_ins(settings, chain: Chain, engine_id: str) -> Step:
+    # the force constants of the phonons before it, or of those it computes itself (the same identity)
+    fc = chain.force_constants or phonon_ids(settings, chain.structure, engine_id)[1]
+    d = _h("ins", "vision", "backward", 3, 5.0, fc)
+    return Step(d, Chain(chain.structure, chain.force_constants, d), forces_id=fc)
+
+
+def _plan_predict(settings, chain: Chain, engine_id: str) -> Step:
+    d = _h("predict", chain.structure)
+    return Step(d, Chain(chain.structure, chain.force_constants, d))
+
+
+@lru_cache(maxsize=1)
+def predictor_version() -> str:
+    """Version of the shipped predictor: ``model-<sha256 of model.pt, 12 chars>``."""
+    from ..engines.base import file_sha256
+    from ..learn.predictor import DEFAULT_MODEL
+
+    try:
+        return "model-" + file_sha256(DEFAULT_MODEL)[:12]
+    except OSError:
+        return "model-missing"
 
 
 TASKS: dict[str, TaskSpec] = {}
 
 
-def register_task(name: str, fn: Callable, settings_fields: tuple[str, ...] | None = None) -> None:
-    """Make ``fn(structure, ctx: TaskContext) -> TaskOutput`` available as ``--tasks name``."""
-    TASKS[name] = TaskSpec(name, fn, settings_fields)
+def register_task(
+    name: str,
+    fn: Callable,
+    settings_fields: tuple[str, ...] | None = None,
+    *,
+    uses_engine: bool = True,
+    planner: Callable | None = None,
+    row_engine: Callable | None = None,
+) -> None:
+    """Make ``fn(structure, ctx: TaskContext) -> TaskOutput`` available as ``--tasks name``.
+
+    ``settings_fields`` (None = all but the engine) and ``uses_engine`` say what changes its result;
+    see :class:`TaskSpec` for ``planner`` and ``row_engine``.
+    """
+    TASKS[name] = TaskSpec(name, fn, settings_fields, uses_engine, planner, row_engine)
+
+
+def _save(result, out_dir: Path) -> None:
+    """Save a result in its own layout (atomvib.results); older result classes: the phonon file writer."""
+    save = getattr(result, "save", None)
+    if callable(save):
+        save(out_dir, force=True)
+    else:  # pragma: no cover - result classes before the results API
+        from ..output import write_result
+
+        write_result(result, out_dir, plot=False)
 
 
 def _relax(structure, ctx: TaskContext) -> TaskOutput:
@@ -106,19 +284,39 @@ def _relax(structure, ctx: TaskContext) -> TaskOutput:
     t0 = time.perf_counter()
     rel = relax(structure, eng, dataclasses.replace(ctx.settings, relax=True))
     write(ctx.out_dir / "relaxed.extxyz", rel.structure.to_ase(), format="extxyz")
-    summary = {**rel.to_dict(), "engine": eng.info.to_dict(), "seconds": time.perf_counter() - t0}
-    (ctx.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary = {**rel.to_dict(), "engine": _engine_dict(eng.info), "seconds": time.perf_counter() - t0}
+    (ctx.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return TaskOutput(structure=rel.structure, energy_ev=rel.energy_ev, summary=summary)
 
 
-def _phonons(structure, ctx: TaskContext) -> TaskOutput:
-    from ..output import write_result
+def _engine_dict(info) -> dict:
+    return info if isinstance(info, dict) else info.to_dict()
+
+
+def _compute_phonons(structure, ctx: TaskContext, out_dir: Path):
+    """Phonons of ``structure`` saved in ``out_dir``, forces through the shared checkpoint directory."""
     from ..workflow import phonons
 
-    # the force checkpoint lives in the task directory: a retried task resumes its displacements
-    result = phonons(structure, settings=ctx.settings, checkpoint_dir=ctx.out_dir, progress=False)
-    write_result(result, ctx.out_dir, plot=False)
-    (ctx.out_dir / "forces_checkpoint.npz").unlink(missing_ok=True)
+    ckpt = ctx.checkpoint_dir or out_dir
+    Path(ckpt).mkdir(parents=True, exist_ok=True)
+    result = phonons(structure, settings=ctx.settings, checkpoint_dir=ckpt, progress=False)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _save(result, out_dir)
+    if ctx.checkpoint_dir is None:  # a private checkpoint is only for a retry of this task
+        (out_dir / "forces_checkpoint.npz").unlink(missing_ok=True)
+    return result
+
+
+def _energy(summary: dict):
+    """Energy of the cell where the result has one (molecules; crystals that were relaxed), else None."""
+    e = summary.get("energy_eV")
+    if e is None:
+        e = (summary.get("relaxation") or {}).get("energy_eV")
+    return None if e is None else float(e)
+
+
+def _phonons(structure, ctx: TaskContext) -> TaskOutput:
+    result = _compute_phonons(structure, ctx, ctx.out_dir)
     s = result.summary()
     keep = {
         k: s[k]
@@ -139,25 +337,47 @@ def _phonons(structure, ctx: TaskContext) -> TaskOutput:
         structure=getattr(result, "structure", structure),
         omega_max_thz=float(s["omega_max_thz"]),
         has_imaginary=bool(s["has_imaginary"]),
-        energy_ev=s.get("energy_eV"),
+        energy_ev=_energy(s),
         summary=keep,
     )
+
+
+def _upstream_phonons(ctx: TaskContext):
+    """The phonon result of the task before, if it is one (CrystalPhonons), else None."""
+    from ..errors import AtomvibError
+
+    r = ctx.upstream_result
+    if r is None and ctx.upstream_dir is not None:
+        from ..results import is_result_dir, load
+
+        try:
+            r = load(ctx.upstream_dir) if is_result_dir(ctx.upstream_dir) else None
+        except AtomvibError:  # unreadable files: compute the phonons here (forces from the checkpoint)
+            r = None
+    return r if hasattr(r, "force_constants") else None
 
 
 def _ins(structure, ctx: TaskContext) -> TaskOutput:
     """VISION spectrum (order 3, 5 K) written as ``ins.csv``; reuses the upstream phonons result if there is one."""
     from ..spectra.ins import vision_spectrum
 
-    up = ctx.upstream_dir
-    if up is not None and (Path(up) / "phonopy.yaml").is_file():
-        source = Path(up)
-    else:  # no phonons task before this one in the batch: compute them here
-        _phonons(structure, ctx)
-        source = ctx.out_dir
+    source = _upstream_phonons(ctx)
+    reused = source is not None
+    if source is None:  # no phonons task before this one: compute them here (forces from the shared checkpoint)
+        source = _compute_phonons(structure, ctx, ctx.out_dir / "phonons")
     spec = vision_spectrum(source, order=3, temperature_k=5.0)
+    save = getattr(spec, "save", None)
+    if callable(save):
+        save(ctx.out_dir, force=True)
     spec.to_csv(ctx.out_dir / "ins.csv")
     k = int(spec.intensity.argmax())
-    summary = {"instrument": "vision", "order": 3, "temperature_K": 5.0, "strongest_peak_meV": float(spec.energy_mev[k])}
+    summary = {
+        "instrument": "vision",
+        "order": 3,
+        "temperature_K": 5.0,
+        "strongest_peak_meV": float(spec.energy_mev[k]),
+        "phonons": str(ctx.upstream_dir) if reused else "computed here (phonons/)",
+    }
     (ctx.out_dir / "ins.json").write_text(json.dumps(summary, indent=2))
     return TaskOutput(structure=structure, summary=summary)
 
@@ -167,10 +387,14 @@ def _predict(structure, ctx: TaskContext) -> TaskOutput:
     from ..learn import predict
 
     pred = predict([structure])[0]
+    save = getattr(pred, "save", None)
+    if callable(save):
+        save(ctx.out_dir, force=True)
     d = pred.to_dict()
     (ctx.out_dir / "prediction.json").write_text(json.dumps(d))
     i300 = int(abs(pred.temperatures_k - 300.0).argmin())
     summary = {
+        "model": predictor_version(),
         "in_distribution": d["in_distribution"],
         "heat_capacity_300K_J_per_K_per_mol": float(pred.heat_capacity_j_per_k_per_mol[i300]),
         "heat_capacity_300K_std": float(pred.heat_capacity_j_per_k_per_mol_std[i300]),
@@ -179,10 +403,17 @@ def _predict(structure, ctx: TaskContext) -> TaskOutput:
     return TaskOutput(structure=structure, summary=summary)
 
 
-register_task("relax", _relax, settings_fields=("relax_cell", "fmax_ev_per_a", "relax_steps", "symprec"))
-register_task("phonons", _phonons)
-register_task("ins", _ins)
-register_task("predict", _predict, settings_fields=())
+register_task("relax", _relax, settings_fields=RELAX_FIELDS, planner=_plan_relax)
+register_task("phonons", _phonons, planner=_plan_phonons)
+register_task("ins", _ins, planner=_plan_ins)
+register_task(
+    "predict",
+    _predict,
+    settings_fields=(),
+    uses_engine=False,
+    planner=_plan_predict,
+    row_engine=lambda: (PREDICTOR_ENGINE, predictor_version()),
+)
 
 
 def discover_tasks() -> dict[str, TaskSpec]:

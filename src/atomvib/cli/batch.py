@@ -15,14 +15,17 @@ BATCH_EPILOG = """examples:
 
 what it does:
   every input is read and keyed by a symmetry-aware hash (the same crystal in another setting is computed
-  once); each (structure, task, engine+version, settings) is one row of the database. Re-running the same
-  command skips what is done, resumes what was interrupted and (with --retry-failed) retries failures.
-  A failing structure is recorded as failed with its message; the batch goes on.
+  once); each (structure, task, engine identity, settings that change that task's output) is one row of the
+  database. Re-running the same command skips what is done, resumes what was interrupted and (with
+  --retry-failed) retries failures; a task added later (--tasks phonons,ins) reuses the finished phonons, and
+  another --mesh-density or temperature grid reuses the forces. A failing structure is recorded as failed
+  with its message; the batch goes on.
 
 outputs:
   DB (default ./atomvib.db)   status, timings, errors, omega_max_thz, has_imaginary, provenance per calculation
-  RESULTS/<key[:2]>/<key>/     the files of each calculation (phonons: summary.json, dos.csv, band.json,
-                               thermal.csv, phonopy.yaml, structure.cif; relax: relaxed.extxyz, summary.json)
+  RESULTS/<key[:2]>/<key>/     the files of each calculation (phonons: a saved result, atomvib.load(DIR), with
+                               dos.csv, band.json, thermal.csv, phonopy.yaml; relax: relaxed.extxyz, summary.json)
+  RESULTS/forces/              forces of displaced cells, per structure + engine + displacement settings
   query with: atomvib db list | show | export
 exit codes: 0 all done, 1 some calculations failed, 2 bad input"""
 
@@ -35,7 +38,8 @@ DB_EPILOG = """examples:
   atomvib db export --format json --db postgresql+psycopg://me@db/atomvib
 
 CSV columns: structure_hash, formula, source, engine, engine_version, task, status (done|failed|running|pending),
-error, omega_max_thz, has_imaginary, energy_ev, seconds, attempts, settings_digest, key, result_dir, ..."""
+error, omega_max_thz, has_imaginary, energy_ev, seconds, attempts, settings_digest, key, result_dir, ...,
+finished (ISO 8601, UTC). Values a row does not have (omega_max_thz of an ins or predict row) are blank."""
 
 
 def _add_db_option(p):
@@ -143,8 +147,12 @@ def run(args) -> int:
     from ..batch import run_batch
     from ..errors import InputError
 
-    if sum(bool(x) for x in (args.workers, args.scheduler, args.slurm)) > 1:
+    if sum(x is not None and x is not False for x in (args.workers, args.scheduler, args.slurm or None)) > 1:
         raise InputError("--workers, --scheduler and --slurm are alternatives", fix="give only one of them")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(
+            f"--workers {args.workers}: needs at least one worker", fix="give --workers 1 or more"
+        )
     summary = run_batch(
         args.inputs,
         tasks=args.tasks.split(","),
@@ -182,23 +190,56 @@ def _filtered(args):
     df = store.calculations(
         formula=args.formula, engine=args.engine, status=args.status, has_imaginary=imag, task=args.task
     )
+    df["engine"] = [_engine_label(e, t) for e, t in zip(df["engine"], df["task"])]
     return store, df
 
 
-def _emit(text: str, out) -> None:
-    if out:
-        with open(out, "w") as fh:
-            fh.write(text)
-    else:
+def _emit(text: str, out, what: str = "") -> None:
+    """Write ``text`` to the file ``out`` (one line on stdout says what went where) or to stdout."""
+    if not out:
         sys.stdout.write(text)
+        return
+    from pathlib import Path
+
+    from ..errors import InputError
+
+    p = Path(out)
+    if p.is_dir():
+        raise InputError(f"--out {out} is a directory", fix="give a file name, e.g. --out results.csv")
+    if not p.parent.is_dir():
+        raise InputError(
+            f"--out {out}: directory {p.parent} does not exist", fix="create it or write elsewhere"
+        )
+    try:
+        p.write_text(text)
+    except OSError as exc:
+        raise InputError(
+            f"cannot write {out}: {exc.strerror}", fix="check the path and its permissions"
+        ) from None
+    if what:
+        print(f"wrote {what} to {out}")
 
 
-def run_db(args) -> int:
-    if args.db_command == "show":
-        return _show(args)
-    store, df = _filtered(args)
-    if args.db_command == "list":
-        cols = [
+def _missing(v) -> bool:
+    import pandas as pd
+
+    return v is None or bool(pd.isna(v))
+
+
+def _engine_label(engine: str, task: str) -> str:
+    """The row's engine as users read it: predict rows use the learned predictor, not a force engine."""
+    from ..batch.tasks import PREDICTOR_ENGINE
+
+    if task == "predict" or engine == PREDICTOR_ENGINE:
+        return PREDICTOR_ENGINE
+    return engine
+
+
+def _list_text(df) -> str:
+    if not len(df):
+        return "no calculations match"
+    view = df[
+        [
             "structure_hash",
             "formula",
             "task",
@@ -210,33 +251,48 @@ def run_db(args) -> int:
             "source",
             "error",
         ]
-        view = df[cols].copy()
-        view["error"] = view["error"].str.split("\n").str[0].str.slice(0, 80)
-        text = (
-            view.to_string(index=False, float_format=lambda x: f"{x:.3f}")
-            if len(view)
-            else "no calculations match"
-        )
-        _emit(text + "\n", args.out)
+    ].copy()
+    view["engine"] = [_engine_label(e, t) for e, t in zip(view["engine"], view["task"])]
+    view["omega_max_thz"] = ["-" if _missing(v) else f"{v:.3f}" for v in view["omega_max_thz"]]
+    view["has_imaginary"] = ["-" if _missing(v) else ("yes" if v else "no") for v in view["has_imaginary"]]
+    view["seconds"] = ["-" if _missing(v) else f"{v:.1f}" for v in view["seconds"]]
+    view["error"] = ["" if _missing(e) else str(e).split("\n")[0][:80] for e in view["error"]]
+    view["formula"] = ["-" if _missing(f) else f for f in view["formula"]]
+    return view.to_string(index=False)
+
+
+def run_db(args) -> int:
+    if args.db_command == "show":
+        return _show(args)
+    store, df = _filtered(args)
+    n = f"{len(df)} calculation{'s' if len(df) != 1 else ''}"
+    if args.db_command == "list":
+        _emit(_list_text(df) + "\n", args.out, f"a table of {n}")
         return 0
     fmt = args.format
     if fmt == "csv":
-        _emit(df.to_csv(index=False), args.out)
+        _emit(df.to_csv(index=False), args.out, f"{n} (csv)")
     elif fmt == "json":
-        _emit(df.to_json(orient="records", indent=1) + "\n", args.out)
+        _emit(df.to_json(orient="records", indent=1) + "\n", args.out, f"{n} (json)")
     else:
-        _emit(_extxyz(store, df), args.out)
+        text, frames = _extxyz(store, df)
+        _emit(text, args.out, f"{frames} structure{'s' if frames != 1 else ''} of {n} (extxyz)")
     return 0
 
 
-def _extxyz(store, df) -> str:
-    """One frame per calculation that has a structure: the relaxed one if a relax task made it, else the input."""
+def _extxyz(store, df) -> tuple[str, int]:
+    """One frame per calculation that has a structure: the relaxed one if a relax task made it, else the input.
+
+    Returns (text, number of frames). Missing numbers (an ``ins`` or ``predict`` row has no ω_max) are left out
+    of ``atoms.info``.
+    """
     import io
     from pathlib import Path
 
     from ase.io import read, write
 
     buf = io.StringIO()
+    frames = 0
     for row in df.itertuples(index=False):
         text = store.structure_extxyz(row.structure_hash)
         if not text:
@@ -249,16 +305,18 @@ def _extxyz(store, df) -> str:
         )
         atoms.calc = None
         atoms.info = {
-            k: getattr(row, k) for k in ("structure_hash", "formula", "source", "engine", "task", "status")
+            k: str(getattr(row, k)) for k in ("structure_hash", "formula", "source", "task", "status", "key")
         }
+        atoms.info["engine"] = _engine_label(row.engine, row.task)
         for k in ("omega_max_thz", "energy_ev", "seconds"):
             v = getattr(row, k)
-            if v is not None and v == v:
+            if not _missing(v):
                 atoms.info[k] = float(v)
-        if row.has_imaginary is not None and row.has_imaginary == row.has_imaginary:
+        if not _missing(row.has_imaginary):
             atoms.info["has_imaginary"] = bool(row.has_imaginary)
         write(buf, atoms, format="extxyz")
-    return buf.getvalue()
+        frames += 1
+    return buf.getvalue(), frames
 
 
 def _show(args) -> int:
@@ -283,11 +341,13 @@ def _show(args) -> int:
         for _, r in sub.iterrows():
             row = store.get_calculation(r["key"])
             print(
-                f"  {r['task']} [{r['status']}] engine {r['engine']} {r['engine_version']}, settings {r['settings_digest']}, key {r['key']}"
+                f"  {r['task']} [{r['status']}] engine {_engine_label(r['engine'], r['task'])} {r['engine_version']}, "
+                f"settings {r['settings_digest']}, key {r['key']}"
             )
-            if r["seconds"] == r["seconds"] and r["seconds"] is not None:
+            if not _missing(r["seconds"]):
                 print(
-                    f"    {r['seconds']:.2f} s on {r['host']}, atomvib {r['atomvib_version']}, attempts {r['attempts']}"
+                    f"    {r['seconds']:.2f} s on {r['host']}, finished {r['finished']}, atomvib {r['atomvib_version']}, "
+                    f"attempts {r['attempts']}"
                 )
             if r["error"]:
                 print(f"    error: {r['error']}")

@@ -26,7 +26,8 @@ def add_phonon_options(p) -> None:
                    help="q-mesh density (phonopy length, Å) for DOS and thermal properties (default 100)")
     g.add_argument("--dos-step", type=float, default=0.02, metavar="THZ", help="DOS frequency step in THz (default 0.02)")
     g.add_argument("--dos-sigma", type=float, default=None, metavar="THZ", help="Gaussian DOS smearing in THz (default: tetrahedron method)")
-    g.add_argument("--temperature", type=float, default=300.0, metavar="K", help="temperature reported in summary.json (default 300)")
+    g.add_argument("--temperature", type=float, default=None, metavar="K",
+                   help="temperature reported in summary.json (default: 300 K for crystals, 298.15 K for molecules)")
     g.add_argument("--tmax", type=float, default=1000.0, metavar="K", help="highest temperature of thermal.csv (default 1000)")
     g.add_argument("--tstep", type=float, default=10.0, metavar="K", help="temperature step of thermal.csv (default 10)")
     g.add_argument("--max-supercell-atoms", type=int, default=2000, metavar="N", help="refuse larger supercells (default 2000)")
@@ -34,7 +35,8 @@ def add_phonon_options(p) -> None:
 
 def settings_from_args(args) -> PhononSettings:
     temps = np.arange(0.0, args.tmax + 0.5 * args.tstep, args.tstep)
-    temps = np.union1d(temps, [args.temperature])
+    if args.temperature is not None:
+        temps = np.union1d(temps, [args.temperature])
     return PhononSettings(
         engine=args.engine,
         relax=not args.no_relax,

@@ -13,8 +13,9 @@ EPILOG = """examples:
   atomvib compare si/dos.csv si_measured.txt --fit none --out si_cmp      # similarity only
 
 inputs:
-  COMPUTED   a csv written by atomvib: ins.csv (energy_meV,intensity,...), ir.csv/raman.csv
-             (wavenumber_cm1,intensity), dos.csv (frequency_thz,total,...); unit from the header
+  COMPUTED   a result directory written by atomvib (`atomvib ins/ir/raman ... --out DIR`, or a phonons
+             result: its DOS), or a csv written by atomvib: ins.csv (energy_meV,intensity,...),
+             ir.csv/raman.csv (wavenumber_cm1,intensity), dos.csv (frequency_thz,total,...)
   MEASURED   two/three text columns x, y[, error] ('#' comments, optional header naming the unit),
              CSV with header, an S(Q,E) histogram .h5 (iqe/data, reduced over --q-range), or a
              Mantid-saved NeXus 1D workspace. NaNs are dropped, an unsorted axis sorted, a non-uniform
@@ -85,7 +86,7 @@ def run(args) -> int:
     import numpy as np
 
     from ..errors import InputError, OutputExistsError
-    from ..spectra.compare import compare, plot_fit
+    from ..spectra.compare import compare
 
     out = Path(args.out)
     if (out / "compare.json").exists() and not args.force:
@@ -107,6 +108,7 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     d = res.to_dict()
     (out / "compare.json").write_text(json.dumps(d, indent=2, ensure_ascii=False, default=float))
+    res.save(out, force=True)  # atomvib.load(out) gives the CompareResult (spectra, similarities, fit)
     f = res.fit
     if f is not None:
         err = f.error if f.error is not None else np.full(len(f.x), np.nan)
@@ -119,6 +121,8 @@ def run(args) -> int:
             fmt="%.8g",
         )
     if not args.no_plot:
+        from ..spectra.plots import plot_fit  # matplotlib only when a figure is drawn
+
         plot_fit(res, out / "compare.png")
     m = res.measured
     lines = [f"{args.computed} vs {args.measured} ({m.unit}, {res.x_range[0]:g}–{res.x_range[1]:g})"]

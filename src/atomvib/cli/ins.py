@@ -23,6 +23,7 @@ outputs (in DIR):
                 scattering cross-section of the cell (OCLIMAX's normalisation)
   ins_map.h5    direct: q_ainv, energy_mev, intensity (nq × ne, 1/eV, NaN outside the detectors)
   ins.json      settings, mean-square displacements per element (Å²), cross-sections (barn)
+  summary.json, result.json, arrays.npz   the spectrum (backward bank) or map as a result: atomvib.load(DIR)
   ins.png       the figure
 exit codes: 0 done, 1 computation failed, 2 bad input (message says how to fix it)"""
 
@@ -86,31 +87,40 @@ def add_parser(sub):
     g = p.add_argument_group("phonons from a structure or from forces")
     g.add_argument("--engine", "-e", help="force engine for a structure input (see `atomvib engines`)")
     g.add_argument("--no-relax", action="store_true", help="keep the input geometry")
+    g.add_argument("--format", metavar="FMT", help="ASE format of a structure file whose name does not tell (e.g. vasp)")
     g.add_argument("--forces", metavar="FORCE_SETS", help="phonopy FORCE_SETS for a phonopy_disp.yaml input")
     g.add_argument("--born", metavar="BORN", help="phonopy BORN file")
     p.set_defaults(func=run)
 
 
 def _load(args):
-    """ForceConstants (or a CrystalPhonons result) from whatever INPUT is."""
+    """The typed phonon source of INPUT: a saved result, phonopy files' force constants, or new phonons."""
     from ..errors import InputError
-    from ..workflow import load_force_constants, phonons
+    from ..harmonic.molecule import MoleculeVibrations
+    from ..workflow import PHONOPY_INPUT_SUFFIXES, load_phonons, phonons
 
     inp = Path(args.input)
     if inp.is_dir():
-        return load_force_constants(inp, born=args.born)
+        source = load_phonons(inp, born=args.born)
+        if isinstance(source, MoleculeVibrations):
+            raise InputError(
+                f"{inp} holds a molecule result ({source.structure.formula}); `atomvib ins` computes powder spectra "
+                "of crystals",
+                fix="give a crystal's result directory or structure",
+            )
+        return source
     if not inp.is_file():
         raise InputError(f"{inp}: no such file or directory", fix="check the path")
-    if inp.suffix in (".yaml", ".yml") and "phonopy" in inp.name:
-        return load_force_constants(inp, forces=args.forces, born=args.born)
-
-    return phonons(str(inp), engine=args.engine, born=args.born, relax=not args.no_relax)
+    if inp.suffix.lower() in PHONOPY_INPUT_SUFFIXES:
+        return load_phonons(inp, forces=args.forces, born=args.born)
+    return phonons(str(inp), engine=args.engine, born=args.born, relax=not args.no_relax,
+                   fmt=getattr(args, "format", None), progress=True)
 
 
 def run(args) -> int:
     from ..errors import InputError
     from ..output import prepare_out_dir
-    from ..spectra.ins import as_phonopy, direct_powder_map, incoherent_modes, indirect_spectrum
+    from ..spectra.ins import direct_powder_map, incoherent_modes, indirect_spectrum
     from ..spectra.instruments import get_instrument
     from ..spectra.neutron_data import total_cross_sections_barn
 
@@ -129,8 +139,8 @@ def run(args) -> int:
         raise InputError(
             "INS powder spectra need a crystal; this input is a molecule", fix="give a periodic structure"
         )
-    ph = as_phonopy(source)
-    modes = incoherent_modes(ph, temperature_k=args.temperature, mesh=args.mesh)
+    ph = source
+    modes = incoherent_modes(source, temperature_k=args.temperature, mesh=args.mesh)
     total_cross_sections_barn(modes.elements)  # fail early on an element without data
     prepare_out_dir(out, args.force)
     meta = {
@@ -169,6 +179,7 @@ def run(args) -> int:
             b.name: {"angle_deg": b.angle_deg, "final_energy_meV": b.final_energy_mev} for b in inst.banks
         }
         meta["resolution_sigma_meV"] = "c0 + c1*E + c2*E^2 with " + str(list(inst.sigma_coeffs_mev))
+        back.save(out, force=True)  # the backward bank as a result: atomvib.load(out), `atomvib compare out ...`
         files = ["ins.csv"]
         if not args.no_plot:
             from ..spectra.plots import plot_indirect
@@ -191,6 +202,7 @@ def run(args) -> int:
             de_mev=max(0.05, round(emax / 300, 2)),
         )
         m.to_hdf5(out / "ins_map.h5")
+        m.save(out, force=True)
         meta["ei_meV"] = args.ei
         meta["angle_range_deg"] = list(inst.angle_range_deg)
         files = ["ins_map.h5"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
+import warnings
 
 #: subcommand → module under atomvib.cli
 COMMANDS = {
@@ -51,11 +51,24 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    import warnings
+#: (message regex, category) of third-party warnings that say nothing a CLI user can act on; hidden while a
+#: command runs (see :func:`quiet_third_party_warnings`). Everything else is shown.
+NOISY_WARNINGS = (
+    # phonopy ≥ 4 announces its new primitive_matrix default on every load of a phonopy.yaml
+    (r"primitive_matrix defaulted", Warning),
+    # Euphonic falls back to serial when torch and its C extension bring two OpenMP runtimes
+    (r"More than one OpenMP library", UserWarning),
+)
 
-    warnings.filterwarnings("ignore")
+
+def quiet_third_party_warnings() -> None:
+    """Add the :data:`NOISY_WARNINGS` filters. Call it only inside ``warnings.catch_warnings()``, so the
+    filters end with the block (importing atomvib, or calling its API, changes no warning filter)."""
+    for message, category in NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
+def main(argv=None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -63,14 +76,16 @@ def main(argv=None) -> int:
         return 2
     from ..errors import AtomvibError
 
-    try:
-        return int(args.func(args) or 0)
-    except AtomvibError as exc:
-        print(f"atomvib {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"atomvib {args.command}: interrupted; results written so far are kept", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        quiet_third_party_warnings()
+        try:
+            return int(args.func(args) or 0)
+        except AtomvibError as exc:
+            print(f"atomvib {args.command}: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print(f"atomvib {args.command}: interrupted; results written so far are kept", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

@@ -116,66 +116,29 @@ def add_parser(sub):
             "--forces", metavar="FORCE_SETS", help="phonopy FORCE_SETS for a phonopy_disp.yaml input"
         )
         p.add_argument("--no-plot", action="store_true", help=f"skip {name}.png")
+        p.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
+        p.add_argument("--format", metavar="FMT", help="ASE format of a structure file whose name does not tell (e.g. vasp)")
         add_phonon_options(p)
         p.set_defaults(func=run, optical=name)
-
-
-def load_result_dir(path: Path, born=None):
-    """A phonon result from an `atomvib phonons` directory: MoleculeVibrations, or a phonopy object for a crystal."""
-    from ..errors import InputError
-
-    summary_p = path / "summary.json"
-    if not summary_p.is_file():
-        raise InputError(
-            f"{path} is not an `atomvib phonons` result directory (no summary.json)",
-            fix="give a structure file or the directory written by `atomvib phonons`",
-        )
-    summary = json.loads(summary_p.read_text())
-    if summary.get("kind") == "molecule":
-        from ..harmonic.molecule import MoleculeVibrations
-        from ..settings import PhononSettings
-        from ..structure import read_structure
-
-        if not (path / "modes.npz").is_file():
-            raise InputError(f"{path}/modes.npz is missing", fix="re-run `atomvib phonons` for this molecule")
-        z = np.load(path / "modes.npz")
-        return MoleculeVibrations(
-            structure=read_structure(path / "structure.xyz"),
-            hessian=z["hessian_eV_per_A2"],
-            frequencies_cm1=z["frequencies_cm1"],
-            modes=z["modes"],
-            energy_ev=float(summary.get("energy_eV", 0.0)),
-            engine=summary.get("engine", {}),
-            settings=PhononSettings(),
-        )
-    y = path / "phonopy.yaml"
-    if not y.is_file():
-        raise InputError(f"{y} is missing", fix="re-run `atomvib phonons` for this crystal")
-    from ..workflow import load_force_constants
-
-    return load_force_constants(y, born=born).phonopy()
 
 
 def _check_before_computing(inp: Path, args) -> None:
     """Refuse, before any phonon calculation, a crystal the command cannot give a spectrum for."""
     from ..errors import InputError
-    from ..workflow import PHONOPY_INPUT_SUFFIXES, _yaml_has_nac
+    from ..results import read_summary
+    from ..workflow import PHONOPY_INPUT_SUFFIXES, yaml_has_nac
 
     if inp.is_dir():
-        s = inp / "summary.json"
-        kind = json.loads(s.read_text()).get("kind") if s.is_file() else None
-        has_born = (
-            kind == "crystal" and _yaml_has_nac(inp / "phonopy.yaml")
-            if (inp / "phonopy.yaml").is_file()
-            else False
-        )
+        s = read_summary(inp)
+        kind = s.get("kind")
+        has_born = bool(s.get("nac"))
     elif inp.suffix.lower() in PHONOPY_INPUT_SUFFIXES:
-        kind, has_born = "crystal", _yaml_has_nac(inp)
+        kind, has_born = "crystal", yaml_has_nac(inp)
     else:
         from ..structure import read_structure
 
-        kind, has_born = read_structure(inp).kind, False
-    if kind != "crystal":
+        kind, has_born = read_structure(inp, fmt=getattr(args, "format", None)).kind, False
+    if kind not in ("crystal", "force_constants"):
         return
     if args.optical == "raman":
         from ..spectra.raman import crystal_raman_error
@@ -209,7 +172,7 @@ def run(args) -> int:
     from ..spectra.ir import ir_spectrum
     from ..spectra.lineshape import default_axis_cm1
     from ..spectra.raman import raman_spectrum
-    from ..workflow import phonons
+    from ..workflow import load_phonons, phonons
 
     inp = Path(args.input)
     if not inp.exists():
@@ -225,24 +188,28 @@ def run(args) -> int:
     _check_before_computing(inp, args)
     out.mkdir(parents=True, exist_ok=True)
     if inp.is_dir():
-        result = load_result_dir(inp, born=args.born)
-        engine = args.engine
+        result = load_phonons(inp, born=args.born)  # saved dipole derivatives and settings come with it
     else:
         settings = settings_from_args(args)
-        result = phonons(inp, settings=settings, forces=args.forces, born=args.born, progress=False)
-        engine = None  # the engine that made the modes
+        result = phonons(inp, settings=settings, forces=args.forces, born=args.born, progress=not args.quiet,
+                         fmt=args.format)
+    # an --engine given with a saved result computes what the result lacks (dipoles) with that engine;
+    # otherwise the engine that made the modes is used
+    engine = args.engine
     if args.optical == "ir":
         becs = _read_becs(args.becs) if args.becs else None
         spec = ir_spectrum(result, engine, becs=becs, step_a=args.fd_step)
     else:
         spec = raman_spectrum(
-            result, engine, laser_nm=args.laser_nm, temperature_k=args.temperature, step_a=args.fd_step
+            result, engine, laser_nm=args.laser_nm,
+            temperature_k=args.temperature if args.temperature is not None else 298.15, step_a=args.fd_step
         )
     f = spec.frequencies_cm1[spec.frequencies_cm1 > 0]
     axis = default_axis_cm1(f, args.fwhm, args.step)
     if args.xmax:
         axis = np.arange(0.0, args.xmax + args.step, args.step)
     spec.write(out, fwhm_cm1=args.fwhm, shape=args.shape, axis_cm1=axis, plot=not args.no_plot)
+    spec.save(out, force=True)  # the modes and intensities as a result: atomvib.load(out)
     summary = {
         "kind": spec.kind,
         "system": spec.system,

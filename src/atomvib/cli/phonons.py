@@ -16,10 +16,14 @@ EPILOG = """examples:
 
 outputs (in DIR, default INPUT_atomvib next to the input):
   summary.json   engine, structure, supercell, omega_max_thz, imaginary modes, thermal at --temperature
-                 (per mole of the analysed primitive cell; formula_units given), or molecular frequencies
+                 per mole of the analysed primitive cell and per formula unit, or molecular frequencies
+                 and ideal-gas thermochemistry (298.15 K by default)
+  result.json, arrays.npz   the whole result: atomvib.load(DIR) (or `atomvib ins DIR`, `ir DIR`) reads it
   dos.csv        frequency_thz, total and per-element DOS (states/THz per primitive cell)
   band.json      dispersion along seekpath's standard path;  thermal.csv  F, S, Cv, E vs T
   phonopy.yaml   loadable by phonopy (force constants inside);  band_dos.png  the figure
+  *_checkpoint.npz  relaxed structure and forces, keyed by what determines them: a re-run with
+                 --force and other --mesh-density/--temperature/--dos-step reuses them (seconds)
 environment:
   ATOMVIB_THREADS  torch threads per process (default: the cores this process may use)
   ATOMVIB_WORKERS  processes sharing the displaced cells of MLIP engines on CPU: this one + workers
@@ -44,6 +48,8 @@ def add_parser(sub):
     p.add_argument("--born", metavar="BORN", help="phonopy BORN file: Born charges and dielectric tensor (LO-TO splitting)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, only errors")
     p.add_argument("--no-plot", action="store_true", help="skip band_dos.png")
+    p.add_argument("--format", metavar="FMT",
+                   help="ASE format of the input when its name does not tell, e.g. vasp for zno_unitcell")
     add_phonon_options(p)
     p.set_defaults(func=run)
 
@@ -70,10 +76,11 @@ def run(args) -> int:
             prepare_out_dir(out, args.force)
             result = phonons(
                 inp, settings=settings, forces=args.forces, born=args.born,
-                checkpoint_dir=out, progress=not args.quiet,
+                checkpoint_dir=out, progress=not args.quiet, fmt=args.format,
             )
             write_result(result, out, plot=not args.no_plot)
-            (out / "forces_checkpoint.npz").unlink(missing_ok=True)
+            # the checkpoints stay: a re-run with --force and other analysis settings (mesh, temperatures)
+            # reuses the relaxed structure and every displaced cell's forces
         except AtomvibError as exc:
             _keep_partial(exc, out)
             if not multiple:
@@ -98,25 +105,37 @@ def _keep_partial(exc, out: Path) -> None:
 
 def _report(inp, r, out: Path) -> str:
     s = r.summary()
-    eng = s["engine"]
-    lines = [f"{inp}: {s['structure']['cell_formula']} ({s['kind']}, {eng['name']} {eng.get('version', '')})"]
+    lines = [f"{inp}: {s['structure']['formula']} ({s['kind']}, {r.engine.describe()})"]
     if s["kind"] == "crystal":
         th = s["thermal"]
+        fu = th["per_formula_unit"]
+        z = s["formula_units"]
         lines.append(
             f"  space group {s['structure']['spacegroup']}, supercell {s['n_supercell_atoms']} atoms, "
             f"{s['n_displacements']} displacements, mesh {'x'.join(map(str, s['mesh']))}"
         )
         lines.append(f"  omega_max {s['omega_max_thz']:.3f} THz, lowest {s['min_frequency_thz']:.3f} THz")
         lines.append(
-            f"  at {th['temperature_K']:.0f} K per mol {s['structure']['cell_formula']}: "
-            f"F {th['free_energy_kJ_per_mol']:.3f} kJ/mol, S {th['entropy_J_per_K_per_mol']:.3f} J/K/mol, "
-            f"Cv {th['heat_capacity_J_per_K_per_mol']:.3f} J/K/mol"
+            f"  at {th['temperature_K']:g} K per mol {s['structure']['formula']} (formula unit): "
+            f"F {fu['free_energy_kJ_per_mol']:.3f} kJ/mol, S {fu['entropy_J_per_K_per_mol']:.3f} J/K/mol, "
+            f"Cv {fu['heat_capacity_J_per_K_per_mol']:.3f} J/K/mol"
         )
+        if z != 1:
+            lines.append(
+                f"  per mol {s['structure']['cell_formula']} (analysed cell, {z} formula units): "
+                f"F {th['free_energy_kJ_per_mol']:.3f} kJ/mol, S {th['entropy_J_per_K_per_mol']:.3f} J/K/mol, "
+                f"Cv {th['heat_capacity_J_per_K_per_mol']:.3f} J/K/mol"
+            )
         if s["has_imaginary"]:
             lines.append(f"  UNSTABLE: {s['instability']['message']}")
     else:
         f = s["frequencies_cm1"]
+        tc = s["thermochemistry"]
         lines.append(f"  {len(f)} modes, {min(f):.1f}–{max(f):.1f} cm^-1, ZPE {s['zero_point_energy_eV']:.4f} eV")
+        lines.append(
+            f"  ideal gas at {tc['temperature_K']:g} K, {tc['pressure_Pa'] / 1e5:g} bar, per mol {s['structure']['formula']}: "
+            f"S {tc['entropy_J_per_K_per_mol']:.2f} J/K/mol, G {tc['gibbs_energy_eV']:.4f} eV"
+        )
         if s["has_imaginary"]:
             lines.append("  WARNING: imaginary modes (not a minimum: check the relaxation)")
     lines.append(f"  written to {out}/")

@@ -124,9 +124,12 @@ def run(args) -> int:
                 if not args.quiet:
                     k = int(np.argmin(np.abs(r.temperatures_k - 300.0)))
                     flag = "" if r.in_distribution else "  OUT OF DISTRIBUTION: run `atomvib phonons`"
+                    z = r.formula_units or 1
+                    cell = f"; the input cell {r.structure.cell_formula} has {z}" if z != 1 else ""
                     print(
-                        f"{inp}: {r.structure.formula}, Cv(300 K) {r.heat_capacity_j_per_k_per_mol[k]:.2f} ± "
-                        f"{r.heat_capacity_j_per_k_per_mol_std[k]:.2f} J/K/mol per cell{flag}"
+                        f"{inp}: {r.structure.formula}, Cv({r.temperatures_k[k]:g} K) "
+                        f"{r.heat_capacity_j_per_k_per_mol[k] / z:.2f} ± {r.heat_capacity_j_per_k_per_mol_std[k] / z:.2f}"
+                        f" J/K/mol per mol {r.structure.formula} (formula unit{cell}){flag}"
                     )
             except AtomvibError as exc:
                 line = {"input": inp, "error": str(exc)}

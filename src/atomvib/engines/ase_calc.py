@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from ..errors import EngineError, EngineUnavailable
-from .base import Engine, EngineInfo, package_version
+from .base import Engine, EngineInfo, package_version, package_versions
 
 # ASE's EMT parameters exist for these elements only.
 _EMT_ELEMENTS = frozenset([1, 6, 7, 8, 13, 28, 29, 46, 47, 78, 79])
@@ -18,7 +18,10 @@ class EMTEngine(Engine):
 
     @property
     def info(self) -> EngineInfo:
-        return EngineInfo("emt", package_version("ase"), "ase.calculators.emt.EMT")
+        return EngineInfo(
+            "emt", package_version("ase"), spec="emt", model="ase.calculators.emt.EMT",
+            packages=package_versions("ase"),
+        )  # fmt: skip
 
     def _make_calculator(self):
         from ase.calculators.emt import EMT
@@ -35,7 +38,18 @@ class LJEngine(Engine):
 
     @property
     def info(self) -> EngineInfo:
-        return EngineInfo("lj", package_version("ase"), "ase.calculators.lj.LennardJones", self.params)
+        p = self.params
+        # "lj" gives the defaults, "lj:sigma,epsilon" sets rc = 2.5 sigma; other cutoffs have no spec
+        if p == LJEngine().params:
+            spec = "lj"
+        elif abs(p["rc"] - 2.5 * p["sigma"]) < 1e-12:
+            spec = f"lj:{float(p['sigma'])!r},{float(p['epsilon'])!r}"
+        else:
+            spec = ""
+        return EngineInfo(
+            "lj", package_version("ase"), spec=spec, model="ase.calculators.lj.LennardJones",
+            packages=package_versions("ase"), settings=dict(p, smooth=True),
+        )  # fmt: skip
 
     def _make_calculator(self):
         from ase.calculators.lj import LennardJones
@@ -57,7 +71,13 @@ class ASECalculatorEngine(Engine):
     @property
     def info(self) -> EngineInfo:
         mod = (self.target or type(self._given).__module__).split(":")[0]
-        return EngineInfo(self._name, package_version(mod.split(".")[0]), self.target or type(self._given).__name__)
+        dist = mod.split(".")[0]
+        return EngineInfo(
+            self._name, package_version(dist),
+            spec=f"ase:{self.target}" if self.target else "",  # a calculator object cannot be rebuilt by name
+            model=self.target or type(self._given).__name__,
+            packages=package_versions(dist),
+        )  # fmt: skip
 
     def _make_calculator(self):
         if self._given is not None:

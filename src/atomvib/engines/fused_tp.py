@@ -30,6 +30,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 try:  # numba is a dependency; the engines fall back to the stock code if it is missing
     import numba
@@ -40,7 +41,9 @@ except ImportError:  # pragma: no cover - exercised only where numba is not inst
     HAVE_NUMBA = False
 
 #: numba's fallback threading layer (workqueue, used where no OpenMP/TBB runtime is found) aborts the
-#: process if two threads launch parallel kernels at once; calls from several threads take turns
+#: process if two threads launch parallel kernels at once; calls from several threads take turns. (The
+#: compiled kernels are module-level functions, as numba requires; they hold no per-model data: a
+#: model's coefficient tables live on its own modules, ``_uvu_plan``.)
 _KERNEL_LOCK = threading.Lock()
 
 
@@ -122,8 +125,6 @@ def supports(tp) -> bool:
 
 def uvu_plan(tp) -> UVUPlan:
     """Read the coefficient tables off an e3nn uvu TensorProduct by probing it with unit inputs."""
-    import torch
-
     if not supports(tp):
         raise ValueError("not a uvu tensor product with per-edge weights")
     ir1, ir2, iro = tp.irreps_in1, tp.irreps_in2, tp.irreps_out
@@ -290,60 +291,47 @@ def _csr_by_destination(dst: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.n
     return order, rowptr
 
 
-def _make_function():
-    import torch
+class FusedUVUConvolution(torch.autograd.Function):
+    """out_t[n] = Σ_{e: dst[e] = n} message[e] in the channel-innermost layout (see module doc)."""
 
-    class FusedUVUConvolution(torch.autograd.Function):
-        """out_t[n] = Σ_{e: dst[e] = n} message[e] in the channel-innermost layout (see module doc)."""
+    @staticmethod
+    def forward(ctx, xt, Y, W, src, dst, plan, n_nodes):
+        xt_, y_, w_ = (t.detach().contiguous() for t in (xt, Y, W))
+        src_np = src.cpu().numpy()
+        dst_np = dst.cpu().numpy()
+        order, rowptr = _csr_by_destination(dst_np, n_nodes)
+        coeff = plan.coeff.astype(xt_.numpy().dtype)
+        out = np.zeros((n_nodes, plan.dim_out), dtype=xt_.numpy().dtype)
+        with _KERNEL_LOCK:
+            _forward(xt_.numpy(), y_.numpy(), w_.numpy(), src_np, order, rowptr, *plan.tables(), coeff, out)
+        ctx.save_for_backward(xt_, y_, w_)
+        ctx.graph = (src_np, dst_np, plan, coeff)
+        return torch.from_numpy(out)
 
-        @staticmethod
-        def forward(ctx, xt, Y, W, src, dst, plan, n_nodes):
-            xt_, y_, w_ = (t.detach().contiguous() for t in (xt, Y, W))
-            src_np = src.cpu().numpy()
-            dst_np = dst.cpu().numpy()
-            order, rowptr = _csr_by_destination(dst_np, n_nodes)
-            coeff = plan.coeff.astype(xt_.numpy().dtype)
-            out = np.zeros((n_nodes, plan.dim_out), dtype=xt_.numpy().dtype)
-            with _KERNEL_LOCK:
-                _forward(xt_.numpy(), y_.numpy(), w_.numpy(), src_np, order, rowptr, *plan.tables(), coeff, out)
-            ctx.save_for_backward(xt_, y_, w_)
-            ctx.graph = (src_np, dst_np, plan, coeff)
-            return torch.from_numpy(out)
-
-        @staticmethod
-        @torch.autograd.function.once_differentiable
-        def backward(ctx, grad_out):
-            xt_, y_, w_ = ctx.saved_tensors
-            src_np, dst_np, plan, coeff = ctx.graph
-            g = grad_out.contiguous().numpy()
-            n_edges = w_.shape[0]
-            gx_e = np.empty((n_edges, plan.dim_in1), dtype=g.dtype)  # zeroed by the kernel, per edge
-            gy = np.empty(y_.shape, dtype=g.dtype)
-            gw = np.empty(w_.shape, dtype=g.dtype)
-            with _KERNEL_LOCK:
-                _backward(g, xt_.numpy(), y_.numpy(), w_.numpy(), src_np, dst_np, *plan.tables(), coeff, gx_e, gy, gw)
-            gx = torch.zeros_like(xt_).index_add_(0, torch.from_numpy(src_np), torch.from_numpy(gx_e))
-            return gx, torch.from_numpy(gy), torch.from_numpy(gw), None, None, None, None
-
-    return FusedUVUConvolution
-
-
-_FUNCTION = None
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        xt_, y_, w_ = ctx.saved_tensors
+        src_np, dst_np, plan, coeff = ctx.graph
+        g = grad_out.contiguous().numpy()
+        n_edges = w_.shape[0]
+        gx_e = np.empty((n_edges, plan.dim_in1), dtype=g.dtype)  # zeroed by the kernel, per edge
+        gy = np.empty(y_.shape, dtype=g.dtype)
+        gw = np.empty(w_.shape, dtype=g.dtype)
+        with _KERNEL_LOCK:
+            _backward(g, xt_.numpy(), y_.numpy(), w_.numpy(), src_np, dst_np, *plan.tables(), coeff, gx_e, gy, gw)
+        gx = torch.zeros_like(xt_).index_add_(0, torch.from_numpy(src_np), torch.from_numpy(gx_e))
+        return gx, torch.from_numpy(gy), torch.from_numpy(gw), None, None, None, None
 
 
 def fused_convolution(x, Y, W, src, dst, plan: UVUPlan):
     """Σ over edges into destination nodes of the uvu tensor product; ``x`` (n_nodes, dim_in1), ``Y``
     (n_edges, dim_in2), ``W`` (n_edges, weight_numel), all in e3nn layout; returns (n_nodes, dim_out)."""
-    import torch
-
-    global _FUNCTION
-    if _FUNCTION is None:
-        _FUNCTION = _make_function()
     # the kernels use as many threads as torch is allowed here (1 in a worker-pool lane)
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     perm_in = torch.from_numpy(plan.perm_in)
     perm_out = torch.from_numpy(plan.perm_out)
     xt = x.index_select(1, perm_in)
-    out_t = _FUNCTION.apply(xt, Y, W, src, dst, plan, x.shape[0])
+    out_t = FusedUVUConvolution.apply(xt, Y, W, src, dst, plan, x.shape[0])
     return out_t.index_select(1, perm_out)
 

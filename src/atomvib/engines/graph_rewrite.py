@@ -25,7 +25,9 @@ product and sum over neighbours in one pass; 6.2× per SevenNet-0 force call aga
 where the rewrite alone gives 1.3×). The rewrite still serves e3nn's linear layers, CUDA, and MACE.
 
 Only the model instance passed in is changed; other instances in the process (an ASE calculator a
-user built) keep the stock code.
+user built) keep the stock code. This relies on e3nn's and SevenNet's internals (the generated modules'
+names and slices, ``IrrepsConvolution``'s attributes): the engines apply it only where
+engines/guards.py allows (tested versions, and the same forces as the stock model on a probe cell).
 """
 
 from __future__ import annotations

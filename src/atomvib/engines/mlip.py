@@ -21,17 +21,27 @@ cutoffs are smooth polynomial envelopes, so a bond crossing a cutoff by 0.01 Å 
 magnetic moments, no ASE results dict), and several cells go through one forward pass where a GPU is
 there (``batch_size``; 1 on CPU, where batching brings nothing but memory). On a multi-core CPU,
 enough cells go to a pool of worker processes, one torch thread each (engines/parallel.py).
+
+The speed paths that rely on other packages' internals (SevenNet's kernel rewrite and fused kernels, its
+hand-built input graph, CHGNet's graph reuse) are guarded (engines/guards.py): used only with tested
+package versions and after the fast path reproduced the stock forces on a probe cell at model load;
+otherwise the stock code runs, with one :class:`~atomvib.engines.guards.SpeedPathFallback` warning, and
+``info.kernel_path`` says which path ran.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import EngineError, EngineUnavailable
 from ..runtime import configure_threads
-from .base import Engine, EngineInfo, package_version
+from . import guards
+from .base import Engine, EngineInfo, Evaluation, file_sha256, package_version, package_versions
+from .parallel import WorkerPool, pool_size, share_cells
 
 _BUNDLED_SEVENNET = {
     "7net-0": "SevenNet_0__11Jul2024",
@@ -119,10 +129,29 @@ def _torch_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _probe_cell(available=None):
+    """The guards' probe (engines/guards.py): a 2-atom rock-salt cell, atoms off their sites so that
+    forces are O(0.1) eV/Å; Na/Cl, or the first two elements of ``available`` (atomic numbers) when a
+    model lacks them. Same cell every time: the probe is deterministic."""
+    from ase import Atoms
+
+    zs = sorted({int(z) for z in available}) if available is not None else [11, 17]
+    pair = (11, 17) if {11, 17} <= set(zs) else (zs[0], zs[min(1, len(zs) - 1)])
+    a = 5.64
+    cell = 0.5 * a * np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    pos = np.array([[0.03, -0.02, 0.01], [0.5 * a - 0.01, 0.02, 0.04]])
+    return Atoms(numbers=list(pair), positions=pos, cell=cell, pbc=True)
+
+
 class _PooledMixin:
     """Worker-pool support (engines/parallel.py): on CPU with ≥ 2 cores and enough cells, ``evaluate``
     shares the cells between this process and spawned workers, one torch thread each; the workers are
-    kept for later calls. Engines implement ``_evaluate_here``."""
+    kept on the engine for later calls. Engines implement ``_evaluate_here`` and ``_worker_factory``."""
+
+    uses_worker_pool = True
+    _pool: WorkerPool | None = None
+    #: atoms × cells that pay for starting a worker pool; None = engines/parallel.py's default
+    pool_min_cell_atoms: int | None = None
 
     def resolved_device(self) -> str:
         """Where this engine's model runs (or will run): "cpu" or "cuda[:n]"."""
@@ -130,15 +159,28 @@ class _PooledMixin:
             return str(next(self._calc.model.parameters()).device)
         return _torch_device(self.device)
 
+    def _worker_factory(self):
+        """A picklable callable that builds this engine (same model and code path) in a worker process."""
+        raise NotImplementedError
+
     def evaluate(self, atoms_list, progress=None, batch_size: int | None = None):
         """Energies and forces of ``atoms_list``: through the worker pool where it pays (CPU, large jobs),
         else in this process (:meth:`_evaluate_here`), ``batch_size`` cells per forward pass (default
         1 on CPU, 8 on CUDA)."""
-        from .parallel import pooled_evaluate
-
-        pooled = pooled_evaluate(self, atoms_list, progress)
-        if pooled is not None:
-            return pooled
+        if atoms_list:
+            warm = self._pool is not None and self._pool.alive
+            lanes = pool_size(
+                len(atoms_list), max(len(a) for a in atoms_list), self.resolved_device(), warm,
+                self.pool_min_cell_atoms,
+            )  # fmt: skip
+            if lanes:
+                if not warm or self._pool.workers != lanes - 1:  # this process is one of the lanes
+                    self.close_pool()
+                    self._pool = WorkerPool(self._worker_factory(), lanes - 1, threads=1, name=self.spec)
+                return share_cells(
+                    self._pool, atoms_list, progress, local=self._evaluate_here,
+                    prime=getattr(self, "prime_graph", None),
+                )  # fmt: skip
         return self._evaluate_here(atoms_list, progress, batch_size)
 
     def close_pool(self) -> None:
@@ -149,7 +191,13 @@ class _PooledMixin:
 
 
 class SevenNetEngine(_PooledMixin, Engine):
-    """SevenNet: ``sevennet`` (SevenNet-0, bundled), ``sevennet:7net-l3i5`` (bundled) or ``sevennet:PATH``."""
+    """SevenNet: ``sevennet`` (SevenNet-0, bundled), ``sevennet:7net-l3i5`` (bundled) or ``sevennet:PATH``.
+
+    ``rewrite_graphs`` / ``fused_kernels`` (default: the class attributes) switch atomvib's speed paths
+    off; where they are on, the load decides (engines/guards.py) and ``info.kernel_path`` records
+    'fused', 'rewritten' (numba missing or outside its tested range), 'cuda-batched' (rewritten kernels on
+    a GPU, several cells per forward pass) or 'stock'.
+    """
 
     molecular = False
     #: atoms × cells that pay for starting a worker pool (engines/parallel.py): measured on 2 cores, 144-atom
@@ -157,17 +205,37 @@ class SevenNetEngine(_PooledMixin, Engine):
     #: per cell (0.223 / 2 vs 0.127 s) over one process with 2 threads; a cold start costs 2–3 s
     pool_min_cell_atoms = 23000
 
-    def __init__(self, model: str | None = None, device: str | None = None):
+    #: rewrite e3nn's generated kernels for CPU speed at load (engines/graph_rewrite.py; same arithmetic)
+    rewrite_graphs = True
+    #: run the convolutions in atomvib's fused CPU kernels where numba is installed (engines/fused_tp.py)
+    fused_kernels = True
+
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str | None = None,
+        *,
+        rewrite_graphs: bool | None = None,
+        fused_kernels: bool | None = None,
+    ):
         super().__init__()
         self.model_arg = model or "7net-0"
         self.device = device
+        if rewrite_graphs is not None:
+            self.rewrite_graphs = rewrite_graphs
+        if fused_kernels is not None:
+            self.fused_kernels = fused_kernels
         #: cells per forward pass; None = 1 on CPU, CUDA_BATCH_SIZE on CUDA
         self.batch_size: int | None = None
         self._verlet: _VerletList | None = None
+        self._kernel_path = ""  # decided at load
+        self._hand_built_graph = True  # Verlet-list input dicts; off when sevenn is outside the tested range
+        self._sha256: str | None = None
         key = self.model_arg.lower()
         if key in _BUNDLED_SEVENNET:
             self._model_id = _BUNDLED_SEVENNET[key]
             self._source = key
+            self._file: str | None = None  # resolved by sevenn (_weights_file)
         else:
             p = Path(self.model_arg).expanduser()
             if not p.is_file():
@@ -177,9 +245,9 @@ class SevenNetEngine(_PooledMixin, Engine):
                 )
             self._model_id = str(p.resolve())
             self._source = str(p.resolve())
-        #: registry spec that rebuilds this engine in a worker process (engines/parallel.py)
+            self._file = self._source
+        #: registry spec that recreates this engine (``get_engine(spec)``; also names its worker pool)
         self.spec = f"sevennet:{self._source}"
-        self._pool = None
         try:
             import sevenn  # noqa: F401
         except ImportError:
@@ -187,37 +255,115 @@ class SevenNetEngine(_PooledMixin, Engine):
                 "the 'sevenn' package is not installed", fix="pip install sevenn"
             ) from None
 
+    def _weights_file(self) -> str:
+        """The checkpoint sevenn loads for this model (bundled: inside the sevenn package)."""
+        if self._file is None:
+            from sevenn.util import pretrained_name_to_path
+
+            self._file = str(Path(pretrained_name_to_path(self._source)).resolve())
+        return self._file
+
+    def model_sha256(self) -> str:
+        """sha256 of the checkpoint file (computed once per engine, ~30 ms for SevenNet-0's 10 MB)."""
+        if self._sha256 is None:
+            self._sha256 = file_sha256(self._weights_file())
+        return self._sha256
+
     @property
     def info(self) -> EngineInfo:
+        packages = ["torch", "e3nn", "sevenn"] + (["numba"] if self._kernel_path == "fused" else [])
         return EngineInfo(
-            "sevennet",
-            package_version("sevenn"),
-            self._model_id,
-            {"dtype": "float32"},
+            name="sevennet",
+            version=package_version("sevenn"),
+            spec=self.spec,
+            model=self._model_id,
+            model_sha256=self.model_sha256(),
+            packages=package_versions(*packages),
+            kernel_path=self._kernel_path,
+            settings={"dtype": "float32"},
         )
 
-    #: rewrite e3nn's generated kernels for CPU speed at load (engines/graph_rewrite.py; same arithmetic)
-    rewrite_graphs = True
-    #: run the convolutions in atomvib's fused CPU kernels where numba is installed (engines/fused_tp.py)
-    fused_kernels = True
+    def _worker_factory(self):
+        if not self._kernel_path:  # not loaded yet: the workers' guards decide as this process's will
+            return functools.partial(SevenNetEngine, self._source, "cpu")
+        return functools.partial(
+            SevenNetEngine, self._source, "cpu",
+            rewrite_graphs=self._kernel_path != "stock", fused_kernels=self._kernel_path == "fused",
+        )  # fmt: skip
 
-    def _make_calculator(self):
-        import warnings
-
-        import torch
-
-        configure_threads()
+    def _stock_calculator(self):
         from sevenn.calculator import SevenNetCalculator
 
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            calc = SevenNetCalculator(self._source, device=_torch_device(self.device))
-        self.elements = frozenset(_atomic_numbers(calc.type_map))
-        if self.rewrite_graphs and isinstance(calc.model, torch.nn.Module):
-            from .graph_rewrite import optimise_model
+            warnings.simplefilter("ignore")  # sevenn's notice that no CUDA accelerator is enabled
+            return SevenNetCalculator(self._source, device=_torch_device(self.device))
 
-            optimise_model(calc.model, fused=self.fused_kernels)
+    def _make_calculator(self):
+        configure_threads()
+        calc = self._stock_calculator()
+        self.elements = frozenset(_atomic_numbers(calc.type_map))
+        want = self._wanted_path(calc)
+        graph_problems = guards.version_problems("sevennet-graph")
+        self._hand_built_graph = not graph_problems
+        calc, self._kernel_path, reasons = self._choose_kernels(calc, want)
+        reasons = list(dict.fromkeys(reasons + graph_problems))  # one warning, each reason once
+        if reasons:
+            used = "rewritten" if self._kernel_path == "cuda-batched" else self._kernel_path
+            guards.warn_fallback("sevennet", want if want != "stock" else "input-graph", reasons, used)
         return calc
+
+    def _wanted_path(self, calc) -> str:
+        """The fastest kernel path this engine would use: 'fused', 'rewritten' or 'stock'."""
+        import torch
+
+        from . import fused_tp
+
+        if not self.rewrite_graphs or not isinstance(calc.model, torch.nn.Module):
+            return "stock"
+        on_cpu = next(calc.model.parameters()).device.type == "cpu"
+        return "fused" if self.fused_kernels and fused_tp.HAVE_NUMBA and on_cpu else "rewritten"
+
+    def _choose_kernels(self, calc, want: str):
+        """(calculator, kernel path, reasons for not taking the wanted path): the guards of
+        engines/guards.py around engines/graph_rewrite.py.
+
+        Cost of the probe (SevenNet-0, 1 thread, 2-atom cell, 50 edges), measured: 17 ms for the stock
+        call and 8 ms for the fast one, plus ~0.13 s on the first fused call to load the kernels from
+        numba's on-disk cache (~4 s to compile them the first time on a machine), which the first
+        evaluation would pay anyway. On disagreement the stock model is loaded again (~1 s).
+        """
+        from .graph_rewrite import optimise_model
+
+        if want == "stock":
+            return calc, "stock", []
+        reasons = guards.version_problems("rewritten")
+        if reasons:
+            return calc, "stock", reasons
+        if want == "fused":
+            reasons = guards.version_problems("fused")  # what remains: numba
+            if reasons:
+                want = "rewritten"
+        probe = _probe_cell(_atomic_numbers(calc.type_map))
+        stock = self._probe_forces(calc, probe)  # before the model is changed in place
+        counts = optimise_model(calc.model, fused=want == "fused")
+        if want == "fused" and counts["fused"] == 0:  # no convolution the fused kernels support
+            want = "rewritten"
+        disagreement = guards.force_disagreement(lambda: stock, lambda: self._probe_forces(calc, probe))
+        if disagreement:
+            return self._stock_calculator(), "stock", reasons + [disagreement]
+        on_cuda = next(calc.model.parameters()).device.type == "cuda"
+        return calc, "cuda-batched" if on_cuda else want, reasons
+
+    @staticmethod
+    def _probe_forces(calc, atoms) -> np.ndarray:
+        """Forces of ``calc.model`` on ``atoms`` through sevenn's own graph builder (the public route)."""
+        from sevenn import _keys as KEY
+        from sevenn.atom_graph_data import AtomGraphData
+        from sevenn.train.dataload import unlabeled_atoms_to_graph
+
+        device = next(calc.model.parameters()).device
+        data = AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(atoms, calc.cutoff)).to(device)
+        return calc.model(data)[KEY.PRED_FORCE].detach().cpu().numpy()
 
     def check(self, structure) -> None:
         self.calculator()  # element coverage is known once the model is loaded
@@ -229,8 +375,10 @@ class SevenNetEngine(_PooledMixin, Engine):
     def _graph(self, atoms, cutoff):
         """SevenNet's input dict for ``atoms``, from the cached Verlet list where it applies."""
         from sevenn import _keys as KEY
-        from sevenn.train.dataload import _correct_scalar, unlabeled_atoms_to_graph
+        from sevenn.train.dataload import unlabeled_atoms_to_graph
 
+        if not self._hand_built_graph:  # sevenn outside the tested range: its own graph builder
+            return unlabeled_atoms_to_graph(atoms, cutoff)
         disp = self._verlet.usable(atoms) if self._verlet is not None else None
         if disp is None and all(atoms.pbc):
             self._verlet = _VerletList(atoms, cutoff, self.skin_a)
@@ -245,8 +393,8 @@ class SevenNetEngine(_PooledMixin, Engine):
             KEY.POS: pos,
             KEY.EDGE_IDX: edge_idx,
             KEY.EDGE_VEC: edge_vec,
-            KEY.CELL_VOLUME: _correct_scalar(atoms.cell.volume),
-            KEY.NUM_ATOMS: _correct_scalar(len(z)),
+            KEY.CELL_VOLUME: np.array(atoms.cell.volume),  # 0-d arrays, as unlabeled_atoms_to_graph gives
+            KEY.NUM_ATOMS: np.array(len(z)),
             KEY.INFO: {},
         }
 
@@ -255,8 +403,6 @@ class SevenNetEngine(_PooledMixin, Engine):
         calculator round trip), with the neighbour graph reused across displaced copies of one cell."""
         from sevenn import _keys as KEY
         from sevenn.atom_graph_data import AtomGraphData
-
-        from .base import Evaluation
 
         calc = self.calculator()
         model, cutoff = calc.model, calc.cutoff
@@ -299,27 +445,39 @@ def _atomic_numbers(type_map) -> list[int]:
 
 
 class CHGNetEngine(_PooledMixin, Engine):
-    """CHGNet (version 0.3.0 weights, bundled in the ``chgnet`` package). float32 only."""
+    """CHGNet (version 0.3.0 weights, bundled in the ``chgnet`` package). float32 only.
+
+    The model's code is CHGNet's own (``info.kernel_path`` 'stock'); the speed path is the reuse of the
+    perfect cell's graph for its displaced copies, guarded at load (engines/guards.py) and recorded in
+    ``info.settings['graph_reuse']``.
+    """
 
     molecular = False
     elements = frozenset(range(1, 95))
     #: atoms × cells that pay for starting a worker pool (engines/parallel.py): measured on 2 cores, 144-atom
     #: cells, 2 lanes of 1 thread gain 19 % per cell over one process with 2 threads, start-up costs ~2.2 s
     pool_min_cell_atoms = 5500
+    #: reuse the perfect cell's graph for displaced copies (if the guards allow it at load)
+    reuse_graphs = True
 
-    def __init__(self, model: str | None = None, device: str | None = None):
+    def __init__(self, model: str | None = None, device: str | None = None, *, reuse_graphs: bool | None = None):
         super().__init__()
         self.model_arg = model or "0.3.0"
         self.device = device
+        if reuse_graphs is not None:
+            self.reuse_graphs = reuse_graphs
         #: cells per forward pass; None = 1 on CPU, CUDA_BATCH_SIZE on CUDA
         self.batch_size: int | None = None
         self._ref: tuple[_GraphCache, object] | None = None
-        #: registry spec that rebuilds this engine in a worker process (engines/parallel.py)
-        self.spec = "chgnet:" + (
-            str(Path(self.model_arg).resolve()) if Path(self.model_arg).is_file() else self.model_arg
-        )
-        self._pool = None
-        if self.model_arg not in ("0.3.0", "0.2.0") and not Path(self.model_arg).is_file():
+        self._graph_reuse: bool | None = None  # decided at load
+        self._sha256: str | None = None
+        is_file = Path(self.model_arg).is_file()
+        #: the user's model file, resolved (None for the bundled models)
+        self.model_file: str | None = str(Path(self.model_arg).resolve()) if is_file else None
+        self._weights: str | None = self.model_file  # the weights file loaded (bundled: found on demand)
+        #: registry spec that recreates this engine (``get_engine(spec)``; also names its worker pool)
+        self.spec = "chgnet:" + (self.model_file or self.model_arg)
+        if self.model_arg not in ("0.3.0", "0.2.0") and not is_file:
             raise EngineUnavailable(
                 f"CHGNet model '{self.model_arg}' is not bundled",
                 fix="use 'chgnet' (0.3.0, bundled), 'chgnet:0.2.0', or chgnet:/path/to/model.pth.tar",
@@ -331,16 +489,45 @@ class CHGNetEngine(_PooledMixin, Engine):
                 "the 'chgnet' package is not installed", fix="pip install chgnet"
             ) from None
 
+    def _weights_file(self) -> str:
+        """The weights file: the user's, or the one ``CHGNet.load`` takes from ``chgnet/pretrained/<version>/``."""
+        if self._weights is None:
+            import chgnet
+
+            found = sorted((Path(chgnet.__file__).parent / "pretrained" / self.model_arg).glob("*.pth.tar"))
+            self._weights = str(found[0].resolve()) if len(found) == 1 else ""
+        return self._weights
+
+    def model_sha256(self) -> str:
+        """sha256 of the weights file (computed once per engine); "" if it cannot be told which file."""
+        if self._sha256 is None:
+            path = self._weights_file()
+            self._sha256 = file_sha256(path) if path else ""
+        return self._sha256
+
     @property
     def info(self) -> EngineInfo:
+        settings: dict = {"dtype": "float32"}
+        if self._graph_reuse is not None:
+            settings["graph_reuse"] = self._graph_reuse
         return EngineInfo(
-            "chgnet", package_version("chgnet"), f"CHGNet {self.model_arg}", {"dtype": "float32"}
+            name="chgnet",
+            version=package_version("chgnet"),
+            spec=self.spec,
+            model=self.model_file or f"CHGNet {self.model_arg}",
+            model_sha256=self.model_sha256(),
+            packages=package_versions("torch", "chgnet", "pymatgen"),
+            kernel_path="stock" if self.loaded else "",
+            settings=settings,
         )
+
+    def _worker_factory(self):
+        # not loaded yet (None): the workers' guards decide as this process's will
+        return functools.partial(CHGNetEngine, self.spec.partition(":")[2], "cpu", reuse_graphs=self._graph_reuse)
 
     def _make_calculator(self):
         import contextlib
         import io
-        import warnings
 
         import torch  # noqa: F401
 
@@ -350,26 +537,64 @@ class CHGNetEngine(_PooledMixin, Engine):
 
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            if Path(self.model_arg).is_file():
-                model = CHGNet.from_file(self.model_arg)
+            if self.model_file:
+                model = CHGNet.from_file(self.model_file)
             else:
                 model = CHGNet.load(model_name=self.model_arg, use_device="cpu", verbose=False)
             # loaded in training mode; its own predict_graph switches to eval, our direct calls must too
             model.eval()
-            return CHGNetCalculator(
+            calc = CHGNetCalculator(
                 model=model, use_device=_torch_device(self.device), stress_weight=1 / 160.21766208
             )
+        self._graph_reuse = False
+        if self.reuse_graphs:
+            reasons = guards.version_problems("chgnet-graph-reuse") or self._probe_graph_reuse(calc.model)
+            self._graph_reuse = not reasons
+            if reasons:
+                guards.warn_fallback("chgnet", "graph-reuse", reasons, "stock")
+        return calc
+
+    def _probe_graph_reuse(self, model) -> list[str]:
+        """[] if a displaced copy of the probe cell gets the forces of a fresh graph through the reused
+        graph, else why not. Cost: two 2-atom CHGNet calls and two graph builds, measured 11 ms."""
+        import contextlib
+        import io
+
+        probe = _probe_cell()
+        moved = probe.copy()
+        moved.positions += np.array([[0.01, 0.0, 0.0], [0.0, -0.006, 0.008]])  # a phonon-like 0.01 Å step
+
+        def forces(graph):
+            with contextlib.redirect_stdout(io.StringIO()):
+                device = next(model.parameters()).device
+                return model([graph.to(device)], task="ef")["f"][0].detach().cpu().numpy()
+
+        def reused():
+            self._ref = None
+            self._graph(model, probe, reuse=True)  # the reference
+            return forces(self._graph(model, moved, reuse=True))
+
+        try:
+            why = guards.force_disagreement(lambda: forces(self._graph(model, moved, reuse=False)), reused)
+        finally:
+            self._ref = None
+        return [why] if why else []
 
     #: reuse the perfect cell's graph while no atom moved more than this (Å); phonon displacements are 0.01 Å
     max_reuse_shift_a = 0.05
 
-    def _graph(self, model, atoms):
+    def _graph(self, model, atoms, reuse: bool | None = None):
         """CHGNet CrystalGraph for ``atoms``: the reference cell's graph with new coordinates when
-        ``atoms`` is a slightly displaced copy of it, else a fresh graph (which becomes the reference)."""
+        ``atoms`` is a slightly displaced copy of it, else a fresh graph (which becomes the reference).
+        ``reuse``: default whether the load's guards allowed it; False = always CHGNet's own converter."""
         import torch
         from chgnet.graph.crystalgraph import CrystalGraph
         from pymatgen.io.ase import AseAtomsAdaptor
 
+        if reuse is None:
+            reuse = bool(self._graph_reuse)
+        if not reuse:
+            return model.graph_converter(AseAtomsAdaptor.get_structure(atoms), graph_id="atomvib")
         if self._ref is not None:
             cache, ref = self._ref
             disp = cache.usable(atoms)
@@ -397,9 +622,10 @@ class CHGNetEngine(_PooledMixin, Engine):
     def prime_graph(self, atoms) -> None:
         """Make ``atoms`` the graph-reuse reference unless the current one already covers it: worker
         processes (engines/parallel.py) then reuse the graph this process would have, and give its forces."""
-        if self._ref is not None and self._ref[0].usable(atoms) is not None:
+        model = self.calculator().model
+        if not self._graph_reuse or (self._ref is not None and self._ref[0].usable(atoms) is not None):
             return
-        self._graph(self.calculator().model, atoms)
+        self._graph(model, atoms)
 
     def _evaluate_here(self, atoms_list, progress=None, batch_size: int | None = None):
         """Energies and forces in this process from ``model(graphs, task="ef")``: no stress or magnetic
@@ -407,8 +633,6 @@ class CHGNetEngine(_PooledMixin, Engine):
         # CHGNet prints its device choice in some versions; keep stdout clean
         import contextlib
         import io
-
-        from .base import Evaluation
 
         calc = self.calculator()
         model = calc.model
@@ -451,6 +675,8 @@ class MACEEngine(Engine):
             )
         self.path = str(p.resolve())
         self.device = device
+        self._kernel_path = ""  # decided at load
+        self._sha256: str | None = None
         try:
             import mace  # noqa: F401
         except ImportError:
@@ -461,19 +687,60 @@ class MACEEngine(Engine):
 
     @property
     def info(self) -> EngineInfo:
-        return EngineInfo("mace", package_version("mace-torch"), self.path, {"dtype": "float64"})
+        if self._sha256 is None:
+            self._sha256 = file_sha256(self.path)
+        return EngineInfo(
+            name="mace",
+            version=package_version("mace-torch"),
+            spec=f"mace:{self.path}",
+            model=self.path,
+            model_sha256=self._sha256,
+            packages=package_versions("torch", "e3nn", "mace-torch"),
+            kernel_path=self._kernel_path,
+            settings={"dtype": "float64"},
+        )
+
+    def _new_calculator(self):
+        from mace.calculators import MACECalculator
+
+        return MACECalculator(model_paths=self.path, device=_torch_device(self.device), default_dtype="float64")
 
     def _make_calculator(self):
+        """The MACE calculator, its e3nn kernels rewritten (engines/graph_rewrite.py) where the guards
+        allow: tested e3nn/torch versions, and the same forces as the stock model on a probe cell of the
+        model's own elements."""
         import torch  # noqa: F401
 
         configure_threads()
-        from mace.calculators import MACECalculator
+        calc = self._new_calculator()
+        self._kernel_path = "stock"
+        reasons = guards.version_problems("mace-rewritten")
+        if not reasons:
+            from .graph_rewrite import optimise_model
 
-        calc = MACECalculator(
-            model_paths=self.path, device=_torch_device(self.device), default_dtype="float64"
-        )
-        from .graph_rewrite import optimise_model
-
-        for model in getattr(calc, "models", []):  # e3nn kernels inside MACE get the same rewrite
-            optimise_model(model)
+            try:
+                zs = [int(z) for z in calc.z_table.zs]
+                probe = _probe_cell(zs)
+            except (AttributeError, TypeError, ValueError, IndexError) as exc:
+                probe, reasons = None, [f"no probe cell for this model ({type(exc).__name__}: {exc})"]
+            if probe is not None:
+                stock = _calculator_forces(calc, probe)
+                for model in getattr(calc, "models", []):  # e3nn kernels inside MACE get the same rewrite
+                    optimise_model(model)
+                why = guards.force_disagreement(lambda: stock, lambda: _calculator_forces(calc, probe))
+                if why:
+                    reasons, calc = [why], self._new_calculator()
+                else:
+                    self._kernel_path = "rewritten"
+        if reasons:
+            guards.warn_fallback("mace", "rewritten", reasons, "stock")
         return calc
+
+
+def _calculator_forces(calc, atoms) -> np.ndarray:
+    a = atoms.copy()
+    calc.reset()
+    a.calc = calc
+    forces = np.array(a.get_forces(), dtype=np.float64)
+    calc.reset()
+    return forces

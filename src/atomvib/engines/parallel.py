@@ -7,8 +7,9 @@ process with two threads on a 2-core CPU for CHGNet (4 % for SevenNet, whose fus
 well with threads; more where intra-op threads scale worse). That gain has to
 pay for starting the workers, so the pool is for large jobs only. We use
 :class:`concurrent.futures.ProcessPoolExecutor` with the ``spawn`` start method (fork is unsafe after torch has started its thread pools); what we add
-is the engine bookkeeping: each worker rebuilds the engine from its spec and loads the model once,
-the pool lives on the engine object across calls (several structures in one CLI call reuse it), cells
+is the engine bookkeeping: each worker builds the engine once from a picklable factory the engine
+hands over (so this module imports no engine or registry module) and loads the model, the pool lives
+on the engine object across calls (several structures in one CLI call reuse it), cells
 go out one per task so progress is reported per finished cell and the order is restored by index, and
 a failure inside a worker comes back as :class:`~atomvib.errors.EngineError` with its message.
 
@@ -85,24 +86,26 @@ def pool_size(
 
 # ---- worker side ------------------------------------------------------------------------------
 
+# State of a worker process (never set in the parent): the engine its initializer built, or why that
+# failed. One engine per worker process, for the life of the pool.
 _worker_engine = None
 _worker_error: str | None = None
 
 
-def _init_worker(spec: str, threads: int) -> None:
-    """Runs once in each worker: pin threads before torch is imported, then load the model."""
+def _init_worker(factory: Callable, threads: int) -> None:
+    """Runs once in each worker: pin threads before torch is imported, then build the engine and load
+    the model. The models' warnings would be printed once per worker: they are silenced here only."""
     global _worker_engine, _worker_error
     os.environ["ATOMVIB_THREADS"] = str(threads)
     os.environ["ATOMVIB_WORKERS"] = "1"  # a worker never starts a pool of its own
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
-    # the models' deprecation/user warnings would be printed once per worker; errors still come back
-    warnings.simplefilter("ignore")
     try:
-        from .registry import get_engine
-
-        _worker_engine = get_engine(spec)
-        _worker_engine.calculator()  # load now, in parallel with the other workers
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            engine = factory()
+            getattr(engine, "load", engine.calculator)()  # load now, in parallel with the other workers
+        _worker_engine = engine
     except Exception as exc:  # reported with the first task: an initializer error would break the pool
         _worker_error = f"{type(exc).__name__}: {exc}"
 
@@ -117,10 +120,12 @@ def _evaluate_one(index: int, atoms, ref=None):
     if _worker_error is not None:
         return index, None, f"loading the engine failed: {_worker_error}"
     try:
-        prime = getattr(_worker_engine, "prime_graph", None)
-        if prime is not None and ref is not None:
-            prime(ref)
-        return index, _worker_engine.evaluate([atoms])[0], None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prime = getattr(_worker_engine, "prime_graph", None)
+            if prime is not None and ref is not None:
+                prime(ref)
+            return index, _worker_engine.evaluate([atoms])[0], None
     except Exception as exc:
         return index, None, f"{type(exc).__name__}: {exc}"
 
@@ -129,16 +134,17 @@ def _evaluate_one(index: int, atoms, ref=None):
 
 
 class WorkerPool:
-    """``workers`` spawned processes, each holding the engine built from ``spec`` with ``threads``
-    torch thread(s). Closed by :meth:`close`, or at interpreter exit."""
+    """``workers`` spawned processes, each holding the engine ``factory()`` builds (a picklable callable,
+    e.g. ``functools.partial(SomeEngine, model)``) with ``threads`` torch thread(s); ``name`` (the
+    engine's spec) is for messages. Closed by :meth:`close`, or at interpreter exit."""
 
-    def __init__(self, spec: str, workers: int, threads: int = 1):
-        self.spec, self.workers, self.threads = spec, workers, threads
+    def __init__(self, factory: Callable, workers: int, threads: int = 1, name: str = "engine"):
+        self.name, self.workers, self.threads = name, workers, threads
         self._executor = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(spec, threads),
+            initargs=(factory, threads),
         )
         self._finalizer = weakref.finalize(self, _shutdown, self._executor)
 
@@ -163,7 +169,7 @@ class WorkerPool:
             If a cell fails (a worker's message is kept) or a worker dies.
         """
         if not self.alive:
-            raise EngineError(f"the worker pool of '{self.spec}' is closed")
+            raise EngineError(f"the worker pool of '{self.name}' is closed")
         out: list = [None] * len(atoms_list)
         todo = deque(range(len(atoms_list)))
         ref = atoms_list[0] if atoms_list else None
@@ -174,7 +180,7 @@ class WorkerPool:
             for f in pending:
                 f.cancel()
             raise EngineError(
-                f"engine '{self.spec}' failed on structure {i}{where}: {err}",
+                f"engine '{self.name}' failed on structure {i}{where}: {err}",
                 fix="check that structure; ATOMVIB_WORKERS=1 runs it in this process for a full traceback",
             )
 
@@ -211,7 +217,7 @@ class WorkerPool:
         except BrokenProcessPool as exc:
             self.close()
             raise EngineError(
-                f"a worker process of engine '{self.spec}' died ({exc})",
+                f"a worker process of engine '{self.name}' died ({exc})",
                 fix="it was probably out of memory: set ATOMVIB_WORKERS=1 (or fewer workers)",
             ) from None
         except EngineError:  # one bad cell: the workers are fine and stay for the next call
@@ -230,34 +236,19 @@ def _shutdown(executor: ProcessPoolExecutor) -> None:
     executor.shutdown(wait=True, cancel_futures=True)
 
 
-def pooled_evaluate(engine, atoms_list: Sequence, progress=None):
-    """``engine``'s evaluations through its worker pool when :func:`pool_size` says it pays, else None.
+def share_cells(pool: WorkerPool, atoms_list: Sequence, progress=None, local: Callable | None = None,
+                prime: Callable | None = None) -> list:
+    """Evaluations of ``atoms_list`` by ``pool``'s workers and this process together, in order.
 
-    The pool is created on first use and kept on ``engine`` (attribute ``_pool``) for later calls.
+    ``local(atoms_list) -> [Evaluation]``: this process's own evaluation (one torch thread while the
+    workers run); ``prime(atoms)``: make ``atoms`` (the first cell) the reference for neighbour-graph
+    reuse before each local cell, as the workers do, so that pooled and serial forces are identical.
     """
-    if not atoms_list or getattr(engine, "spec", None) is None:
-        return None
-    pool: WorkerPool | None = getattr(engine, "_pool", None)
-    warm = pool is not None and pool.alive
-    n = pool_size(
-        len(atoms_list),
-        max(len(a) for a in atoms_list),
-        engine.resolved_device(),
-        warm,
-        getattr(engine, "pool_min_cell_atoms", None),
-    )
-    if n == 0:
-        return None
-    if not warm or pool.workers != n - 1:  # this process is one of the n lanes
-        if pool is not None:
-            pool.close()
-        pool = engine._pool = WorkerPool(engine.spec, n - 1, threads=1)
-    local = getattr(engine, "_evaluate_here", None)
     if local is None:
         return pool.evaluate(atoms_list, progress)
     import torch
 
-    ref, prime = atoms_list[0], getattr(engine, "prime_graph", None)
+    ref = atoms_list[0]
 
     def here(atoms):
         if prime is not None:

@@ -2,6 +2,9 @@
 
 PySCF has no ASE calculator of its own, so :class:`PySCFCalculator` is a small one here: energy and
 analytic gradients of an RKS/UKS (or HF) calculation, plus the dipole moment needed for IR.
+
+Both use public API only (``tblite.ase.TBLite``; ``pyscf.gto.M``, ``scf``/``dft`` objects, their
+``nuc_grad_method()`` and ``dip_moment()``), so there is no speed path to guard here.
 """
 
 from __future__ import annotations
@@ -12,19 +15,33 @@ from ase.units import Bohr, Hartree
 
 from ..errors import EngineError, EngineUnavailable
 from ..runtime import configure_threads
-from .base import Engine, EngineInfo, package_version
+from .base import Engine, EngineInfo, package_version, package_versions
+
+#: tblite's methods by the short names of the ``xtb:`` spec
+XTB_METHODS = {"gfn2": "GFN2-xTB", "gfn1": "GFN1-xTB", "ipea1": "IPEA1-xTB"}
 
 
 class XTBEngine(Engine):
-    """GFN2-xTB through tblite: molecules (default) and small periodic cells. Elements H–Rn."""
+    """GFN2-xTB through tblite: molecules (default) and small periodic cells. Elements H–Rn.
+
+    ``xtb`` / ``xtb:gfn2`` (GFN2-xTB), ``xtb:gfn1`` (GFN1-xTB), ``xtb:ipea1`` (IPEA1-xTB); tblite's own
+    names ("GFN1-xTB") are accepted too.
+    """
 
     elements = frozenset(range(1, 87))
+    #: tblite's numerical accuracy (smaller is tighter): SCC convergence and integral cutoffs
+    accuracy = 0.1
 
     def __init__(self, method: str | None = None):
         super().__init__()
-        self.method = {"gfn2": "GFN2-xTB", "gfn1": "GFN1-xTB", None: "GFN2-xTB", "": "GFN2-xTB"}.get(
-            method.lower() if method else method, method
-        )
+        key = (method or "gfn2").strip().lower()
+        key = key[: -len("-xtb")] if key.endswith("-xtb") else key
+        if key not in XTB_METHODS:
+            raise EngineError(
+                f"unknown xTB method '{method}'", fix=f"use one of {', '.join('xtb:' + k for k in XTB_METHODS)}"
+            )
+        self.method_key = key
+        self.method = XTB_METHODS[key]
         try:
             import tblite.ase  # noqa: F401
         except ImportError:
@@ -32,13 +49,20 @@ class XTBEngine(Engine):
 
     @property
     def info(self) -> EngineInfo:
-        return EngineInfo("xtb", package_version("tblite"), self.method)
+        return EngineInfo(
+            name="xtb",
+            version=package_version("tblite"),
+            spec=f"xtb:{self.method_key}",
+            model=self.method,
+            packages=package_versions("tblite"),
+            settings={"method": self.method, "accuracy": self.accuracy},
+        )
 
     def _make_calculator(self):
         configure_threads()
         from tblite.ase import TBLite
 
-        return TBLite(method=self.method, verbosity=0, accuracy=0.1)
+        return TBLite(method=self.method, verbosity=0, accuracy=self.accuracy)
 
 
 class PySCFCalculator(Calculator):
@@ -103,7 +127,14 @@ class PySCFEngine(Engine):
 
     @property
     def info(self) -> EngineInfo:
-        return EngineInfo("pyscf", package_version("pyscf"), f"{self.xc}/{self.basis}", {"xc": self.xc, "basis": self.basis})
+        return EngineInfo(
+            name="pyscf",
+            version=package_version("pyscf"),
+            spec=f"pyscf:{self.xc}/{self.basis}",
+            model=f"{self.xc}/{self.basis}",
+            packages=package_versions("pyscf"),
+            settings={"xc": self.xc, "basis": self.basis, "conv_tol": 1e-10},
+        )
 
     def _make_calculator(self):
         configure_threads()

@@ -1,6 +1,9 @@
 """Engines by name: ``get_engine("sevennet")``, ``get_engine("mace:/path/model")``, ...
 
-One engine object per spec per process, so a model is loaded once however many structures follow.
+The registry keeps one engine object per spec per process (:data:`ENGINE_CACHE`), so a model is loaded
+once however many structures follow; an engine's own caches (model, kernels, neighbour lists, worker
+pool) live on that object. :func:`clear_engine_cache` drops them all. ``get_engine(engine.info.spec)``
+recreates an engine from its provenance record.
 """
 
 from __future__ import annotations
@@ -83,23 +86,45 @@ ENGINES: dict[str, tuple[Callable[[str | None], Engine], str, str]] = {
     "ase": (_ase, "any ASE calculator constructed without arguments: ase:module:Class", "ase:ase.calculators.emt:EMT"),
 }
 
-_cache: dict[str, Engine] = {}
+#: The registry's engines, by the spec they were asked for and by their canonical spec
+#: (``engine.info.spec``): "sevennet" and "sevennet:7net-0" give the same object. The one piece of
+#: process-wide engine state; :func:`clear_engine_cache` empties it.
+ENGINE_CACHE: dict[str, Engine] = {}
 
 
 def get_engine(spec: str | Engine) -> Engine:
-    """Engine for a spec ``name`` or ``name:arg`` (an :class:`Engine` is returned as is)."""
+    """Engine for a spec ``name`` or ``name:arg`` (an :class:`Engine` is returned as is); one object per
+    spec per process (:data:`ENGINE_CACHE`)."""
     if isinstance(spec, Engine):
         return spec
     spec = spec.strip()
-    if spec in _cache:
-        return _cache[spec]
+    if spec in ENGINE_CACHE:
+        return ENGINE_CACHE[spec]
     name, _, arg = spec.partition(":")
     key = name.lower()
     if key not in ENGINES:
         raise EngineError(f"unknown engine '{name}'", fix=f"choose one of {', '.join(ENGINES)} (see `atomvib engines`)")
     engine = ENGINES[key][0](arg or None)
-    _cache[spec] = engine
+    canonical = _canonical_spec(engine)
+    if canonical:  # the same engine under its canonical spec, if that was asked for before
+        engine = ENGINE_CACHE.setdefault(canonical, engine)
+    ENGINE_CACHE[spec] = engine
     return engine
+
+
+def _canonical_spec(engine: Engine) -> str:
+    spec = getattr(engine, "spec", None)  # MLIP engines know it without computing provenance
+    return spec if isinstance(spec, str) else engine.info.spec
+
+
+def clear_engine_cache() -> None:
+    """Forget the registry's engines (their models, caches and worker pools go with them); the next
+    :func:`get_engine` builds afresh."""
+    for engine in {id(e): e for e in ENGINE_CACHE.values()}.values():
+        close = getattr(engine, "close_pool", None)
+        if close is not None:
+            close()
+    ENGINE_CACHE.clear()
 
 
 def default_engine_spec(is_molecule: bool) -> str:

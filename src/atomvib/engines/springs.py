@@ -48,7 +48,10 @@ class SpringEngine(Engine):
 
     @property
     def info(self) -> EngineInfo:
-        return EngineInfo("springs", package_version("atomvib"), "central pair springs", {"k": self.k, "r0": self.r0, "cutoff": self.cutoff})
+        return EngineInfo(
+            "springs", package_version("atomvib"), model="central pair springs",
+            settings={"k": self.k, "r0": self.r0, "cutoff": self.cutoff},
+        )  # fmt: skip
 
     def _make_calculator(self):
         return SpringCalculator(self.k, self.r0, self.cutoff)

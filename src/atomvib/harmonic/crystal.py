@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..engines.base import EngineInfo
+from ..results import Result
 from ..settings import PhononSettings
 from ..structure import Structure
 from .force_constants import ForceConstants, from_phonopy_atoms
@@ -102,7 +104,7 @@ class Instability:
 
 
 @dataclass(frozen=True, eq=False)
-class CrystalPhonons:
+class CrystalPhonons(Result):
     """Harmonic phonons of a crystal (the result of ``atomvib.phonons`` for a crystal).
 
     Attributes
@@ -111,8 +113,8 @@ class CrystalPhonons:
         The structure the phonons were computed for (relaxed unless relaxation was off).
     force_constants : ForceConstants
     settings : PhononSettings
-    engine : dict
-        Engine provenance (name, version, model, settings); for user forces, the source files.
+    engine : EngineInfo
+        Engine provenance (name, versions, model checksum, kernel path, settings); for user forces, the source files.
     mesh : tuple of 3 int
         q-mesh of the DOS and thermal properties.
     dos_ : Dos
@@ -125,12 +127,16 @@ class CrystalPhonons:
     relaxation : dict or None
     mesh_convergence : dict
         Relative change of S and Cv at the summary temperature on a 0.7× coarser mesh.
+    timings : dict
+        Seconds per stage (relax, forces, analysis).
+
+    ``save(dir)`` / ``atomvib.load(dir)`` round-trip every field (:mod:`atomvib.results`).
     """
 
     structure: Structure
     force_constants: ForceConstants
     settings: PhononSettings
-    engine: dict
+    engine: EngineInfo
     mesh: tuple
     dos_: Dos
     bands: BandStructure
@@ -176,6 +182,11 @@ class CrystalPhonons:
 
         return crystal_summary(self)
 
+    def _write_files(self, out) -> None:
+        from ..output import write_crystal_files
+
+        write_crystal_files(self, out)
+
 
 def _mesh_numbers(ph, density: float) -> tuple:
     from phonopy.phonon.grid import length2mesh
@@ -187,7 +198,7 @@ def analyse_crystal(
     fc: ForceConstants,
     settings: PhononSettings,
     structure: Structure | None = None,
-    engine: dict | None = None,
+    engine: EngineInfo | None = None,
     n_displacements: int = 0,
     relaxation: dict | None = None,
     timings: dict | None = None,
@@ -254,7 +265,7 @@ def analyse_crystal(
     coarse = _mesh_numbers(ph, 0.7 * settings.mesh_density)
     if coarse != mesh:
         ph.run_mesh(coarse, is_mesh_symmetry=True, is_gamma_center=True)
-        t = np.array([settings.summary_temperature_k])
+        t = np.array([settings.summary_temperature("crystal")])
         tc = thermal_from_modes(ph.mesh.frequencies, ph.mesh.weights, t)
         tf = thermal_from_modes(mesh_freqs, mesh_weights, t)
         rel = lambda a, b: float(abs(a[0] - b[0]) / max(abs(b[0]), 1e-12))  # noqa: E731
@@ -269,7 +280,7 @@ def analyse_crystal(
         structure=structure if structure is not None else fc.unitcell,
         force_constants=fc,
         settings=settings,
-        engine=engine or {},
+        engine=_engine_info(engine),
         mesh=mesh,
         dos_=dos,
         bands=bands,
@@ -282,6 +293,12 @@ def analyse_crystal(
         mesh_convergence=conv,
         timings=timings if timings is not None else {},
     )
+
+
+def _engine_info(engine) -> EngineInfo:
+    if isinstance(engine, EngineInfo):
+        return engine
+    return EngineInfo.from_dict(engine or {"name": "unknown", "version": ""})
 
 
 def _clean_label(label: str) -> str:

@@ -83,6 +83,21 @@ class DisplacementPlan:
     def n_supercell_atoms(self) -> int:
         return int(round(abs(np.linalg.det(self.supercell_matrix)))) * self.unitcell.natoms
 
+    def digest(self) -> str:
+        """SHA-256 (24 hex) of what fixes the displaced cells: unit cell, supercell matrix, displacements.
+
+        Together with the engine's identity this keys the force checkpoint, so settings that only
+        change the analysis (mesh, temperatures, DOS step) reuse every displaced cell's forces.
+        """
+        import hashlib
+
+        h = hashlib.sha256(self.unitcell.content_hash().encode())
+        h.update(np.asarray(self.supercell_matrix, dtype=np.int64).tobytes())
+        for d in self.dataset["first_atoms"]:
+            h.update(np.int64(d["number"]).tobytes())
+            h.update(np.round(np.asarray(d["displacement"], float), 10).tobytes())
+        return h.hexdigest()[:24]
+
     def supercells(self) -> list:
         """The displaced supercells as :class:`ase.Atoms`, in the dataset's order."""
         from ase import Atoms
@@ -91,12 +106,6 @@ class DisplacementPlan:
         for sc in self._phonopy().supercells_with_displacements:
             out.append(Atoms(numbers=sc.numbers, positions=sc.positions, cell=sc.cell, masses=sc.masses, pbc=True))
         return out
-
-    def perfect_supercell(self):
-        from ase import Atoms
-
-        sc = self._phonopy().supercell
-        return Atoms(numbers=sc.numbers, positions=sc.positions, cell=sc.cell, masses=sc.masses, pbc=True)
 
     def force_constants(self, forces: np.ndarray, nac=None) -> ForceConstants:
         """Symmetrised force constants (acoustic sum rule imposed) from forces (n_disp, n_super, 3) eV/Å."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..results import Result
 from ..structure import Structure
 
 
@@ -65,7 +66,7 @@ class NacParams:
 
 
 @dataclass(frozen=True, eq=False)
-class ForceConstants:
+class ForceConstants(Result):
     """Harmonic force constants with the cells that define them.
 
     Attributes
@@ -104,6 +105,21 @@ class ForceConstants:
                 template.nac_params = self.nac.to_phonopy()
             object.__setattr__(self, "_phonopy_template", template)
         return copy.deepcopy(template)
+
+    def summary(self) -> dict:
+        """What ``summary.json`` of saved force constants says."""
+        sc = np.asarray(self.supercell_matrix)
+        return {
+            "structure": {"formula": self.unitcell.formula, "cell_formula": self.unitcell.cell_formula,
+                          "natoms": self.unitcell.natoms, "source": self.unitcell.source},
+            "supercell_matrix": sc.tolist(),
+            "n_supercell_atoms": int(round(abs(np.linalg.det(sc)))) * self.unitcell.natoms,
+            "force_constants_shape": list(np.shape(self.force_constants)),
+            "nac": self.nac is not None,
+        }
+
+    def _write_files(self, out) -> None:
+        self.phonopy().save(str(out / "phonopy.yaml"), settings={"force_constants": True})
 
     @property
     def primitive(self) -> Structure:

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import units
+from ..engines.base import EngineInfo
+from ..results import Result
+from ..settings import PhononSettings
 from ..structure import Structure
 
 
@@ -61,7 +64,7 @@ def rigid_body_basis(positions: np.ndarray, masses: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
-class MoleculeVibrations:
+class MoleculeVibrations(Result):
     """Harmonic vibrations of a molecule.
 
     Attributes
@@ -73,8 +76,16 @@ class MoleculeVibrations:
         Cartesian displacement of each normal mode (unit norm).
     energy_ev : float
         Potential energy of the structure, eV.
-    engine : dict
+    engine : EngineInfo
     settings : PhononSettings
+    relaxation : dict or None
+    n_displacements : int
+    timings : dict
+        Seconds per stage.
+    dipole_derivatives : ndarray, shape (N, 3, 3), e, or None
+        Atomic polar tensors ``[κ, α (dipole), β (displacement)]`` where the engine gives dipoles (xtb, PySCF).
+
+    ``save(dir)`` / ``atomvib.load(dir)`` round-trip every field (:mod:`atomvib.results`).
     """
 
     structure: Structure
@@ -82,12 +93,11 @@ class MoleculeVibrations:
     frequencies_cm1: np.ndarray
     modes: np.ndarray
     energy_ev: float
-    engine: dict
-    settings: object
+    engine: EngineInfo
+    settings: PhononSettings
     relaxation: dict | None = None
     n_displacements: int = 0
     timings: dict = field(default_factory=dict)
-    #: atomic polar tensors (N, 3, 3) e, ``[κ, α, β]``, when the engine gives dipoles (xtb, PySCF)
     dipole_derivatives: np.ndarray | None = None
 
     kind = "molecule"
@@ -168,6 +178,11 @@ class MoleculeVibrations:
         from ..output import molecule_summary
 
         return molecule_summary(self)
+
+    def _write_files(self, out) -> None:
+        from ..output import write_molecule_files
+
+        write_molecule_files(self, out)
 
 
 def normal_modes(structure: Structure, hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -60,11 +60,15 @@ class Thermal:
 
 def bose_occupation(energy_mev, temperature_k: float | None) -> np.ndarray:
     """Bose occupation n(E) = 1/(e^(E/k_B T) − 1), same shape as ``energy_mev`` (meV); 0 where E ≤ 0 or T is
-    None or ≤ 0."""
+    None or ≤ 0.
+
+    The one Bose function of atomvib: INS (Stokes n + 1, anti-Stokes n), the coherent powder map,
+    the Raman cross-section factor and the DOS-based spectra all call it.
+    """
     e = np.asarray(energy_mev, dtype=float)
     if not temperature_k or temperature_k <= 0:
         return np.zeros_like(e)
-    x = e / (units.KB_EV_PER_K * 1e3 * temperature_k)
+    x = e / (units.KB_MEV_PER_K * temperature_k)
     with np.errstate(over="ignore"):
         return np.where(x > 0, 1.0 / np.expm1(np.clip(x, 1e-300, 700.0)), 0.0)
 

@@ -191,36 +191,31 @@ def read_petretto(path, grid: DosGrid | None = None, limit: int | None = None) -
 
 
 def read_results_dir(path, grid: DosGrid | None = None) -> list[DosSample]:
-    """Read ``atomvib phonons`` result directories under ``path`` (searched recursively for ``dos.csv``).
+    """Crystal phonon results saved under ``path`` (searched recursively), as training samples.
 
-    ``dos.csv`` is in states per THz per *primitive* cell; ``structure.cif`` may hold a larger cell.
-    The DOS is rescaled to the CIF cell (3·natoms states) and to states per cm^-1.
+    Each result is read with :func:`atomvib.load`; its DOS (states per THz per primitive cell) is
+    put on a uniform 1 cm^-1 axis and normalised to the primitive cell's 3·natoms states.
     """
-    from ..structure import read_structure
+    from ..harmonic.crystal import CrystalPhonons
+    from ..results import is_result_dir, load, read_summary
 
     grid = grid or DosGrid()
     root = Path(path)
     if not root.exists():
         raise InputError(f"{path}: no such directory", fix="give a directory of `atomvib phonons` outputs")
-    dirs = sorted({p.parent for p in root.rglob("dos.csv")})
+    dirs = sorted({p.parent for p in root.rglob("summary.json") if is_result_dir(p.parent)})
     out = []
     for d in dirs:
-        if not (d / "structure.cif").exists():
+        if read_summary(d).get("kind") != "crystal":
             continue
-        s = read_structure(d / "structure.cif")
-        arr = np.genfromtxt(d / "dos.csv", delimiter=",", names=True)
-        f_cm1 = units.convert_frequency(arr["frequency_thz"], "THz", "cm-1")
-        g_cm1 = np.asarray(arr["total"], float) / units.THZ_TO_CM1  # states/THz → states/cm^-1
+        r = load(d, expect=CrystalPhonons)
+        s = r.primitive
+        dos = r.dos()
+        f_cm1 = units.convert_frequency(dos.frequencies_thz, "THz", "cm-1")
+        g_cm1 = np.asarray(dos.total, float) / units.THZ_TO_CM1  # states/THz → states/cm^-1
         # resample on a uniform 1 cm^-1 axis starting at 0 (the phonopy axis is in THz steps)
         f1 = np.arange(0.0, max(f_cm1.max(), 1.0) + 1.0, 1.0)
         g1 = np.interp(f1, f_cm1, g_cm1, left=0.0, right=0.0)
-        natoms_prim = None
-        summ = d / "summary.json"
-        if summ.exists():
-            natoms_prim = json.loads(summ.read_text()).get("structure", {}).get("natoms")
-        tot = np.clip(g1, 0, None).sum()
-        if not natoms_prim:
-            natoms_prim = max(1, int(round(tot / 3.0)))
         fpos, gpos = _normalised_positive_dos(f1, g1, s.natoms)
         out.append(
             DosSample(
@@ -235,7 +230,7 @@ def read_results_dir(path, grid: DosGrid | None = None) -> list[DosSample]:
         )
     if not out:
         raise InputError(
-            f"{path}: no dos.csv + structure.cif found", fix="run `atomvib phonons ... --out DIR` first"
+            f"{path}: no crystal phonon results found", fix="run `atomvib phonons ... --out DIR` first"
         )
     return out
 

@@ -3,7 +3,8 @@
 All on the reference data's own 1 cm^-1 axis (0–4000 cm^-1) after interpolating the model's
 5 cm^-1 bins (piecewise linear through bin centres, number of states conserved):
 
-* Wasserstein-1 distance (cm^-1) between the two DOS normalised to unit area;
+* Wasserstein-1 distance (cm^-1) between the two DOS normalised to unit area
+  (:func:`atomvib.spectra.compare.wasserstein`, the one W1 of atomvib);
 * Cv, S, F at 300 K per mole of formula units (the cell value divided by Z), from
   :func:`atomvib.harmonic.thermal.thermal_from_dos` for both, compared with the reference's own
   thermodynamics where present;
@@ -27,10 +28,11 @@ def on_axis(freqs_cm1, dos_per_cm1, axis=AXIS_CM1) -> np.ndarray:
 
 
 def wasserstein_cm1(p, q, step_cm1: float = 1.0) -> float:
-    """W1 distance (cm^-1) between two non-negative densities on the same uniform axis (normalised here)."""
-    p = np.asarray(p, float) / np.sum(p)
-    q = np.asarray(q, float) / np.sum(q)
-    return float(np.abs(np.cumsum(p - q)).sum() * step_cm1)
+    """W1 distance (cm^-1) between two non-negative densities on the same uniform axis (normalised here);
+    :func:`atomvib.spectra.compare.wasserstein` on an axis of step ``step_cm1``."""
+    from ..spectra.compare import wasserstein
+
+    return wasserstein(np.arange(np.shape(p)[-1]) * step_cm1, p, q)
 
 
 def mse_max_normalised(p_axis, q_axis, axis=AXIS_CM1) -> float:

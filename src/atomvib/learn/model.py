@@ -189,3 +189,19 @@ def collate(graphs) -> dict:
         "graph": torch.as_tensor(np.concatenate(gidx), dtype=torch.long),
         "ngraphs": len(graphs),
     }
+
+
+def predict_states(model, graphs, batch_size=64, return_embedding=False):
+    """Run one model on graphs. Returns states per bin, shape (n, nbins) (and embeddings (n, d))."""
+    model.eval()
+    outs, embs = [], []
+    with torch.no_grad():
+        for k in range(0, len(graphs), batch_size):
+            b = collate(graphs[k : k + batch_size])
+            dos, emb = model(b, return_embedding=True)
+            outs.append(dos.numpy().astype(float))
+            embs.append(emb.numpy().astype(float))
+    dos = np.concatenate(outs) if outs else np.zeros((0, model.config["nbins"]))
+    if return_embedding:
+        return dos, np.concatenate(embs) if embs else np.zeros((0, model.config["nscalars_out"]))
+    return dos

@@ -13,31 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import units
 from ..errors import InputError
+from ..results import Result
 from ..structure import Structure
+from .ensemble import Z90, disagreement, nn_distance, thermal_kernels
 
-#: two-sided 90 % quantile of the standard normal distribution
-Z90 = 1.6448536269514722
+__all__ = ["Z90", "DosPrediction", "Predictor", "load_model", "predict", "disagreement"]
+
 #: the shipped model
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "model.pt"
 #: temperatures of the thermal output, K
 DEFAULT_TEMPERATURES_K = tuple(float(t) for t in np.arange(0, 1001, 10))
 
 
-def _nn_distance(x, ref):
-    """Euclidean distance of each row of ``x`` (n, d) to its nearest row of ``ref`` (m, d), shape (n,)."""
-    d2 = (x**2).sum(1)[:, None] + (ref**2).sum(1)[None, :] - 2 * x @ ref.T
-    return np.sqrt(np.clip(d2.min(1), 0, None))
-
-
-def disagreement(states):
-    """Ensemble disagreement of each crystal: Σ std / Σ mean over bins; states shape (members, n, nbins) → (n,)."""
-    return states.std(0, ddof=1).sum(-1) / states.mean(0).sum(-1)
-
-
 @dataclass(frozen=True, eq=False)
-class DosPrediction:
+class DosPrediction(Result):
     """Predicted DOS of one crystal (ensemble mean ± calibrated std).
 
     Attributes
@@ -81,6 +71,35 @@ class DosPrediction:
     def formula_units(self) -> int:
         return self.structure.formula_units
 
+    def _thermal_dict(self) -> dict:
+        """Thermal properties per mole of the input cell and per formula unit, each basis named."""
+        z = self.formula_units or 1
+        s = self.structure
+        keys = {
+            "heat_capacity_J_per_K_per_mol": self.heat_capacity_j_per_k_per_mol,
+            "heat_capacity_J_per_K_per_mol_std": self.heat_capacity_j_per_k_per_mol_std,
+            "entropy_J_per_K_per_mol": self.entropy_j_per_k_per_mol,
+            "entropy_J_per_K_per_mol_std": self.entropy_j_per_k_per_mol_std,
+            "free_energy_kJ_per_mol": self.free_energy_kj_per_mol,
+            "free_energy_kJ_per_mol_std": self.free_energy_kj_per_mol_std,
+        }
+        return {
+            "basis": f"per mole of {s.cell_formula} (the input cell, {z} formula unit{'s' if z != 1 else ''})",
+            "temperature_K": self.temperatures_k.tolist(),
+            **{k: np.asarray(v).tolist() for k, v in keys.items()},
+            "per_formula_unit": {
+                "basis": f"per mole of {s.formula} (formula unit)",
+                **{k: (np.asarray(v) / z).tolist() for k, v in keys.items()},
+            },
+        }
+
+    def summary(self) -> dict:
+        """What ``summary.json`` of a saved prediction says (the JSON line without the DOS arrays)."""
+        d = self.to_dict()
+        for k in ("frequencies_cm1", "dos", "dos_std"):
+            d.pop(k)
+        return d
+
     def to_dict(self) -> dict:
         """The JSON line of ``atomvib predict``."""
         return {
@@ -92,20 +111,45 @@ class DosPrediction:
             "dos": self.dos.tolist(),
             "dos_std": self.dos_std.tolist(),
             "dos_unit": "states per cm^-1 per cell",
-            "thermal": {
-                "basis": "per mole of the input cell",
-                "temperature_K": self.temperatures_k.tolist(),
-                "heat_capacity_J_per_K_per_mol": self.heat_capacity_j_per_k_per_mol.tolist(),
-                "heat_capacity_J_per_K_per_mol_std": self.heat_capacity_j_per_k_per_mol_std.tolist(),
-                "entropy_J_per_K_per_mol": self.entropy_j_per_k_per_mol.tolist(),
-                "entropy_J_per_K_per_mol_std": self.entropy_j_per_k_per_mol_std.tolist(),
-                "free_energy_kJ_per_mol": self.free_energy_kj_per_mol.tolist(),
-                "free_energy_kJ_per_mol_std": self.free_energy_kj_per_mol_std.tolist(),
-            },
+            "thermal": self._thermal_dict(),
             "in_distribution": bool(self.in_distribution),
             "ood_distance": self.ood_distance,
             "ood_disagreement": self.ood_disagreement,
         }
+
+
+def _fast_kernels(nets) -> str:
+    """Rewrite the members' e3nn kernels (engines/graph_rewrite.py) where the versions are tested and the
+    rewritten first member predicts what the stock one does on a probe cell; else keep stock, warn once.
+
+    Returns the kernel path used. The probe (2-atom Si, one member, both paths) costs ~20 ms.
+    """
+    import copy
+
+    from ase.build import bulk
+
+    from ..engines.graph_rewrite import optimise_model
+    from ..engines.guards import version_problems, warn_fallback
+    from .data import build_graph
+    from .model import predict_states
+
+    path = "fused" if not version_problems("fused") else "rewritten"
+    problems = version_problems(path)
+    if problems:
+        warn_fallback("DOS predictor", path, problems)
+        return "stock"
+    graph = build_graph(Structure.from_ase(bulk("Si", "diamond", a=5.43)))
+    stock = copy.deepcopy(nets[0])
+    optimise_model(nets[0], fused=path == "fused")
+    ref, fast = predict_states(stock, [graph]), predict_states(nets[0], [graph])
+    diff = float(np.abs(fast - ref).max() / max(np.abs(ref).max(), 1e-12))
+    if diff > 1e-4:
+        nets[0] = stock
+        warn_fallback("DOS predictor", path, [f"the probe DOS differs by {diff:.1e} (relative) from the stock model"])
+        return "stock"
+    for net in nets[1:]:
+        optimise_model(net, fused=path == "fused")  # e3nn's kernels without dead code (same arithmetic)
+    return path
 
 
 class Predictor:
@@ -126,15 +170,14 @@ class Predictor:
         self.grid = DosGrid(**blob["grid"])
         self.cutoff_a = blob["cutoff_a"]
         self.elements = set(blob["elements"])
-        from ..engines.graph_rewrite import optimise_model
-
         self.nets = []
         for m in blob["members"]:
             net = DosNet(**m["config"])
             net.load_state_dict(m["state_dict"])
             net.eval()
-            optimise_model(net)  # e3nn's generated kernels without dead code (same arithmetic)
             self.nets.append(net)
+        #: which code path the interactions run: 'fused', 'rewritten' or 'stock' (see engines/guards.py)
+        self.kernel_path = _fast_kernels(self.nets)
         self.calibration = blob["calibration"]
         self.ood = blob["ood"]
         self._torch = torch
@@ -162,37 +205,15 @@ class Predictor:
 
     @lru_cache(maxsize=8)  # noqa: B019 (one predictor per model file, cached itself)
     def _kernels(self, temperatures_k: tuple):
-        """Cv, S (J/K/mol) and F (kJ/mol) of one state in each bin, each shape (nt, nbins).
-
-        Cv, S and F are linear in the DOS, so ``states @ kernel.T`` equals
-        :func:`~atomvib.harmonic.thermal.thermal_from_dos` on the bin centres; built from
-        ``thermal_from_spectrum`` itself so the formulas exist in one place only. Bins at 0 K give 0.
-        """
-        from ..harmonic.thermal import thermal_from_spectrum
-
-        nu = units.convert_frequency(self.grid.centers_cm1, "cm-1", "THz")
-        ths = [thermal_from_spectrum([v], [1.0], temperatures_k) for v in nu]
-        return (
-            np.stack([x.heat_capacity_j_per_k_per_mol for x in ths], 1),
-            np.stack([x.entropy_j_per_k_per_mol for x in ths], 1),
-            np.stack([x.free_energy_kj_per_mol for x in ths], 1),
-        )
-
-    def raw(self, structures: list[Structure], batch_size: int = 64):
-        """Member predictions: states (members, n, nbins) and member-0 embeddings (n, d)."""
-        from .data import build_graph
-        from .train import predict_states
-
-        graphs = [build_graph(s, self.cutoff_a) for s in structures]
-        with self._torch.no_grad():
-            outs = [predict_states(net, graphs, batch_size, return_embedding=True) for net in self.nets]
-        return np.stack([o[0] for o in outs]), outs[0][1]
+        """Cv, S (J/K/mol) and F (kJ/mol) of one state in each bin, each shape (nt, nbins); see
+        :func:`atomvib.learn.ensemble.thermal_kernels`."""
+        return thermal_kernels(self.grid.centers_cm1, temperatures_k)
 
     def raw_atoms(self, structures: list[Structure], batch_size: int = 64):
         """One pass of every member, keeping the atoms apart.
 
-        Returns ``states`` (members, n, nbins) per cell, ``embedding`` (n, d) of member 0 (as
-        :meth:`raw`) and ``atom_states`` (Σ natoms, nbins): ensemble-mean states per bin of every
+        Returns ``states`` (members, n, nbins) per cell, ``embedding`` (n, d) of member 0 (the mean
+        of its atom features, as :func:`~atomvib.learn.model.predict_states` returns it) and ``atom_states`` (Σ natoms, nbins): ensemble-mean states per bin of every
         atom (3 per atom). The arithmetic is that of :meth:`DosNet.forward` (softplus, normalise to
         3, sum over the cell), redone here because the partial DOS needs the atoms before the sum.
         """
@@ -235,7 +256,7 @@ class Predictor:
         states, emb, atom_states = self.raw_atoms(structures)
         offsets = np.cumsum([0] + [s.natoms for s in structures])
         b = self.blob
-        d_nn = _nn_distance(
+        d_nn = nn_distance(
             (emb - b["embedding_mean"]) / b["embedding_std"], np.asarray(b["train_embedding"], float)
         )
         dis = disagreement(states) if self.n_members > 1 else np.zeros(len(structures))

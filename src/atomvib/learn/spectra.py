@@ -11,12 +11,14 @@ that is all an indirect-geometry INS spectrum needs: for an atom of mass m with 
 which are exactly the per-atom mesh sums of :func:`atomvib.spectra.ins.incoherent_modes` with the
 mode sum written as an integral over the partial DOS. So we do not rewrite the INS: the DOS is
 turned into an :class:`~atomvib.spectra.ins.IncoherentModes` on a fine energy grid (one "mode" per
-bin and atom) and handed to :func:`atomvib.spectra.ins.indirect_spectrum`, which does the
+bin and atom) by :func:`atomvib.spectra.ins.modes_from_partial_dos` and handed to
+:func:`atomvib.spectra.ins.indirect_spectrum`, which does the
 multiphonon self-convolutions, the instrument kinematics Q²(E) and the resolution. For a site of
 cubic symmetry the partial DOS carries the whole information, and the result equals the
 eigenvector-based spectrum to the binning (tested on NaCl to < 1 %).
 
-The neutron-weighted DOS follows :func:`atomvib.spectra.dos.phonon_dos` (Euphonic's convention):
+The neutron-weighted DOS uses the weights of :func:`atomvib.spectra.dos.phonon_dos`
+(:func:`atomvib.spectra.neutron_data.neutron_dos_weights`, Euphonic's convention):
 Σ_el σ_el ⟨M⟩/M_el · g_el(E) / N, barn per energy per atom.
 """
 
@@ -25,12 +27,18 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from ..harmonic.thermal import bose_occupation
-from ..spectra.ins import _HB2_2M, IncoherentModes, InsSpectrum, indirect_spectrum
-from ..spectra.neutron_data import cross_section
+from ..spectra.ins import InsSpectrum, indirect_spectrum, modes_from_partial_dos
+from ..spectra.neutron_data import neutron_dos_weights
 from ..units import frequency_factor
 
-_WEIGHT_KEYS = {"coherent": "coherent_barn", "incoherent": "incoherent_barn", "total": "total_barn"}
+__all__ = [
+    "neutron_weighted_dos",
+    "modes_from_partial_dos",
+    "spectrum_from_partial_dos",
+    "predicted_neutron_dos",
+    "predicted_ins_spectrum",
+    "predicted_vision_spectrum",
+]
 
 
 def _element_masses(structure) -> tuple[dict, dict]:
@@ -76,100 +84,11 @@ def neutron_weighted_dos(
         σ_el ⟨M⟩/M_el · g_el / N with ⟨M⟩ the mean atomic mass and N the number of atoms of the
         cell, as :func:`atomvib.spectra.dos.phonon_dos` and Euphonic's ``calculate_pdos``.
     """
-    if weighting not in _WEIGHT_KEYS:
-        raise InputError(f"unknown weighting {weighting!r}", fix="use coherent, incoherent or total")
-    natom = sum(counts.values())
-    mean_mass = sum(masses_amu[el] * counts[el] for el in counts) / natom
-    partial = {}
-    for el, g in partial_dos.items():
-        if cross_sections and el in cross_sections:
-            sig = float(cross_sections[el])
-        else:
-            sig = getattr(cross_section(el), _WEIGHT_KEYS[weighting])
-        partial[el] = np.asarray(g, float) * sig * mean_mass / masses_amu[el] / natom
+    atoms = [el for el in counts for _ in range(counts[el])]
+    w = neutron_dos_weights(atoms, [masses_amu[el] for el in atoms], weighting, cross_sections)
+    per_el = dict(zip(atoms, w))  # atoms of one element share one weight
+    partial = {el: np.asarray(g, float) * per_el[el] for el, g in partial_dos.items()}
     return sum(partial.values()), partial
-
-
-def _fine_states(edges_mev, states, de_mev: float, debye_first_bin: bool):
-    """Spread states per coarse bin (nel, nb) over bins of ``de_mev`` from 0: (nel, nfine), centres.
-
-    The DOS is taken constant inside each coarse bin (cumulative states interpolated linearly at
-    the fine edges, so every state is kept). With ``debye_first_bin`` the first coarse bin is
-    filled as g ∝ E² (Debye) instead, since the acoustic branches vanish at E = 0 and a flat DOS
-    down to 0 would overweight ⟨u²⟩ ∝ ∫ g/E.
-    """
-    edges = np.asarray(edges_mev, float)
-    nfine = int(np.ceil(edges[-1] / de_mev - 1e-9))
-    fine_edges = np.arange(nfine + 1) * de_mev
-    cum = np.concatenate([np.zeros((states.shape[0], 1)), np.cumsum(states, axis=1)], axis=1)
-    out = np.stack([np.interp(fine_edges, edges, c) for c in cum])
-    if debye_first_bin and edges[0] == 0.0:
-        inside = fine_edges <= edges[1]
-        out[:, inside] = states[:, :1] * (fine_edges[inside] / edges[1])[None, :] ** 3
-    return np.diff(out, axis=1), fine_edges[:-1] + 0.5 * de_mev
-
-
-def modes_from_partial_dos(
-    edges_mev,
-    partial_states: dict,
-    masses_amu: dict,
-    counts: dict,
-    *,
-    temperature_k: float = 5.0,
-    de_mev: float = 0.1,
-    cutoff_mev: float = 0.124,
-    debye_first_bin: bool = False,
-) -> IncoherentModes:
-    """The INS input (:class:`~atomvib.spectra.ins.IncoherentModes`) from a DOS per element.
-
-    Parameters
-    ----------
-    edges_mev : ndarray, shape (nb+1,), meV
-        Bin edges of the DOS (uniform or not); the first edge should be 0.
-    partial_states : dict element -> ndarray (nb,)
-        States in each bin per cell for each element (Σ over bins = 3 × the element's atom count).
-    masses_amu, counts : dict element -> float / int
-    temperature_k : float
-    de_mev : float
-        Width of the fine bins the DOS is spread over, meV (use the INS output bin width).
-    cutoff_mev : float
-        Bins centred below this are left out (as the acoustic Γ modes in ``incoherent_modes``).
-    debye_first_bin : bool
-        Fill the first coarse bin as g ∝ E² (for coarse predicted DOS; see :func:`_fine_states`).
-
-    Returns
-    -------
-    IncoherentModes
-        One pseudo-atom per atom of the cell (atoms of an element share their element's per-atom
-        DOS), each element one symmetry class; energies are the fine bin centres.
-    """
-    els = list(partial_states)
-    states = np.stack([np.clip(np.asarray(partial_states[el], float), 0, None) for el in els])
-    fine, centres = _fine_states(edges_mev, states, de_mev, debye_first_bin)
-    keep = centres > cutoff_mev
-    e = centres[keep]
-    per_atom = fine[:, keep] / np.array([counts[el] for el in els])[:, None]  # states per bin per atom
-    m = np.array([masses_amu[el] for el in els])
-    base = _HB2_2M / (m[:, None] * e[None, :]) * per_atom  # Å² per bin, (nel, ne)
-    n = bose_occupation(e, temperature_k)
-    msd_el = (base * (2.0 * n + 1.0)[None, :]).sum(axis=1)
-    one_el = base * (n + 1.0)[None, :] / 3.0
-    atom_el = np.repeat(np.arange(len(els)), [counts[el] for el in els])
-    reps = np.searchsorted(atom_el, np.arange(len(els)))
-    elements = [els[k] for k in atom_el]
-    return IncoherentModes(
-        energies_mev=e,
-        weights_a2=one_el[atom_el].T.copy(),
-        msd_a2=msd_el[atom_el],
-        elements=elements,
-        masses_amu=m[atom_el],
-        representatives=reps,
-        multiplicity=np.array([counts[el] for el in els]),
-        temperature_k=float(temperature_k),
-        mesh=(),
-        qpoint_weights=np.ones(len(e)),
-        eigvec_weights=per_atom[atom_el].T.copy(),  # so phonon_dos(modes=...) gives the DOS back
-    )
 
 
 def spectrum_from_partial_dos(

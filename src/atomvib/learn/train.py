@@ -15,13 +15,15 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from ..units import GAS_CONSTANT_J_PER_K_PER_MOL
 from .data import CUTOFF_A, DosGrid, DosSample, build_graph, read_dataset
+from .ensemble import Z90, disagreement, nn_distance, thermal_kernels
 
 #: temperature of the Cv loss term and the headline metric, K
 T_CV_K = 300.0
@@ -47,7 +49,6 @@ class TrainConfig:
     w_cv: float = 10.0
     #: exponential moving average of the weights (per step); the averaged weights are validated and kept
     ema_decay: float = 0.995
-    extra: dict = field(default_factory=dict)
 
     def grid(self) -> DosGrid:
         return DosGrid(self.bin_cm1, self.fmax_cm1)
@@ -56,16 +57,10 @@ class TrainConfig:
 def cv_per_state(centers_cm1, temperature_k=T_CV_K) -> np.ndarray:
     """Heat capacity (J/K/mol) contributed by one state at each frequency, shape (nbins,).
 
-    Same formula as :func:`atomvib.harmonic.thermal.thermal_from_spectrum`, so ``states @ cv`` equals
-    what ``thermal_from_dos`` gives on the bin centres.
+    The Cv row of :func:`atomvib.learn.ensemble.thermal_kernels` (the kernels the predictor uses), so
+    ``states @ cv`` equals what ``thermal_from_dos`` gives on the bin centres.
     """
-    from .. import units
-    from ..harmonic.thermal import thermal_from_spectrum
-
-    nu = units.convert_frequency(centers_cm1, "cm-1", "THz")
-    return np.array(
-        [thermal_from_spectrum([v], [1.0], [temperature_k]).heat_capacity_j_per_k_per_mol[0] for v in nu]
-    )
+    return thermal_kernels(centers_cm1, [temperature_k])[0][0]
 
 
 def _tensors(samples, cfg):
@@ -82,30 +77,11 @@ def _loss(pred, y, natoms, cvvec, cfg):
     p = pred / (3.0 * natoms[:, None])
     t = y / (3.0 * natoms[:, None])
     d = p - t
+    # W1 as in atomvib.spectra.compare.wasserstein, written in torch for the gradient
     w = torch.cumsum(d, dim=1).abs().sum(1) * cfg.bin_cm1 / 100.0
     mse = (d**2).sum(1)
-    cv = (d @ cvvec).abs() / (3.0 * 8.314462618)
+    cv = (d @ cvvec).abs() / (3.0 * GAS_CONSTANT_J_PER_K_PER_MOL)
     return (w + cfg.w_mse * mse + cfg.w_cv * cv).mean(), w.mean() * 100.0
-
-
-def predict_states(model, graphs, batch_size=64, return_embedding=False):
-    """Run one model on graphs. Returns states per bin, shape (n, nbins) (and embeddings (n, d))."""
-    import torch
-
-    from .model import collate
-
-    model.eval()
-    outs, embs = [], []
-    with torch.no_grad():
-        for k in range(0, len(graphs), batch_size):
-            b = collate(graphs[k : k + batch_size])
-            dos, emb = model(b, return_embedding=True)
-            outs.append(dos.numpy().astype(float))
-            embs.append(emb.numpy().astype(float))
-    dos = np.concatenate(outs) if outs else np.zeros((0, model.config["nbins"]))
-    if return_embedding:
-        return dos, np.concatenate(embs) if embs else np.zeros((0, model.config["nscalars_out"]))
-    return dos
 
 
 def train_member(train, valid, cfg: TrainConfig, seed: int, out_path=None, progress=True, log=None) -> dict:
@@ -115,7 +91,8 @@ def train_member(train, valid, cfg: TrainConfig, seed: int, out_path=None, progr
     """
     import torch
 
-    from .model import DosNet, collate
+    from ..spectra.compare import wasserstein
+    from .model import DosNet, collate, predict_states
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -124,7 +101,6 @@ def train_member(train, valid, cfg: TrainConfig, seed: int, out_path=None, progr
     gtr, ytr = train if isinstance(train, tuple) else _tensors(train, cfg)
     gva, yva = valid if isinstance(valid, tuple) else _tensors(valid, cfg)
     ntr = torch.as_tensor([len(g.numbers) for g in gtr], dtype=torch.float32)
-    nva = np.array([len(g.numbers) for g in gva], float)
     avg_nb = float(np.mean([len(g.src) / len(g.numbers) for g in gtr]))
     model = DosNet(
         grid.nbins,
@@ -174,7 +150,7 @@ def train_member(train, valid, cfg: TrainConfig, seed: int, out_path=None, progr
                 ema.update_parameters(model)
             tot += float(loss.detach()) * len(idx)
         pv = predict_states(kept, gva)
-        w = np.abs(np.cumsum((pv - yv) / (3 * nva[:, None]), axis=1)).sum(1) * cfg.bin_cm1
+        w = wasserstein(grid.centers_cm1, pv, yv)  # cm^-1, per crystal
         cv_err = np.abs((pv - yv) @ cvv)  # per cell, J/K/mol
         rec = {
             "epoch": epoch + 1,
@@ -299,7 +275,7 @@ def assemble(out, members, train_s: list[DosSample], valid_s: list[DosSample], c
     """Combine trained members into ``model.pt``: calibration and OOD thresholds from ``valid``."""
     import torch
 
-    from .model import DosNet
+    from .model import DosNet, predict_states
 
     out = Path(out)
     states, cfgs = [], []
@@ -319,9 +295,7 @@ def assemble(out, members, train_s: list[DosSample], valid_s: list[DosSample], c
     pv = np.stack(pv)  # (members, nvalid, nbins)
     emb_va = emb_va[0]
     mu, sd = emb_tr.mean(0), emb_tr.std(0) + 1e-6
-    from .predictor import _nn_distance, disagreement
-
-    d_va = _nn_distance((emb_va - mu) / sd, (emb_tr - mu) / sd)
+    d_va = nn_distance((emb_va - mu) / sd, (emb_tr - mu) / sd)
     dis_va = disagreement(pv)
     calib = calibrate(pv, valid_s, cfg.grid())
     elements = sorted({int(z) for s in train_s for z in s.structure.numbers})
@@ -356,8 +330,6 @@ def calibrate(pv, valid_s, grid: DosGrid) -> dict:
     the chosen scale is also estimated by 2-fold cross-validation on valid (fit on even, test on odd
     crystals and vice versa), which is the number to quote.
     """
-    from .predictor import Z90
-
     mean, std = pv.mean(0), pv.std(0, ddof=1)
     y = np.stack([s.states_per_bin for s in valid_s])
     fmax = np.array([s.dos_freqs_cm1[s.dos_per_cm1 > 1e-6 * s.dos_per_cm1.max()].max() for s in valid_s])

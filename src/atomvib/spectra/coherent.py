@@ -27,19 +27,18 @@ from pathlib import Path
 import numpy as np
 
 from ..harmonic.thermal import bose_occupation
+from ..results import Result
 from .ins import as_phonopy
 
 
 def euphonic_force_constants(source):
-    """``euphonic.ForceConstants`` (with Born charges if present) from any atomvib phonon source."""
+    """``euphonic.ForceConstants`` (with Born charges if present) from a CrystalPhonons or ForceConstants.
+
+    Euphonic reads phonopy's files, so the force constants go through a phonopy.yaml in a temporary
+    directory (NAC included); nothing is read from the working directory.
+    """
     from euphonic import ForceConstants
 
-    if (
-        isinstance(source, (str, Path))
-        and Path(source).is_dir()
-        and (Path(source) / "phonopy.yaml").is_file()
-    ):
-        return ForceConstants.from_phonopy(path=str(source), summary_name="phonopy.yaml")
     ph = as_phonopy(source)
     with tempfile.TemporaryDirectory() as tmp:
         ph.save(str(Path(tmp) / "phonopy.yaml"), settings={"force_constants": True})
@@ -47,7 +46,7 @@ def euphonic_force_constants(source):
 
 
 @dataclass(frozen=True, eq=False)
-class CoherentMap:
+class CoherentMap(Result):
     """Coherent one-phonon S(Q, E).
 
     Attributes
@@ -334,12 +333,18 @@ def _triangle_bins(e, s, tri, weight, edges):
     j = lo[:, None] + np.arange(max(width, 1))[None, :]  # bin indices, (rows, width)
     valid = (j >= 0) & (j < ne) & (j < np.maximum(hi, lo + 1)[:, None])
     e1, e2, e3 = e1[:, None], e2[:, None], e3[:, None]
-    tiny = 1e-300
-    d31, d21, d32 = np.maximum(e3 - e1, tiny), np.maximum(e2 - e1, tiny), np.maximum(e3 - e2, tiny)
+    d31, d21, d32 = e3 - e1, e2 - e1, e3 - e2
+
+    def ratio(a, b):
+        # a/b where b > 0; elsewhere 0. A zero b (two equal corner energies: flat bands, degenerate
+        # modes, symmetric directions) empties the branch that would divide by it, so its value is
+        # never selected below; this keeps 0/0 and x/0 from being computed at all.
+        return np.divide(a, b, out=np.zeros(np.broadcast_shapes(np.shape(a), np.shape(b))), where=b > 0)
 
     def cdf(x):
-        lower = (x - e1) ** 2 / (d21 * d31)
-        upper = 1.0 - (e3 - x) ** 2 / (d32 * d31)
+        # each factor lies in [0, 1] where its branch is used, so neither under- nor overflows
+        lower = ratio(x - e1, d21) * ratio(x - e1, d31)
+        upper = 1.0 - ratio(e3 - x, d32) * ratio(e3 - x, d31)
         return np.where(x >= e3, 1.0, np.where(x <= e1, 0.0, np.where(x <= e2, lower, upper)))
 
     jc = np.clip(j, 0, ne - 1)

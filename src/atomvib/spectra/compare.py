@@ -1,21 +1,25 @@
 """Compare a computed spectrum with a measurement: similarity scores and a least-squares fit.
 
-SciPy does the heavy lifting (``scipy.optimize.least_squares`` for the fit, ``scipy.stats.wasserstein_distance``
-for the earth mover's distance). We wrote the model ourselves because none of the libraries offers the one
-spectroscopists use: ``measured(E) ≈ A · [computed(E/s) ⊗ G(σ)](E) + b0 + b1·(E − E_ref)``, with a frequency
-scale ``s`` (measured energy ≈ s × computed energy; universal MLIPs soften frequencies by 5–15 %), an intensity
-scale ``A``, a flat or linear background and an extra Gaussian broadening ``σ`` (the instrument resolution
-or lifetimes the calculation lacks).
+SciPy does the heavy lifting (``scipy.optimize.least_squares`` for the fit); :func:`wasserstein` (the
+earth mover's distance, the same number as ``scipy.stats.wasserstein_distance`` on a common axis) is
+the one W1 of atomvib, also used by the DOS predictor's metrics and training. We wrote the model
+ourselves because none of the libraries offers the one spectroscopists use:
+``measured(E) ≈ A · [computed(E/s) ⊗ G(σ)](E) + b0 + b1·(E − E_ref)``, with a frequency scale ``s``
+(measured energy ≈ s × computed energy; universal MLIPs soften frequencies by 5–15 %), an intensity
+scale ``A``, a flat or linear background and an extra Gaussian broadening ``σ`` (the instrument
+resolution or lifetimes the calculation lacks).
 
-The Gaussian convolution is done in Fourier space (multiplication by exp(−2π²σ²k²)), which is smooth in σ
-down to σ = 0, so the finite-difference Jacobian of ``least_squares`` stays well-behaved. A coarse scan of
-``s`` (with the linear parameters solved exactly at each step) picks the starting point, so the fit does not
-lock onto a wrong peak. Standard uncertainties come from the Jacobian at the optimum,
+The Gaussian convolution is done in Fourier space (multiplication by exp(−2π²σ²k²),
+:func:`~atomvib.spectra.lineshape.gaussian_ft`), which is smooth in σ down to σ = 0, so the
+finite-difference Jacobian of ``least_squares`` stays well-behaved. A coarse scan of ``s`` (with the
+linear parameters solved exactly at each step) picks the starting point, so the fit does not lock onto
+a wrong peak. Standard uncertainties come from the Jacobian at the optimum,
 cov = (JᵀJ)⁻¹ · χ²_red, so they are honest even when the error bars are only approximate.
 
-:func:`incoherent_powder_spectrum` is a stand-in for the INS module on monatomic cubic crystals: the
-incoherent Gaussian approximation from a phonon DOS (one phonon + multiphonon by self-convolution), averaged
-over the measured |Q| bins. It is what the aluminium validation uses.
+:func:`incoherent_powder_spectrum` applies the INS model of :mod:`atomvib.spectra.ins` (incoherent isotropic
+approximation, one phonon + multiphonon by self-convolution) to a monatomic crystal given by its phonon DOS,
+with the energy-gain side, averaged over the measured |Q| bins. It is what the aluminium validation uses.
+Figures of the fit are drawn by :func:`atomvib.spectra.plots.plot_fit`.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..units import KB_EV_PER_K, NEUTRON_E_MEV_PER_K2, NEUTRON_MASS_AMU, THZ_TO_MEV, frequency_factor
-from .measured import Spectrum1D, read_columns, read_spectrum
+from ..results import Result
+from ..units import THZ_TO_MEV, frequency_factor
+from .lineshape import gaussian_ft
+from .measured import Spectrum1D, canonical_unit, read_columns, read_spectrum
 
 #: tokens accepted by ``fit=``; intensity scale is always fitted
 FIT_TOKENS = ("scale", "background", "linear", "broadening")
@@ -98,17 +104,40 @@ def _u(unit: str) -> str:
     return {"meV": "meV", "cm-1": "cm1", "THz": "thz"}[unit]
 
 
+def wasserstein(x, a, b):
+    """Wasserstein-1 (earth mover's) distance between ``a`` and ``b`` read as distributions over the axis ``x``.
+
+    Parameters
+    ----------
+    x : array, shape (n,), increasing (any spacing), unit X
+    a, b : array, shape (..., n)
+        Non-negative weights at the points ``x`` (negative values are clipped to zero), normalised here to
+        unit sum; leading dimensions are batched.
+
+    Returns
+    -------
+    float or ndarray of shape (...), X
+        W1 = ∫|F_a − F_b| dx = Σ_{i<n−1} |F_a(x_i) − F_b(x_i)| (x_{i+1} − x_i), with F the cumulative sums:
+        the same number as ``scipy.stats.wasserstein_distance(x, x, a, b)``. NaN where a or b sums to zero.
+    """
+    x = np.asarray(x, float)
+    a = np.clip(np.asarray(a, float), 0, None)
+    b = np.clip(np.asarray(b, float), 0, None)
+    sa, sb = a.sum(-1, keepdims=True), b.sum(-1, keepdims=True)
+    ok = (sa > 0) & (sb > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cdf = np.cumsum(np.where(ok, a / np.where(ok, sa, 1.0) - b / np.where(ok, sb, 1.0), 0.0), axis=-1)
+    w = np.where(ok[..., 0], np.abs(cdf[..., :-1]) @ np.diff(x), np.nan)
+    return float(w) if w.ndim == 0 else w
+
+
 def similarity_arrays(x, a, b, unit: str) -> Similarity:
     """Similarity scores of intensities ``a`` and ``b`` (shape (n,)) on the common axis ``x`` (shape (n,), ``unit``)."""
-    from scipy.stats import wasserstein_distance
-
     a, b, x = (np.asarray(v, float) for v in (a, b, x))
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     cos = float(a @ b / (na * nb)) if na > 0 and nb > 0 else float("nan")
     pear = float(np.corrcoef(a, b)[0, 1]) if np.std(a) > 0 and np.std(b) > 0 else float("nan")
-    wa, wb = np.clip(a, 0, None), np.clip(b, 0, None)
-    wd = float(wasserstein_distance(x, x, wa, wb)) if wa.sum() > 0 and wb.sum() > 0 else float("nan")
-    return Similarity(cos, pear, wd, spectral_information_similarity(a, b), unit, len(x))
+    return Similarity(cos, pear, wasserstein(x, a, b), spectral_information_similarity(a, b), unit, len(x))
 
 
 def similarity(computed: Spectrum1D, measured: Spectrum1D, x_range=None) -> Similarity:
@@ -153,7 +182,7 @@ class _Model:
 
         f = np.interp(self.grid[None, :] / s[:, None], self.xc, self.yc, left=0.0, right=0.0)
         if sigma > 0:
-            F = rfft(f, self.nfft, axis=1) * np.exp(-2.0 * np.pi**2 * sigma**2 * self.k**2)
+            F = rfft(f, self.nfft, axis=1) * gaussian_ft(self.k, sigma)
             f = irfft(F, self.nfft, axis=1)[:, : len(self.grid)]
         # the measured points sit on the grid's step pattern: linear interpolation via index and weight
         pos = (self.x - self.grid[0]) / (self.grid[1] - self.grid[0])
@@ -163,7 +192,7 @@ class _Model:
 
 
 @dataclass(frozen=True, eq=False)
-class FitResult:
+class FitResult(Result):
     """Least-squares fit of ``A · computed(E/s) ⊗ G(σ) + b0 + b1·(E − E_ref)`` to a measured spectrum.
 
     Attributes
@@ -351,7 +380,7 @@ def fit_spectrum(
 
 # --------------------------------------------------------------------------------------------- top level
 @dataclass(frozen=True, eq=False)
-class CompareResult:
+class CompareResult(Result):
     """Outcome of :func:`compare`.
 
     Attributes
@@ -393,13 +422,46 @@ class CompareResult:
 
 
 def read_computed(path, units: str | None = None) -> Spectrum1D:
-    """Read a spectrum written by atomvib (``ins.csv``, ``ir.csv``, ``raman.csv``, ``dos.csv``): x and the
-    first intensity column; the unit comes from the header (``energy_meV``, ``wavenumber_cm1``, ``frequency_thz``)."""
+    """A computed spectrum: a result directory (read with :func:`atomvib.load`, see :func:`as_spectrum`) or a
+    csv written by atomvib (``ins.csv``, ``ir.csv``, ``raman.csv``, ``dos.csv``: x and the first intensity
+    column; the unit from the header, ``energy_meV``, ``wavenumber_cm1``, ``frequency_thz``)."""
     import warnings
+
+    from ..results import is_result_dir, load
+
+    if is_result_dir(path):
+        return as_spectrum(load(path))
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return read_columns(path, units)
+
+
+def as_spectrum(result, fwhm_cm1: float = 10.0) -> Spectrum1D:
+    """The 1D spectrum of a typed result: INS (backward bank, meV), IR/Raman (broadened with ``fwhm_cm1``,
+    cm^-1), a DOS or a crystal's phonon DOS (THz), or a Spectrum1D itself."""
+    from ..harmonic.crystal import CrystalPhonons
+    from .dos import DosSpectrum
+    from .ins import InsSpectrum
+    from .ir import OpticalSpectrum
+
+    if isinstance(result, Spectrum1D):
+        return result
+    if isinstance(result, InsSpectrum):
+        return Spectrum1D(result.energy_mev, result.intensity, None, "meV", source=f"{result.instrument} INS")
+    if isinstance(result, OpticalSpectrum):
+        x, y = result.curve(fwhm_cm1=fwhm_cm1)
+        return Spectrum1D(np.asarray(x), np.asarray(y), None, "cm-1", source=f"{result.kind} spectrum")
+    if isinstance(result, DosSpectrum):
+        return Spectrum1D(result.energy, result.total, None, canonical_unit(result.unit), source="phonon DOS")
+    if isinstance(result, CrystalPhonons):
+        d = result.dos()
+        keep = d.frequencies_thz >= 0
+        return Spectrum1D(d.frequencies_thz[keep], d.total[keep], None, "THz", source="phonon DOS")
+    raise InputError(
+        f"a {type(result).__name__} result has no 1D spectrum to compare",
+        fix="give an INS, IR/Raman, DOS or phonons result directory, or a csv",
+    )
 
 
 def compare(
@@ -409,7 +471,7 @@ def compare(
 
     Parameters
     ----------
-    computed : Spectrum1D or path of an atomvib csv
+    computed : Spectrum1D, a typed result (see :func:`as_spectrum`), or the path of a result directory or csv
     measured : Spectrum1D or path (text/CSV, S(Q,E) histogram .h5, Mantid NeXus 1D)
     fit : iterable of str, "a,b" string, or None/() for similarity only; see :func:`fit_spectrum`
     x_range : (float, float), optional, in the measured unit; default: where the measured axis is > 0 and
@@ -417,7 +479,10 @@ def compare(
     units : str, optional, the measured file's unit when its header does not say
     q_range : (float, float), optional, |Q| range (Å^-1) to reduce an S(Q,E) map over
     """
-    c = computed if isinstance(computed, Spectrum1D) else read_computed(computed)
+    if isinstance(computed, (str, Path)):
+        c = read_computed(computed)
+    else:
+        c = as_spectrum(computed)
     m = (
         measured
         if isinstance(measured, Spectrum1D)
@@ -444,64 +509,10 @@ def compare(
 
 
 def plot_fit(result: CompareResult, path, title: str | None = None) -> Path:
-    """Overlay (measured with error bars, computed as is scaled to the same area, fitted model) and residuals."""
-    import matplotlib
+    """Overlay and residuals of a :class:`CompareResult`; see :func:`atomvib.spectra.plots.plot_fit`."""
+    from .plots import plot_fit as _plot_fit
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    m = result.measured.crop(*result.x_range)
-    unit_label = {"meV": "Energy (meV)", "cm-1": "Wavenumber (cm$^{-1}$)", "THz": "Frequency (THz)"}[m.unit]
-    fig, (ax, axr) = plt.subplots(
-        2, 1, figsize=(7, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05}
-    )
-    if m.error is not None:
-        ax.errorbar(m.x, m.y, m.error, fmt="o", ms=2.5, color="k", lw=0.6, label="measured")
-    else:
-        ax.plot(m.x, m.y, "o", ms=2.5, color="k", label="measured")
-    # the computed spectrum on its own (finer) axis, scaled to the measured area over the compared range
-    xc = result.computed.x * frequency_factor(result.computed.unit, m.unit)
-    inr = (xc >= m.x[0]) & (xc <= m.x[-1])
-    if inr.sum() > 1 and np.trapezoid(result.computed.y[inr], xc[inr]) > 0:
-        area = np.trapezoid(np.clip(m.y, 0, None), m.x) / np.trapezoid(result.computed.y[inr], xc[inr])
-        ax.plot(
-            xc[inr],
-            result.computed.y[inr] * area,
-            color="0.55",
-            lw=1,
-            ls="--",
-            label="computed as is (area-matched)",
-        )
-    f = result.fit
-    if f is not None:
-        s, ds = f.frequency_scale
-        ax.plot(
-            f.x,
-            f.model,
-            color="C3",
-            lw=1.6,
-            label=f"fit: s = {s:.3f} ± {ds:.3f}, χ²$_{{red}}$ = {f.chi2_red:.2f}",
-        )
-        r = f.residual
-        if f.error is not None:
-            axr.errorbar(f.x, r, f.error, fmt="o", ms=2, color="C3", lw=0.5)
-        else:
-            axr.plot(f.x, r, "o", ms=2, color="C3")
-        axr.axhline(0, color="k", lw=0.6)
-    axr.set_ylabel("residual")
-    axr.set_xlabel(unit_label)
-    ax.set_ylabel("Intensity (arb. units)")
-    sim = result.similarity_fitted or result.similarity
-    ax.set_title(
-        title
-        or f"cosine {sim.cosine:.3f}, SIS {sim.sis:.3f}, Wasserstein {sim.wasserstein:.2f} {m.unit}"
-        + (" (after fit)" if result.fit else ""),
-        fontsize=9,
-    )
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return Path(path)
+    return _plot_fit(result, path, title)
 
 
 # --------------------------------------------------------------------------------------------- Al stand-in
@@ -512,7 +523,7 @@ class IncoherentPowder:
     Attributes
     ----------
     energy_mev : ndarray, shape (ne,), meV (positive: neutron energy loss)
-    orders : ndarray, shape (norder, ne), contribution of 1, 2, ... phonons (same arbitrary unit as the map)
+    orders : ndarray, shape (norder, ne), 1/meV: contribution of 1, 2, ... phonons
     msd_a2 : float, mean-square displacement along one direction ⟨u_x²⟩ in Å²
     temperature_k : float
     """
@@ -542,19 +553,20 @@ def incoherent_powder_spectrum(
     max_order: int = 4,
     step_mev: float = 0.05,
 ) -> IncoherentPowder:
-    """S(E) averaged over |Q| bins, incoherent Gaussian approximation for a monatomic cubic crystal.
+    """S(E) averaged over |Q| bins, incoherent approximation for a monatomic crystal given by its DOS.
 
-    With g(E) the phonon DOS per mode (∫g = 1), n(E) the Bose occupation and ħ²/2M the recoil constant,
-    A₁(E) = (ħ²/2M) g(|E|)/|E| · [n(|E|) + 1] for energy loss (E > 0) and · n(|E|) for gain; its integral is
-    ⟨u_x²⟩ and T₁ = A₁/⟨u_x²⟩. The n-phonon term is Tₙ = Tₙ₋₁ ⊗ T₁ and
-    S(Q, E) = exp(−Q²⟨u_x²⟩) Σₙ (Q²⟨u_x²⟩)ⁿ/n! · Tₙ(E)
+    The model of :mod:`atomvib.spectra.ins` (which does the work): with g(E) the phonon DOS per mode
+    (∫g = 1), n(E) the Bose occupation and ħ²/2M the recoil, A₁(E) = (ħ²/2M) g(|E|)/|E| · [n(|E|) + 1] for
+    energy loss (E > 0) and · n(|E|) for gain; its integral is ⟨u_x²⟩. The n-phonon term is the n-fold
+    self-convolution and S(Q, E) = exp(−Q²⟨u_x²⟩) Σₙ (Q²)ⁿ/n! · A₁^{*n}(E)
     (Sjölander, Arkiv Fysik 14, 315 (1958); Squires, *Thermal Neutron Scattering*, ch. 3). For Al
     (σ_coh = 1.495 b, σ_inc = 0.008 b) using it for coherent scattering is the standard "incoherent
     approximation" of powder data averaged over a wide |Q| range (e.g. the ``multiphonon`` package for ARCS).
 
     Parameters
     ----------
-    frequencies_thz, dos : ndarray, shape (nf,): phonon DOS on a THz axis (any normalisation)
+    frequencies_thz, dos : ndarray, shape (nf,): phonon DOS on a THz axis (any normalisation; read as
+        a piecewise-linear density, negative frequencies ignored)
     mass_amu : float
     temperature_k : float
     q_invA : ndarray, shape (nq,), |Q| bin centres in Å^-1
@@ -564,38 +576,38 @@ def incoherent_powder_spectrum(
     max_order : int, number of phonons summed (1 = one-phonon only)
     step_mev : float, internal grid step in meV
     """
-    f = np.asarray(frequencies_thz, float)
-    g = np.clip(np.asarray(dos, float), 0, None)
+    from .ins import modes_from_partial_dos, q_averaged_orders
+
     if max_order < 1:
         raise InputError("max_order must be ≥ 1", fix="use 1 for one-phonon only")
-    e_dos = f * THZ_TO_MEV
-    emax = max(float(e_dos.max()) * max_order, float(np.max(np.abs(energy_mev)))) + 1.0
-    npos = int(np.ceil(emax / step_mev))
-    eps = step_mev * np.arange(-npos, npos + 1)  # symmetric, 0 at the centre: convolutions stay centred
-    ae = np.abs(eps)
-    gi = np.interp(ae, e_dos, g, left=0.0, right=0.0)
-    gi /= np.trapezoid(gi[eps > 0], eps[eps > 0])  # per mode, per meV
-    kt = KB_EV_PER_K * 1e3 * temperature_k
-    recoil = NEUTRON_E_MEV_PER_K2 * NEUTRON_MASS_AMU / mass_amu  # ħ²/2M in meV Å²
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        nb = 1.0 / np.expm1(ae / kt) if kt > 0 else np.zeros_like(ae)
-        a1 = np.where(ae > 0, recoil * gi / ae * np.where(eps > 0, nb + 1.0, nb), 0.0)
-    a1 = np.nan_to_num(a1)
-    msd = float(a1.sum() * step_mev)
-    t1 = a1 / msd
-    tn = [t1]
-    from scipy.signal import fftconvolve
-
-    for _ in range(max_order - 1):
-        tn.append(np.clip(fftconvolve(tn[-1], t1, mode="same"), 0, None) * step_mev)
+    e_dos = np.asarray(frequencies_thz, float) * THZ_TO_MEV
+    g = np.clip(np.asarray(dos, float), 0, None)
+    if not np.any((g > 0) & (e_dos > 0)):
+        raise InputError("the phonon DOS has no states at positive frequency", fix="check the DOS columns")
+    # the DOS sampled at the centres of bins of step_mev from 0: one "mode" per bin, 3 states per atom
+    nb = int(np.ceil(float(e_dos[g > 0].max()) / step_mev)) + 1
+    edges = step_mev * np.arange(nb + 1)
+    states = np.interp(edges[:-1] + 0.5 * step_mev, e_dos, g, left=0.0, right=0.0)
+    states *= 3.0 / states.sum()
+    el = "atom"  # one element; its cross-section cancels in Σσ S / Σσ
+    modes = modes_from_partial_dos(
+        edges,
+        {el: states},
+        {el: float(mass_amu)},
+        {el: 1},
+        temperature_k=temperature_k,
+        de_mev=step_mev,
+        cutoff_mev=0.0,
+    )
     e = np.asarray(energy_mev, float)
-    t_at = np.array([np.interp(e, eps, t) for t in tn])  # (norder, ne)
-    q = np.asarray(q_invA, float)
-    x = q**2 * msd  # 2W
-    from math import factorial
-
-    w = np.array([np.exp(-x) * x**n / factorial(n) for n in range(1, max_order + 1)])  # (norder, nq)
-    cov = np.ones((len(q), len(e)), bool) if coverage is None else np.asarray(coverage, bool)
-    cnt = cov.sum(axis=0)
-    wq = (w @ cov) / np.maximum(cnt, 1)  # (norder, ne): mean of each order's Q weight over measured bins
-    return IncoherentPowder(e, wq * t_at, msd, float(temperature_k))
+    orders = q_averaged_orders(
+        modes,
+        q_invA,
+        e,
+        order=max_order,
+        de_mev=step_mev,
+        energy_gain=True,
+        coverage=coverage,
+        cross_sections={el: 1.0},
+    )
+    return IncoherentPowder(e, orders, float(modes.debye_waller_alpha_a2[0]), float(temperature_k))

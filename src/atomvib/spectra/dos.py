@@ -2,9 +2,10 @@
 
 phonopy provides the modes on a Γ-centred mesh (through :func:`atomvib.spectra.ins.incoherent_modes`,
 so that the DOS and the INS spectra come from the very same eigenvectors); the histogram or
-Gaussian sum is a few lines of NumPy. The neutron weighting follows Euphonic's definition
-(``QpointPhononModes.calculate_pdos``): PDOS_κ σ_κ ⟨M⟩ / M_κ per atom, with the Sears (1992)
-cross-sections of :mod:`atomvib.spectra.neutron_data`; tests check it against Euphonic.
+Gaussian sum (:func:`atomvib.spectra.lineshape.gaussian_sum`) is a few lines of NumPy. The
+neutron weighting follows Euphonic's definition (``QpointPhononModes.calculate_pdos``):
+PDOS_κ σ_κ ⟨M⟩ / M_κ per atom, with the Sears (1992) cross-sections, both in
+:func:`atomvib.spectra.neutron_data.neutron_dos_weights`; tests check it against Euphonic.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..results import Result
 from ..units import frequency_factor
-from .neutron_data import cross_section
-
-_WEIGHTINGS = (None, "coherent", "incoherent", "total")
+from .lineshape import FWHM_PER_SIGMA, gaussian_sum
+from .neutron_data import WEIGHTINGS, neutron_dos_weights
 
 
 @dataclass(frozen=True, eq=False)
-class DosSpectrum:
+class DosSpectrum(Result):
     """A (partial, optionally neutron-weighted) phonon DOS.
 
     Attributes
@@ -86,7 +87,7 @@ def phonon_dos(
     """
     from .ins import incoherent_modes
 
-    if weighting not in _WEIGHTINGS:
+    if weighting is not None and weighting not in WEIGHTINGS:
         raise InputError(f"unknown weighting {weighting!r}", fix="use coherent, incoherent or total")
     unit = {"mev": "meV", "cm-1": "cm-1", "cm1": "cm-1", "thz": "THz"}.get(unit.lower(), unit)
     to_unit = frequency_factor("meV", unit)
@@ -101,26 +102,12 @@ def phonon_dos(
     # each mode: weight w_q (the q-point's share) times |e_i|² on each atom
     w = modes.qpoint_weights[:, None] * modes.eigvec_weights  # (nmodes, natom)
     if weighting is not None:
-        key = {"coherent": "coherent_barn", "incoherent": "incoherent_barn", "total": "total_barn"}[weighting]
-        sig = np.array(
-            [
-                float(cross_sections[el])
-                if cross_sections and el in cross_sections
-                else getattr(cross_section(el), key)
-                for el in modes.elements
-            ]
-        )
-        w = w * (sig * modes.masses_amu.mean() / modes.masses_amu)[None, :] / natom
+        w = w * neutron_dos_weights(modes.elements, modes.masses_amu, weighting, cross_sections)[None, :]
     if fwhm is None:
         per_atom = np.stack([np.histogram(e, bins, weights=w[:, i])[0] for i in range(natom)])
         per_atom = per_atom / np.diff(bins)[None, :]
     else:
-        s = fwhm / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-        per_atom = np.zeros((natom, len(centres)))
-        for a in range(0, len(e), 4096):
-            z = (centres[None, :] - e[a : a + 4096, None]) / s
-            g = np.exp(-0.5 * z * z) / (np.sqrt(2 * np.pi) * s)
-            per_atom += w[a : a + 4096].T @ g
+        per_atom = gaussian_sum(e, w.T, centres, fwhm / FWHM_PER_SIGMA)
     partial: dict = {}
     for i, el in enumerate(modes.elements):
         partial[el] = partial.get(el, 0.0) + per_atom[i]

@@ -19,8 +19,16 @@ and mass-weighted eigenvector e_iqν, on a mesh with weights w_q (Σ w_q = 1):
   S(Q, E) = Σ_i σ_i S_i(Q, E) / Σ_i σ_i, i.e. OCLIMAX's ``NORM=1`` normalisation (1/energy).
 
 Summing n = 0..∞ at T = 0 gives exactly 1 for every Q (exp(Q²⟨u²⟩/3) · exp(−2W)), which the tests
-check order by order. Only the neutron-energy-loss (Stokes) side is computed; modes below
-``cutoff_mev`` (acoustic modes at Γ) are left out, as in OCLIMAX (ECUT = 1 cm⁻¹).
+check order by order. The instrument spectra compute the neutron-energy-loss (Stokes) side only, as
+OCLIMAX does; :func:`q_averaged_orders` can add the energy-gain (anti-Stokes) side, A_i(−E) =
+A_i(E) n/(n + 1), which matters at room temperature (the comparison with measured powder data in
+:mod:`atomvib.spectra.compare`). Modes below ``cutoff_mev`` (acoustic modes at Γ) are left out, as
+in OCLIMAX (ECUT = 1 cm⁻¹).
+
+This module is the one implementation of the incoherent model: the DOS-based spectra
+(:func:`modes_from_partial_dos`, used by the DOS predictor and by
+:func:`atomvib.spectra.compare.incoherent_powder_spectrum`) feed the same
+:class:`IncoherentModes` into the same multiphonon code.
 
 Symmetry: with ``mesh_symmetry=True`` (default) phonopy's irreducible mesh is used and per-atom
 sums are averaged over each set of symmetry-equivalent atoms, which is exact for the scalar
@@ -38,37 +46,40 @@ import numpy as np
 
 from ..errors import InputError
 from ..harmonic.thermal import bose_occupation
-from ..units import NEUTRON_E_MEV_PER_K2, NEUTRON_MASS_AMU, THZ_TO_MEV
+from ..results import Result
+from ..units import HBAR2_2AMU_MEV_A2, THZ_TO_MEV
 from .instruments import DirectInstrument, IndirectInstrument, get_instrument
+from .lineshape import gaussian_sum
 from .neutron_data import total_cross_sections_barn
 
 #: ħ²/(2 m E) = _HB2_2M / (m_amu · E_meV) in Å²
-_HB2_2M = NEUTRON_E_MEV_PER_K2 * NEUTRON_MASS_AMU
+_HB2_2M = HBAR2_2AMU_MEV_A2
 
 
 # --------------------------------------------------------------------------------------------------
 # phonon input
 # --------------------------------------------------------------------------------------------------
 def as_phonopy(source):
-    """A fresh phonopy object with force constants from a result, ForceConstants, result dir, phonopy yaml or
-    phonopy object."""
-    if hasattr(source, "to_phonopy"):
-        return source.to_phonopy()
-    if hasattr(source, "phonopy") and callable(source.phonopy):  # ForceConstants
-        return source.phonopy()
-    if isinstance(source, (str, Path)):
-        from ..workflow import load_force_constants
+    """A fresh phonopy object with force constants (and NAC) from a typed phonon result.
 
-        return load_force_constants(source).phonopy()
-    if getattr(source, "force_constants", None) is not None and hasattr(source, "run_mesh"):
-        return source
-    if hasattr(source, "frequencies_cm1"):
+    ``source`` is a :class:`~atomvib.harmonic.crystal.CrystalPhonons` or a
+    :class:`~atomvib.harmonic.force_constants.ForceConstants` (load saved ones with :func:`atomvib.load`).
+    """
+    from ..harmonic.crystal import CrystalPhonons
+    from ..harmonic.force_constants import ForceConstants
+    from ..harmonic.molecule import MoleculeVibrations
+
+    if isinstance(source, CrystalPhonons):
+        return source.to_phonopy()
+    if isinstance(source, ForceConstants):
+        return source.phonopy()
+    if isinstance(source, MoleculeVibrations):
         raise InputError(
             "phonon spectra of crystals were asked for a molecule", fix="give a crystal (periodic) result"
         )
     raise InputError(
-        f"cannot get phonons from {type(source).__name__}",
-        fix="give a CrystalPhonons result, a result directory, phonopy.yaml or a phonopy object",
+        f"cannot get phonons from a {type(source).__name__}",
+        fix="give a CrystalPhonons or ForceConstants (atomvib.load(DIR) reads a saved result)",
     )
 
 
@@ -191,62 +202,151 @@ def _equivalent_atoms(ph, natom):
 
 
 # --------------------------------------------------------------------------------------------------
+# DOS input: the same IncoherentModes from a phonon DOS per element (no eigenvectors)
+# --------------------------------------------------------------------------------------------------
+def _fine_states(edges_mev, states, de_mev: float, debye_first_bin: bool):
+    """Spread states per coarse bin (nel, nb) over bins of ``de_mev`` from 0: (nel, nfine), centres.
+
+    The DOS is taken constant inside each coarse bin (cumulative states interpolated linearly at
+    the fine edges, so every state is kept). With ``debye_first_bin`` the first coarse bin is
+    filled as g ∝ E² (Debye) instead, since the acoustic branches vanish at E = 0 and a flat DOS
+    down to 0 would overweight ⟨u²⟩ ∝ ∫ g/E.
+    """
+    edges = np.asarray(edges_mev, float)
+    nfine = int(np.ceil(edges[-1] / de_mev - 1e-9))
+    fine_edges = np.arange(nfine + 1) * de_mev
+    cum = np.concatenate([np.zeros((states.shape[0], 1)), np.cumsum(states, axis=1)], axis=1)
+    out = np.stack([np.interp(fine_edges, edges, c) for c in cum])
+    if debye_first_bin and edges[0] == 0.0:
+        inside = fine_edges <= edges[1]
+        out[:, inside] = states[:, :1] * (fine_edges[inside] / edges[1])[None, :] ** 3
+    return np.diff(out, axis=1), fine_edges[:-1] + 0.5 * de_mev
+
+
+def modes_from_partial_dos(
+    edges_mev,
+    partial_states: dict,
+    masses_amu: dict,
+    counts: dict,
+    *,
+    temperature_k: float = 5.0,
+    de_mev: float = 0.1,
+    cutoff_mev: float = 0.124,
+    debye_first_bin: bool = False,
+) -> IncoherentModes:
+    """The INS input (:class:`IncoherentModes`) from a DOS per element.
+
+    For an atom of mass m with per-atom DOS g(E) (3 states) the one-phonon weight is
+    A(E) = ħ²/(2 m E) · g(E)/3 · (n(E) + 1) and ⟨u²⟩ = ∫ ħ²/(2 m E) g(E) coth(E / 2k_BT) dE: the
+    per-atom mesh sums of :func:`incoherent_modes` with the mode sum written as an integral over
+    the partial DOS (exact for sites of cubic symmetry).
+
+    Parameters
+    ----------
+    edges_mev : ndarray, shape (nb+1,), meV
+        Bin edges of the DOS (uniform or not); the first edge should be 0 (states below 0 are
+        dropped).
+    partial_states : dict element -> ndarray (nb,)
+        States in each bin per cell for each element (Σ over bins = 3 × the element's atom count).
+    masses_amu, counts : dict element -> float / int
+    temperature_k : float
+    de_mev : float
+        Width of the fine bins the DOS is spread over, meV (use the INS output bin width).
+    cutoff_mev : float
+        Bins centred below this are left out (as the acoustic Γ modes in ``incoherent_modes``).
+    debye_first_bin : bool
+        Fill the first coarse bin as g ∝ E² (for coarse predicted DOS; see :func:`_fine_states`).
+
+    Returns
+    -------
+    IncoherentModes
+        One pseudo-atom per atom of the cell (atoms of an element share their element's per-atom
+        DOS), each element one symmetry class; energies are the fine bin centres.
+    """
+    els = list(partial_states)
+    states = np.stack([np.clip(np.asarray(partial_states[el], float), 0, None) for el in els])
+    fine, centres = _fine_states(edges_mev, states, de_mev, debye_first_bin)
+    keep = centres > cutoff_mev
+    e = centres[keep]
+    per_atom = fine[:, keep] / np.array([counts[el] for el in els])[:, None]  # states per bin per atom
+    m = np.array([masses_amu[el] for el in els])
+    base = _HB2_2M / (m[:, None] * e[None, :]) * per_atom  # Å² per bin, (nel, ne)
+    n = bose_occupation(e, temperature_k)
+    msd_el = (base * (2.0 * n + 1.0)[None, :]).sum(axis=1)
+    one_el = base * (n + 1.0)[None, :] / 3.0
+    atom_el = np.repeat(np.arange(len(els)), [counts[el] for el in els])
+    reps = np.searchsorted(atom_el, np.arange(len(els)))
+    elements = [els[k] for k in atom_el]
+    return IncoherentModes(
+        energies_mev=e,
+        weights_a2=one_el[atom_el].T.copy(),
+        msd_a2=msd_el[atom_el],
+        elements=elements,
+        masses_amu=m[atom_el],
+        representatives=reps,
+        multiplicity=np.array([counts[el] for el in els]),
+        temperature_k=float(temperature_k),
+        mesh=(),
+        qpoint_weights=np.ones(len(e)),
+        eigvec_weights=per_atom[atom_el].T.copy(),  # so phonon_dos(modes=...) gives the DOS back
+    )
+
+
+# --------------------------------------------------------------------------------------------------
 # multiphonon spectral functions on an energy grid
 # --------------------------------------------------------------------------------------------------
-def _order_histograms(modes: IncoherentModes, order: int, de_mev: float, emax_mev: float):
+def _order_histograms(
+    modes: IncoherentModes, order: int, de_mev: float, emax_mev: float, energy_gain: bool = False
+):
     """A_i^{*n} as histograms on bins of width ``de_mev`` for each symmetry class and n = 1..order.
 
-    Returns ``(energies, hist)``: energies list of (nbins_n,) arrays (meV, bin centres of order n:
+    Returns ``(energies, hist)``: energies list of (nbins,) arrays (meV, bin centres of order n:
     a convolution of n bins centred at (k + 1/2) dE lands at (m + n/2) dE), hist list of
-    (norbit, nbins_n) arrays in Å^(2n) (not divided by dE).
+    (norbit, nbins) arrays in Å^(2n) (not divided by dE). The bins cover [0, emax) (Stokes side
+    only) or, with ``energy_gain``, [−emax, emax), the one-phonon weight at −E being
+    A_i(E) n/(n + 1) (detailed balance).
+
+    Each order is the previous one convolved with the first (FFT of twice the grid length, so no
+    circular wrap-around) and cut back to the grid. On the Stokes side nothing beyond emax can come
+    back below it; with the anti-Stokes side the caller must choose emax ≥ order × the highest mode.
     """
     nb = int(np.ceil(emax_mev / de_mev)) + 1
+    off = nb if energy_gain else 0  # index of the bin [0, dE)
+    size = nb + off
     idx = np.floor(modes.energies_mev / de_mev).astype(int)
     ok = idx < nb
-    one = np.zeros((len(modes.representatives), nb))
+    one = np.zeros((len(modes.representatives), size))
     for k, rep in enumerate(modes.representatives):
-        one[k] = np.bincount(idx[ok], modes.weights_a2[ok, rep], minlength=nb)[:nb]
-    hists, energies = [one], [(np.arange(nb) + 0.5) * de_mev]
+        one[k] = np.bincount(idx[ok] + off, modes.weights_a2[ok, rep], minlength=size)[:size]
+    if energy_gain:
+        occ = bose_occupation(modes.energies_mev, modes.temperature_k)
+        ratio = (occ / (occ + 1.0))[ok]
+        for k, rep in enumerate(modes.representatives):
+            # E in [k dE, (k+1) dE) on the gain side lies in [−(k+1) dE, −k dE): index off − 1 − k
+            one[k] += np.bincount(off - 1 - idx[ok], modes.weights_a2[ok, rep] * ratio, minlength=size)[:size]
+    hists, energies = [one], [(np.arange(size) - off + 0.5) * de_mev]
     if order > 1:
-        nfft = 1 << int(np.ceil(np.log2(nb * 2)))
+        nfft = 1 << int(np.ceil(np.log2(size * 2)))
         f1 = np.fft.rfft(one, nfft, axis=1)
-        fn = f1.copy()
+        h = one
         for n in range(2, order + 1):
-            fn = fn * f1
-            h = np.fft.irfft(fn, nfft, axis=1)[:, :nb]
+            # indices add: the linear convolution's index off + m sits at 2·off + m
+            h = np.fft.irfft(np.fft.rfft(h, nfft, axis=1) * f1, nfft, axis=1)[:, off : off + size]
             h[h < 1e-300] = 0.0  # FFT round-off below zero
             hists.append(h)
-            energies.append((np.arange(nb) + 0.5 * n) * de_mev)
+            energies.append((np.arange(size) - off + 0.5 * n) * de_mev)
     return energies, hists
 
 
-def _broaden(e_src, values, e_out, sigma_src, nsigma: float = 6.0):
-    """Σ_k values[..., k] G(e_out − e_src[k]; σ_k): Gaussian of per-source width, result per meV.
+def _q_factors(q2, alpha, n: int) -> np.ndarray:
+    """(Q²)^n / n! · exp(−Q² α_i): the |Q| dependence of order n, shape (norbit, nq) for q2 (nq,), α (norbit,)."""
+    q2 = np.asarray(q2, dtype=float)
+    return (q2[None, :] ** n / factorial(n)) * np.exp(-q2[None, :] * np.asarray(alpha)[:, None])
 
-    ``e_out`` must be uniform. Each source point only reaches the output bins within ``nsigma``·σ_k,
-    so the work is (2W+1) × nsrc with W = nsigma·max σ / Δe instead of nout × nsrc.
-    """
-    lead = values.shape[:-1]
-    flat = values.reshape(-1, values.shape[-1])
-    nz = np.nonzero(np.any(flat != 0, axis=0))[0]
-    out = np.zeros((flat.shape[0], len(e_out)))
-    if nz.size == 0:
-        return out.reshape(lead + (len(e_out),))
-    es, s, v = e_src[nz], sigma_src[nz], flat[:, nz]
-    de = e_out[1] - e_out[0]
-    j0 = np.rint((es - e_out[0]) / de).astype(int)
-    width = int(np.ceil(nsigma * s.max() / de)) + 1
-    norm = 1.0 / (np.sqrt(2.0 * np.pi) * s)
-    for d in range(-width, width + 1):
-        j = j0 + d
-        ok = (j >= 0) & (j < len(e_out))
-        if not ok.any():
-            continue
-        z = (e_out[j[ok]] - es[ok]) / s[ok]
-        g = np.exp(-0.5 * z * z) * norm[ok]
-        for r in range(flat.shape[0]):
-            out[r] += np.bincount(j[ok], v[r, ok] * g, minlength=len(e_out))
-    return out.reshape(lead + (len(e_out),))
+
+def _broaden(e_src, values, e_out, sigma_src, nsigma: float = 6.0):
+    """Σ_k values[..., k] G(e_out − e_src[k]; σ_k) per meV on the uniform ``e_out`` (truncated at 6σ)."""
+    return gaussian_sum(e_src, values, e_out, sigma_src, nsigma=nsigma)
 
 
 def _rebin(e_src, values, e_out, de_out):
@@ -265,7 +365,7 @@ def _rebin(e_src, values, e_out, de_out):
 # indirect geometry: 1D spectra
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class InsSpectrum:
+class InsSpectrum(Result):
     """A powder INS spectrum at one detector bank of an indirect-geometry instrument.
 
     Attributes
@@ -318,10 +418,12 @@ class InsSpectrum:
         return path
 
 
-def _element_weights(modes: IncoherentModes, cross_sections):
+def _orbit_weights(modes: IncoherentModes, cross_sections):
+    """σ per element (barn) and σ_i × multiplicity / Σ_i σ_i of each symmetry class (norbit,): OCLIMAX NORM=1."""
     sig = total_cross_sections_barn(modes.elements, cross_sections)
     total = sum(sig[el] for el in modes.elements)
-    return sig, total
+    wel = np.array([sig[modes.elements[r]] * m for r, m in zip(modes.representatives, modes.multiplicity)])
+    return sig, wel / total
 
 
 def indirect_spectrum(
@@ -373,21 +475,17 @@ def indirect_spectrum(
     b = inst.bank(bank)
     if modes is None:
         modes = incoherent_modes(source, temperature_k=temperature_k, mesh=mesh, mesh_symmetry=mesh_symmetry)
-    sig, sig_total = _element_weights(modes, cross_sections)
+    sig, wel = _orbit_weights(modes, cross_sections)
     lo, hi = energy_range_mev
     e_out = np.arange(lo, hi - 0.5 * de_mev, de_mev) + 0.5 * de_mev  # bin centres
     emax = hi + (6.0 * float(inst.sigma_mev(hi)) if resolution else 0.0)
     energies, hists = _order_histograms(modes, order, de_mev, emax)
     alpha = modes.debye_waller_alpha_a2[modes.representatives]  # (norbit,)
-    wel = np.array([sig[modes.elements[r]] * m for r, m in zip(modes.representatives, modes.multiplicity)])
-    wel = wel / sig_total
     by_order = np.zeros((order, len(e_out)))
     per_orbit = np.zeros((len(modes.representatives), len(e_out)))
     for n in range(1, order + 1):
         e_n = energies[n - 1]
-        q2 = inst.q2(e_n, b)
-        s_n = hists[n - 1] * (q2[None, :] ** n / factorial(n)) * np.exp(-q2[None, :] * alpha[:, None])
-        s_n = s_n * wel[:, None]
+        s_n = hists[n - 1] * _q_factors(inst.q2(e_n, b), alpha, n) * wel[:, None]
         if resolution:
             out = _broaden(e_n, s_n, e_out, inst.sigma_mev(e_n))
         else:
@@ -436,7 +534,7 @@ def tosca_spectrum(
 # direct geometry: powder S(|Q|, E) maps
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class InsMap:
+class InsMap(Result):
     """Powder S(|Q|, E) of a direct-geometry instrument, incoherent approximation.
 
     Attributes
@@ -538,7 +636,7 @@ def direct_powder_map(
             f"incident energy {ei_mev:g} meV is below the lowest phonon energy {modes.energies_mev.min():.3g} meV",
             fix=f"use an incident energy above the phonon energies (the highest is {modes.energies_mev.max():.1f} meV)",
         )
-    sig, sig_total = _element_weights(modes, cross_sections)
+    sig, wel = _orbit_weights(modes, cross_sections)
     lo, hi = energy_range_mev if energy_range_mev is not None else (0.5, 0.9 * ei_mev)
     e_out = np.arange(lo, hi - 0.5 * de_mev, de_mev) + 0.5 * de_mev
     q = np.arange(q_range_ainv[0], q_range_ainv[1] + 0.5 * dq_ainv, dq_ainv)
@@ -546,20 +644,85 @@ def direct_powder_map(
     sigma_hi = float(np.max(inst.sigma_mev(np.array([0.0, hi]), ei_mev))) if resolution else 0.0
     energies, hists = _order_histograms(modes, order, min(de_mev, 0.1), hi + 6.0 * sigma_hi)
     alpha = modes.debye_waller_alpha_a2[modes.representatives]
-    wel = np.array([sig[modes.elements[r]] * m for r, m in zip(modes.representatives, modes.multiplicity)])
-    wel = wel / sig_total
-    dw = np.exp(-q2[None, :] * alpha[:, None])  # (norbit, nq)
     intensity = np.zeros((len(q), len(e_out)))
     for n in range(1, order + 1):
-        e_n, h = energies[n - 1], hists[n - 1] * wel[:, None] / factorial(n)
+        e_n, h = energies[n - 1], hists[n - 1] * wel[:, None]
         if resolution:
             c = _broaden(e_n, h, e_out, inst.sigma_mev(e_n, ei_mev))
         else:
             c = _rebin(e_n, h, e_out, de_mev)
-        intensity += (dw * q2[None, :] ** n).T @ c
+        intensity += _q_factors(q2, alpha, n).T @ c
     intensity *= 1e3  # per meV -> per eV
     if mask:
         qlo, qhi = inst.q_limits(ei_mev, e_out)
         outside = ~((q[:, None] >= qlo[None, :]) & (q[:, None] <= qhi[None, :]))
         intensity = np.where(outside, np.nan, intensity)
     return InsMap(q, e_out, intensity, inst.name, float(ei_mev), modes.temperature_k, order, mask)
+
+
+# --------------------------------------------------------------------------------------------------
+# no instrument: S(Q, E) per order averaged over a set of |Q| points
+# --------------------------------------------------------------------------------------------------
+def q_averaged_orders(
+    modes: IncoherentModes,
+    q_ainv,
+    energy_mev,
+    *,
+    order: int = 3,
+    de_mev: float = 0.1,
+    emax_mev: float | None = None,
+    energy_gain: bool = True,
+    coverage=None,
+    cross_sections: dict | None = None,
+) -> np.ndarray:
+    """Σ_i σ_i S_i^n(Q, E) / Σ_i σ_i for n = 1..order, averaged over the |Q| points, no resolution.
+
+    The separable form S_i^n(Q, E) = (Q²)^n/n! exp(−Q² α_i) · A_i^{*n}(E) of the module docstring;
+    for each energy the Q factor is averaged over the |Q| points that ``coverage`` marks as measured
+    (the kinematic limits of a powder measurement remove high |Q| at large energy transfer).
+
+    Parameters
+    ----------
+    modes : IncoherentModes
+    q_ainv : array, shape (nq,), Å⁻¹
+    energy_mev : array, shape (ne,), meV
+        Where the spectrum is wanted (any order, negative = neutron energy gain); the histograms of
+        width ``de_mev`` are read as densities and interpolated linearly.
+    order : int
+    de_mev : float
+        Internal bin width, meV.
+    emax_mev : float, optional
+        Half-width of the internal grid, meV; default order × the highest mode + 1 meV (everything
+        the orders reach, which ``energy_gain`` needs) or the largest |energy| asked for.
+    energy_gain : bool
+        Include the anti-Stokes side (detailed balance), needed at finite temperature when gain and
+        loss processes combine in the multiphonon terms.
+    coverage : array of bool, shape (nq, ne), optional
+        Which (Q, E) points count in the average; default all.
+    cross_sections : dict element -> barn, optional
+
+    Returns
+    -------
+    ndarray, shape (order, ne), 1/meV
+        Each order integrates (over E, both sides with ``energy_gain``) to the Q average of
+        (Q² α)^n/n! exp(−Q² α) for a single element.
+    """
+    if order < 1:
+        raise InputError(f"order must be ≥ 1, got {order}", fix="use 1 for one-phonon only")
+    e = np.asarray(energy_mev, dtype=float)
+    q2 = np.asarray(q_ainv, dtype=float) ** 2
+    if emax_mev is None:
+        emax_mev = max(order * float(modes.energies_mev.max()), float(np.max(np.abs(e)))) + 1.0
+    _, wel = _orbit_weights(modes, cross_sections)
+    energies, hists = _order_histograms(modes, order, de_mev, emax_mev, energy_gain=energy_gain)
+    alpha = modes.debye_waller_alpha_a2[modes.representatives]
+    cov = np.ones((len(q2), len(e)), bool) if coverage is None else np.asarray(coverage, bool)
+    cnt = np.maximum(cov.sum(axis=0), 1)
+    out = np.zeros((order, len(e)))
+    for n in range(1, order + 1):
+        qf = (_q_factors(q2, alpha, n) @ cov) / cnt  # (norbit, ne): Q factor averaged over covered points
+        dens = np.stack(
+            [np.interp(e, energies[n - 1], h / de_mev, left=0.0, right=0.0) for h in hists[n - 1]]
+        )
+        out[n - 1] = np.sum(wel[:, None] * qf * dens, axis=0)
+    return out

@@ -31,10 +31,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
-from ..units import NEUTRON_E_MEV_PER_K2
+from ..units import MEV_TO_CM1, NEUTRON_E_MEV_PER_K2
+from .lineshape import FWHM_PER_SIGMA
 
-#: OCLIMAX/AbINS quadratic: σ(E) = c0 + c1 E + c2 E² (meV, Gaussian standard deviation)
-_ABINS_SIGMA_MEV = (0.3099604960830007, 0.005, 8.065543937349209e-07)
+#: OCLIMAX/AbINS quadratic: σ(E) = c0 + c1 E + c2 E² (meV, Gaussian standard deviation), from
+#: σ = 2.5 cm⁻¹ + 0.005 E + 1e-7 E² cm⁻¹ (E in cm⁻¹)
+_ABINS_SIGMA_MEV = (2.5 / MEV_TO_CM1, 0.005, 1e-7 * MEV_TO_CM1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,7 +117,7 @@ class DirectInstrument:
             fwhm = np.full_like(e, float(self.resolution_fwhm_mev or 0.01 * ei_mev))
         else:
             fwhm = _resins_fwhm(self.resins_name, ei_mev, e, self.options)
-        return fwhm / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+        return fwhm / FWHM_PER_SIGMA
 
 
 def _resins_fwhm(name: str, ei_mev: float, energy_mev: np.ndarray, options: dict) -> np.ndarray:
@@ -126,7 +128,7 @@ def _resins_fwhm(name: str, ei_mev: float, energy_mev: np.ndarray, options: dict
     model = inst.get_resolution_function(inst.default_model, e_init=float(ei_mev), **options)
     e = np.clip(energy_mev, -ei_mev, 0.999 * ei_mev)
     sig = model.get_characteristics(e.reshape(-1, 1))["sigma"]
-    return (np.asarray(sig) * 2.0 * np.sqrt(2.0 * np.log(2.0))).reshape(e.shape)
+    return (np.asarray(sig) * FWHM_PER_SIGMA).reshape(e.shape)
 
 
 VISION = IndirectInstrument("vision", (Bank("backward", 135.0, 3.9675), Bank("forward", 45.0, 3.9675)))

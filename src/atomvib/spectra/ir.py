@@ -26,19 +26,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import constants as _c
 
 from .. import units
 from ..errors import EngineError, InputError
+from ..results import Result
 from .ins import as_phonopy
 from .lineshape import broaden, default_axis_cm1
 
-#: (e/√amu)² → km/mol: N_A / (12 ε₀ c²) · e² / amu / 1000 (the π of N_A π/(3c²) cancels the 4π of 4πε₀)
-KM_PER_MOL_PER_E2_AMU: float = _c.N_A / (12.0 * _c.epsilon_0 * _c.c**2) * _c.e**2 / _c.atomic_mass / 1000.0
+#: (e/√amu)² → km/mol (defined in :mod:`atomvib.units`)
+KM_PER_MOL_PER_E2_AMU: float = units.KM_PER_MOL_PER_E2_AMU
 
 
 @dataclass(frozen=True, eq=False)
-class OpticalSpectrum:
+class OpticalSpectrum(Result):
     """Mode-resolved IR or Raman intensities ("sticks") and how to broaden them.
 
     Attributes
@@ -115,39 +115,11 @@ class OpticalSpectrum:
     def plot(
         self, path, fwhm_cm1: float = 10.0, shape: str = "lorentzian", axis_cm1=None, title: str | None = None
     ) -> Path:
-        """Broadened curve with the mode sticks (scaled to the curve's maximum), PNG."""
-        import matplotlib
+        """Broadened curve with the mode sticks (scaled to the curve's maximum), PNG; see
+        :func:`atomvib.spectra.plots.plot_optical`."""
+        from .plots import plot_optical
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        x, y = self.curve(axis_cm1, fwhm_cm1, shape)
-        fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
-        ax.plot(
-            x,
-            y,
-            color="C0" if self.kind == "ir" else "C3",
-            lw=1.4,
-            label=f"{shape}, FWHM {fwhm_cm1:g} cm$^{{-1}}$",
-        )
-        f, i = np.asarray(self.frequencies_cm1), np.asarray(self.intensities)
-        if i.max() > 0 and y.max() > 0:
-            sel = (f > 0) & (f >= x[0]) & (f <= x[-1])
-            ax.vlines(
-                f[sel], 0, i[sel] / i.max() * y.max(), color="k", lw=0.8, alpha=0.6, label="modes (scaled)"
-            )
-        ax.set_xlabel("wavenumber (cm$^{-1}$)")
-        ax.set_ylabel(
-            f"{'IR intensity' if self.kind == 'ir' else 'Raman'} ({self.intensity_unit} per cm$^{{-1}}$)"
-        )
-        ax.set_xlim(x[0], x[-1])
-        ax.set_ylim(bottom=0)
-        ax.set_title(title or f"{self.kind.upper()} spectrum ({self.system})")
-        ax.legend(frameon=False, fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
-        return Path(path)
+        return plot_optical(self, path, fwhm_cm1=fwhm_cm1, shape=shape, axis_cm1=axis_cm1, title=title)
 
 
 def _unit_tag(unit: str) -> str:
@@ -260,19 +232,21 @@ def crystal_ir(result, becs=None) -> OpticalSpectrum:
 
 
 def engine_for(result, engine=None):
-    """The engine to use for a molecule's dipoles/polarizabilities: ``engine`` or the one of the result."""
-    from ..engines import get_engine
+    """The engine to use for a molecule's dipoles/polarizabilities: ``engine``, or the one that made the result.
+
+    The result's :class:`~atomvib.engines.EngineInfo` carries the spec that recreates its engine
+    (``xtb:gfn1``, ``pyscf:b3lyp/def2-svp``); nothing is guessed from version strings.
+    """
+    from ..engines import EngineInfo, get_engine
 
     if engine is not None:
         return get_engine(engine)
-    info = getattr(result, "engine", None) or {}
-    name, model = info.get("name"), info.get("model") or ""
-    if name == "pyscf":
-        return get_engine(f"pyscf:{model}")
-    if name == "xtb":
-        return get_engine("xtb:gfn1" if "GFN1" in model.upper() else "xtb")
-    if name:
-        return get_engine(name)
+    raw = getattr(result, "engine", None)
+    info = EngineInfo.from_dict(raw) if raw else None
+    if info is not None and info.spec:
+        return get_engine(info.spec)
+    if info is not None and info.name and info.name not in ("unknown", "phonopy-files"):
+        return get_engine(info.name)  # results written before specs were recorded: the engine's default
     raise InputError(
         "the result does not say which engine made it", fix="give engine='xtb' or engine='pyscf:hf/sto-3g'"
     )

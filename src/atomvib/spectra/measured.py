@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..results import Result
 from ..units import frequency_factor
 
 #: canonical unit names accepted on axes
@@ -55,7 +56,7 @@ def detect_unit(header: str) -> str | None:
 
 
 @dataclass(frozen=True, eq=False)
-class Spectrum1D:
+class Spectrum1D(Result):
     """A 1D spectrum on a sorted, uniform, NaN-free axis.
 
     Attributes
@@ -103,7 +104,7 @@ class Spectrum1D:
 
 
 @dataclass(frozen=True, eq=False)
-class SQEMap:
+class SQEMap(Result):
     """A measured powder map S(|Q|, E) on bin centres; NaN where the instrument did not measure.
 
     Attributes

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import InputError
 
 #: element -> (coherent, incoherent, total scattering) cross-section in barn (Sears 1992)
@@ -129,18 +131,56 @@ def cross_section(element: str) -> CrossSection:
     return CrossSection(element, coh, inc, tot)
 
 
+#: weighting name -> CrossSection attribute
+WEIGHTINGS = {"coherent": "coherent_barn", "incoherent": "incoherent_barn", "total": "total_barn"}
+
+
+def cross_sections_barn(
+    elements, weighting: str = "total", overrides: dict | None = None
+) -> dict[str, float]:
+    """Scattering cross-section per element, barn: the one place where a neutron weighting is chosen.
+
+    Parameters
+    ----------
+    elements : iterable of str
+        Element symbols (repeats allowed; the result has each once, in order of appearance).
+    weighting : "coherent", "incoherent" or "total" (coherent + incoherent)
+    overrides : dict element -> barn, optional
+        Take precedence over the Sears (1992) table (isotopic samples); they replace the cross-section
+        of the chosen ``weighting``.
+    """
+    if weighting not in WEIGHTINGS:
+        raise InputError(f"unknown weighting {weighting!r}", fix="use coherent, incoherent or total")
+    overrides = dict(overrides or {})
+    key = WEIGHTINGS[weighting]
+    return {
+        el: float(overrides[el]) if el in overrides else float(getattr(cross_section(el), key))
+        for el in dict.fromkeys(elements)
+    }
+
+
 def total_cross_sections_barn(elements, overrides: dict | None = None) -> dict[str, float]:
     """Total (coherent + incoherent) scattering cross-section per element, barn.
 
     ``overrides`` maps element -> barn and takes precedence over the table (e.g. isotopic samples).
     """
-    overrides = dict(overrides or {})
-    return {
-        el: float(overrides[el]) if el in overrides else cross_section(el).total_barn
-        for el in dict.fromkeys(elements)
-    }
+    return cross_sections_barn(elements, "total", overrides)
 
 
-def known_elements() -> list[str]:
-    """Element symbols with tabulated cross-sections."""
-    return list(_SEARS_1992_BARN)
+def neutron_dos_weights(elements, masses_amu, weighting: str = "total", overrides: dict | None = None):
+    """Per-atom factor of the neutron-weighted DOS, σ_κ ⟨M⟩ / M_κ / N, shape (natom,), barn.
+
+    Euphonic's convention (``QpointPhononModes.calculate_pdos``): the partial DOS of atom κ times its
+    cross-section σ_κ (of ``weighting``) and ⟨M⟩/M_κ (⟨M⟩ the mean atomic mass of the cell), divided
+    by the number N of atoms, so the weighted DOS is in barn per energy per atom. Used by
+    :func:`atomvib.spectra.dos.phonon_dos` and :func:`atomvib.learn.spectra.neutron_weighted_dos`.
+
+    Parameters
+    ----------
+    elements : sequence of str, length natom
+    masses_amu : array, shape (natom,), amu
+    weighting, overrides : see :func:`cross_sections_barn`
+    """
+    m = np.asarray(masses_amu, dtype=float)
+    sig = cross_sections_barn(elements, weighting, overrides)
+    return np.array([sig[el] for el in elements]) * m.mean() / m / len(m)

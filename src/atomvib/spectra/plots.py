@@ -1,4 +1,9 @@
-"""Figures of INS spectra and maps (matplotlib, Agg backend; no state kept between calls)."""
+"""Figures of spectra: INS spectra and maps, IR/Raman curves, fits to measurements.
+
+With :mod:`atomvib.plot` the only modules that import matplotlib (lazily, inside the functions). The
+figures are :class:`matplotlib.figure.Figure` objects drawn straight to a file: no pyplot, no backend
+switch, nothing left in matplotlib's global state (a user's interactive backend is untouched).
+"""
 
 from __future__ import annotations
 
@@ -6,23 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from ..plot import new_figure
 
 
 def plot_indirect(spectra, path, title: str | None = None) -> Path:
     """Total and per-order lines of one or more :class:`~atomvib.spectra.ins.InsSpectrum` (one panel each)."""
-    plt = _plt()
     spectra = list(spectra)
-    fig, axes = plt.subplots(
-        len(spectra), 1, figsize=(7, 2.6 * len(spectra) + 0.6), sharex=True, squeeze=False
-    )
+    fig = new_figure(figsize=(7, 2.6 * len(spectra) + 0.6))
+    axes = fig.subplots(len(spectra), 1, sharex=True, squeeze=False)
     emax = max(s.energy_mev[np.nonzero(s.intensity > 1e-3 * s.intensity.max())[0][-1]] for s in spectra)
     for ax, s in zip(axes[:, 0], spectra):
         ax.plot(s.energy_mev, s.intensity, color="k", lw=1.2, label="total")
@@ -41,18 +37,17 @@ def plot_indirect(spectra, path, title: str | None = None) -> Path:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)
 
 
 def plot_map(m, path, title: str | None = None) -> Path:
     """S(|Q|, E) colour map (log scale) of an :class:`~atomvib.spectra.ins.InsMap` or coherent map."""
-    plt = _plt()
     from matplotlib.colors import LogNorm
 
     z = np.ma.masked_invalid(m.intensity)
     vmax = float(z.max()) if z.count() else 1.0
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig = new_figure(figsize=(6.4, 4.6))
+    ax = fig.subplots()
     x = getattr(m, "q_ainv", None)
     x = m.x if x is None else x
     pc = ax.pcolormesh(
@@ -67,5 +62,93 @@ def plot_map(m, path, title: str | None = None) -> Path:
     ax.set_title(title or label, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return Path(path)
+
+
+def plot_optical(
+    spectrum, path, fwhm_cm1: float = 10.0, shape: str = "lorentzian", axis_cm1=None, title: str | None = None
+) -> Path:
+    """Broadened IR/Raman curve of an :class:`~atomvib.spectra.ir.OpticalSpectrum` with the mode sticks
+    (scaled to the curve's maximum), PNG."""
+    x, y = spectrum.curve(axis_cm1, fwhm_cm1, shape)
+    fig = new_figure(figsize=(7, 3.6), dpi=110)
+    ax = fig.subplots()
+    ax.plot(
+        x,
+        y,
+        color="C0" if spectrum.kind == "ir" else "C3",
+        lw=1.4,
+        label=f"{shape}, FWHM {fwhm_cm1:g} cm$^{{-1}}$",
+    )
+    f, i = np.asarray(spectrum.frequencies_cm1), np.asarray(spectrum.intensities)
+    if i.max() > 0 and y.max() > 0:
+        sel = (f > 0) & (f >= x[0]) & (f <= x[-1])
+        ax.vlines(f[sel], 0, i[sel] / i.max() * y.max(), color="k", lw=0.8, alpha=0.6, label="modes (scaled)")
+    ax.set_xlabel("wavenumber (cm$^{-1}$)")
+    ax.set_ylabel(
+        f"{'IR intensity' if spectrum.kind == 'ir' else 'Raman'} ({spectrum.intensity_unit} per cm$^{{-1}}$)"
+    )
+    ax.set_xlim(x[0], x[-1])
+    ax.set_ylim(bottom=0)
+    ax.set_title(title or f"{spectrum.kind.upper()} spectrum ({spectrum.system})")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
+
+
+def plot_fit(result, path, title: str | None = None) -> Path:
+    """Overlay of a :class:`~atomvib.spectra.compare.CompareResult` (measured with error bars, computed as is
+    scaled to the same area, fitted model) and residuals, PNG."""
+    from ..units import frequency_factor
+
+    m = result.measured.crop(*result.x_range)
+    unit_label = {"meV": "Energy (meV)", "cm-1": "Wavenumber (cm$^{-1}$)", "THz": "Frequency (THz)"}[m.unit]
+    fig = new_figure(figsize=(7, 5.2))
+    ax, axr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
+    if m.error is not None:
+        ax.errorbar(m.x, m.y, m.error, fmt="o", ms=2.5, color="k", lw=0.6, label="measured")
+    else:
+        ax.plot(m.x, m.y, "o", ms=2.5, color="k", label="measured")
+    # the computed spectrum on its own (finer) axis, scaled to the measured area over the compared range
+    xc = result.computed.x * frequency_factor(result.computed.unit, m.unit)
+    inr = (xc >= m.x[0]) & (xc <= m.x[-1])
+    if inr.sum() > 1 and np.trapezoid(result.computed.y[inr], xc[inr]) > 0:
+        area = np.trapezoid(np.clip(m.y, 0, None), m.x) / np.trapezoid(result.computed.y[inr], xc[inr])
+        ax.plot(
+            xc[inr],
+            result.computed.y[inr] * area,
+            color="0.55",
+            lw=1,
+            ls="--",
+            label="computed as is (area-matched)",
+        )
+    f = result.fit
+    if f is not None:
+        s, ds = f.frequency_scale
+        ax.plot(
+            f.x,
+            f.model,
+            color="C3",
+            lw=1.6,
+            label=f"fit: s = {s:.3f} ± {ds:.3f}, χ²$_{{red}}$ = {f.chi2_red:.2f}",
+        )
+        r = f.residual
+        if f.error is not None:
+            axr.errorbar(f.x, r, f.error, fmt="o", ms=2, color="C3", lw=0.5)
+        else:
+            axr.plot(f.x, r, "o", ms=2, color="C3")
+        axr.axhline(0, color="k", lw=0.6)
+    axr.set_ylabel("residual")
+    axr.set_xlabel(unit_label)
+    ax.set_ylabel("Intensity (arb. units)")
+    sim = result.similarity_fitted or result.similarity
+    ax.set_title(
+        title
+        or f"cosine {sim.cosine:.3f}, SIS {sim.sis:.3f}, Wasserstein {sim.wasserstein:.2f} {m.unit}"
+        + (" (after fit)" if result.fit else ""),
+        fontsize=9,
+    )
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     return Path(path)

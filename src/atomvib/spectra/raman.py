@@ -22,14 +22,14 @@ so :func:`raman_spectrum` says so instead of guessing.
 from __future__ import annotations
 
 import numpy as np
-from ase.units import Bohr, Hartree
 
 from .. import units
 from ..errors import EngineError, InputError
+from ..harmonic.thermal import bose_occupation
 from .ir import OpticalSpectrum, engine_for, mass_weighted_modes
 
-#: 1/(4πε₀) in eV·Å/e² (ASE's Hartree·Bohr, CODATA): α[Å³] = COULOMB · ∂μ[e·Å]/∂F[V/Å]
-COULOMB_EV_A: float = Hartree * Bohr
+#: 1/(4πε₀) in eV·Å/e² (= Hartree·Bohr; :mod:`atomvib.units`): α[Å³] = COULOMB · ∂μ[e·Å]/∂F[V/Å]
+COULOMB_EV_A: float = units.COULOMB_EV_A
 
 #: default finite field, V/Å (≈ 0.0019 atomic units: large enough for clean differences, far from field ionisation)
 FIELD_V_PER_A: float = 0.1
@@ -43,14 +43,25 @@ def _dipole_in_field(engine, atoms, field_v_per_a) -> np.ndarray:
         # tblite.ase's ``electric_field`` parameter hands a NumPy array to a C pointer argument and
         # fails (tblite 0.8), so the field goes through tblite's own interface with a cffi pointer.
         from tblite.interface import Calculator
+
+        from ..engines.guards import version_problems
+
+        problems = version_problems("tblite-field")
+        if problems:  # tblite.library is not tblite's public API: no numbers from an untested layout
+            raise EngineError(
+                f"Raman with xtb passes a field through tblite's C interface, tested on tblite 0.4–0.8 only "
+                f"({'; '.join(problems)})",
+                fix="install tblite>=0.4,<0.9, or use --engine pyscf:XC/BASIS for the polarizabilities",
+            )
         from tblite.library import ffi
 
-        calc = Calculator(engine.method, atoms.numbers, atoms.positions / Bohr)
+        calc = Calculator(engine.method, atoms.numbers, atoms.positions / units.BOHR_A)
         calc.set("accuracy", 0.01)
         calc.set("verbosity", 0)
-        f_au = np.ascontiguousarray(f * Bohr / Hartree)  # kept alive until singlepoint() returns
+        # kept alive until singlepoint() returns
+        f_au = np.ascontiguousarray(f * units.BOHR_A / units.HARTREE_EV)
         calc.add("electric-field", ffi.cast("double *", ffi.from_buffer(f_au)))
-        return np.asarray(calc.singlepoint().get("dipole"), dtype=float) * Bohr
+        return np.asarray(calc.singlepoint().get("dipole"), dtype=float) * units.BOHR_A
     if name == "pyscf":
         calc = engine.calculator()
         mf = calc.build_scf(atoms)
@@ -59,7 +70,7 @@ def _dipole_in_field(engine, atoms, field_v_per_a) -> np.ndarray:
         origin = charges @ mol.atom_coords() / charges.sum()
         with mol.with_common_orig(origin):
             r_ints = mol.intor_symmetric("int1e_r", comp=3)
-        f_au = f / (Hartree / Bohr)
+        f_au = f / (units.HARTREE_EV / units.BOHR_A)
         # electrons (charge −1) in the potential −F·r gain +F·r: the field pulls them against F
         h = mf.get_hcore() + np.einsum("x,xij->ij", f_au, r_ints)
         mf.get_hcore = lambda *args, **kw: h
@@ -70,7 +81,7 @@ def _dipole_in_field(engine, atoms, field_v_per_a) -> np.ndarray:
                 "PySCF SCF in a finite field did not converge",
                 fix="use a smaller field or check the geometry",
             )
-        return np.asarray(mf.dip_moment(unit="AU", verbose=0), dtype=float) * Bohr
+        return np.asarray(mf.dip_moment(unit="AU", verbose=0), dtype=float) * units.BOHR_A
     raise EngineError(
         f"engine {name} gives no polarizability, so no Raman activities",
         fix="use --engine xtb (GFN2-xTB, finite field) or --engine pyscf:XC/BASIS for a molecule's Raman spectrum",
@@ -118,11 +129,11 @@ def cross_section_factor(frequencies_cm1, laser_nm: float, temperature_k: float 
     if not laser_nm > 0:
         raise InputError(f"laser wavelength must be positive, got {laser_nm}", fix="e.g. --laser-nm 532")
     nu = np.asarray(frequencies_cm1, dtype=float)
-    nu0 = 1e7 / laser_nm
-    x = nu / units.THZ_TO_CM1 * units.THZ_TO_K / max(temperature_k, 1e-6)
-    bose = 1.0 / -np.expm1(-np.clip(x, 1e-12, None))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.where(nu > 0, (nu0 - nu) ** 4 / nu * bose * 1e-12, 0.0)
+    nu0 = units.NM_CM1 / laser_nm
+    stokes = 1.0 + bose_occupation(nu / units.MEV_TO_CM1, temperature_k)  # n + 1 = 1/(1 − exp(−hcν/kT))
+    pos = nu > 0
+    w = np.zeros_like(nu)
+    w[pos] = (nu0 - nu[pos]) ** 4 / nu[pos] * stokes[pos] * 1e-12
     return w
 
 

@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, func, or_, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from ..errors import InputError
@@ -92,6 +92,15 @@ def _reduced(formula: str) -> dict:
         raise InputError(f"cannot parse formula '{formula}'", fix="write it like NaCl or Al2O3") from None
 
 
+def iso_time(t) -> str | None:
+    """ISO 8601 in UTC with its offset (``2025-06-01T12:34:56+00:00``) of a Unix time; None for none."""
+    from datetime import datetime, timezone
+
+    if t is None or t != t:
+        return None
+    return datetime.fromtimestamp(float(t), timezone.utc).isoformat(timespec="seconds")
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -152,6 +161,7 @@ class Store:
     def _migrate(self):
         from alembic import command
         from alembic.config import Config
+        from alembic.util import CommandError
 
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
@@ -161,17 +171,37 @@ class Store:
                     cfg.attributes["connection"] = conn
                     command.upgrade(cfg, "head")
                 return
-            except (OperationalError, IntegrityError) as exc:  # another process migrating right now
-                if attempt == _LOCK_RETRIES - 1:
-                    raise InputError(
-                        f"cannot prepare database {self.url}: {exc.orig}", fix="check the database"
-                    ) from None
-                time.sleep(0.2 * (attempt + 1))
-            except Exception as exc:
-                if "already exists" in str(exc) and attempt < _LOCK_RETRIES - 1:
+            except DBAPIError as exc:
+                msg = str(exc.orig or exc)
+                # another process creating or migrating the same database right now: wait and see
+                busy = isinstance(exc, IntegrityError) or any(
+                    w in msg.lower() for w in ("locked", "busy", "deadlock", "already exists")
+                )
+                if busy and attempt < _LOCK_RETRIES - 1:
                     time.sleep(0.2 * (attempt + 1))
                     continue
-                raise
+                raise InputError(*self._open_error(msg)) from None
+            except CommandError as exc:  # alembic: a revision this atomvib does not know
+                raise InputError(
+                    f"database {self.url} has a schema this atomvib does not know ({exc})",
+                    fix="upgrade atomvib (pip install -U atomvib), or give another --db",
+                ) from None
+
+    def _open_error(self, msg: str) -> tuple[str, str]:
+        """(problem, fix) for a database that cannot be opened."""
+        first = msg.strip().splitlines()[0] if msg.strip() else "unknown error"
+        if self.is_sqlite:
+            path = self.url.split("///", 1)[1]
+            if "not a database" in msg or "malformed" in msg:
+                return (
+                    f"{path} is not an SQLite database ({first})",
+                    "give the .db file written by `atomvib batch`, or a new file name",
+                )
+            return f"cannot open SQLite database {path}: {first}", "check the path and its permissions"
+        return (
+            f"cannot open database {self.url}: {first}",
+            "check the URL, the server, the user and the password",
+        )
 
     def revision(self) -> str | None:
         """The alembic revision the database is at."""
@@ -397,6 +427,23 @@ class Store:
                 )
             return out
 
+    def result_dirs(self, keys: list[str]) -> dict[str, str]:
+        """``{key: result_dir}`` of the given calculations (those that exist)."""
+        out = {}
+        with Session(self.engine) as s:
+            for i in range(0, len(keys), 400):
+                chunk = keys[i : i + 400]
+                out.update(
+                    dict(
+                        s.execute(
+                            select(CalculationRow.key, CalculationRow.result_dir).where(
+                                CalculationRow.key.in_(chunk)
+                            )
+                        ).all()
+                    )
+                )
+        return out
+
     def get_calculation(self, key: str) -> CalculationRow | None:
         with Session(self.engine) as s:
             return s.get(CalculationRow, key)
@@ -412,7 +459,8 @@ class Store:
         task: str | None = None,
         structure: str | None = None,
     ):
-        """Calculations joined with their structure, as a pandas DataFrame (columns :data:`CSV_COLUMNS`).
+        """Calculations joined with their structure, as a pandas DataFrame (columns :data:`CSV_COLUMNS`;
+        ``finished`` as ISO 8601 text in UTC, missing numbers as NaN/NA).
 
         Filters: ``formula`` (reduced formula in any element order, e.g. ``NaCl``), ``engine`` (name or spec prefix),
         ``status``, ``has_imaginary``, ``task``, ``structure`` (hash prefix).
@@ -461,6 +509,7 @@ class Store:
             rows = conn.execute(q).all()
         df = pd.DataFrame([tuple(r) for r in rows], columns=CSV_COLUMNS)
         df["has_imaginary"] = df["has_imaginary"].astype("boolean")
+        df["finished"] = [iso_time(t) for t in df["finished"]]
         if formula:
             want = _reduced(formula)
             df = df[[isinstance(f, str) and _reduced(f) == want for f in df["formula"]]].reset_index(
