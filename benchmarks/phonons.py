@@ -266,8 +266,7 @@ def rewrite_ab(threads_list=(1, 2), repeat: int = 3) -> list[dict]:
         torch.set_num_threads(threads)
         times, forces = {}, {}
         for variant in ("stock", "rewritten", "fused"):
-            engine = SevenNetEngine()
-            engine.rewrite_graphs = False
+            engine = SevenNetEngine(rewrite_graphs=False)
             if variant != "stock":
                 optimise_model(engine.calculator().model, fused=variant == "fused")
             times[variant], forces[variant] = _timed_calls(engine, cell, repeat)

@@ -50,16 +50,19 @@ def _best(fn, repeat):
 
 
 def _phonopy(name):
+    """Force constants of a phonopy example as atomvib's typed ForceConstants (what spectra take)."""
     import phonopy
+
+    from atomvib.harmonic.force_constants import ForceConstants
 
     d = DATA / name
     born = d / "BORN"
-    return phonopy.load(
+    return ForceConstants.from_phonopy(phonopy.load(
         str(d / "phonopy_disp.yaml"),
         force_sets_filename=str(d / "FORCE_SETS"),
         born_filename=str(born) if born.is_file() else None,
         log_level=0,
-    )
+    ))
 
 
 def _al108():
@@ -85,7 +88,9 @@ def _al108():
         forces.append(at.get_forces())
     ph.forces = np.array(forces)
     ph.produce_force_constants()
-    return ph
+    from atomvib.harmonic.force_constants import ForceConstants
+
+    return ForceConstants.from_phonopy(ph)
 
 
 def gamma_grid(n):

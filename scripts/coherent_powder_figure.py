@@ -42,13 +42,15 @@ def main():
     )
 
     warnings.filterwarnings("ignore")
-    ph = phonopy.load(
+    from atomvib.harmonic.force_constants import ForceConstants
+
+    ph = ForceConstants.from_phonopy(phonopy.load(
         str(DATA / "phonopy_disp.yaml"),
         force_sets_filename=str(DATA / "FORCE_SETS"),
         born_filename=str(DATA / "BORN"),
         primitive_matrix="auto",
         log_level=0,
-    )
+    ))
     fc = euphonic_force_constants(ph)
     q = np.arange(0.5, 7.8, 0.25)
     ebins = np.arange(0.0, 90.5, 0.5)

@@ -23,13 +23,15 @@ FIG = ROOT / "docs" / "figures"
 def _phonopy(name):
     import phonopy
 
+    from atomvib.harmonic.force_constants import ForceConstants
+
     d = DATA / "phonopy-examples" / name
-    return phonopy.load(
+    return ForceConstants.from_phonopy(phonopy.load(
         str(d / "phonopy_disp.yaml"),
         force_sets_filename=str(d / "FORCE_SETS"),
         born_filename=str(d / "BORN"),
         log_level=0,
-    )
+    ))
 
 
 def _oclimax(name):

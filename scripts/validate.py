@@ -147,7 +147,7 @@ def section_sanity(engines=ENGINES):
                 "lattice_a_dft": float(np.linalg.norm(dft_plain.primitive.cell[0])),
                 "cv_300K_J_per_K_per_mol": th["heat_capacity_J_per_K_per_mol"],
                 "wall_s": wall,
-                "engine": r.engine,
+                "engine": r.engine.to_dict(),
             }
             # same q-points as the DFT path: the primitive cells are both spglib-standard primitives
             arrays[f"{eng}_no_nac"] = _bands_on_path(r, bands_ref.qpoints)
@@ -371,7 +371,7 @@ def section_molecules():
         exp = sorted(MOLECULE_EXPERIMENT_CM1[name], key=lambda x: x[1])
         assert len(exp) == len(calc), name
         rows[name] = {
-            "engine": r.engine,
+            "engine": r.engine.to_dict(),
             "frequencies_cm1": calc.tolist(),
             "experiment": [{"mode": m, "cm1": v, "harmonic_cm1": h, "stretch": st} for m, v, h, st in exp],
             "zero_point_energy_eV": r.zero_point_energy_ev,

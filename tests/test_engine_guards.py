@@ -27,6 +27,12 @@ ENGINES_DIR = Path(__file__).resolve().parents[1] / "src" / "atomvib" / "engines
 # ------------------------------------------------------------------------------------ EngineInfo
 
 
+def _fake_version(monkeypatch, dist: str, version: str) -> None:
+    """Make the guards see ``version`` installed for ``dist`` (every other package as it is)."""
+    real = guards.installed_version
+    monkeypatch.setattr(guards, "installed_version", lambda d: version if d == dist else real(d))
+
+
 def test_engine_info_round_trip_identity_and_describe():
     info = EngineInfo(
         "sevennet", "0.13.0", spec="sevennet:7net-0", model="SevenNet_0__11Jul2024", model_sha256="ab" * 32,
@@ -142,8 +148,7 @@ def test_no_global_warning_filters_in_engines():
 def test_version_problems(monkeypatch):
     assert guards._release("2.13.0+cpu") == (2, 13, 0)
     assert guards._release("0.14.0rc1") == (0, 14, 0)
-    real = guards.installed_version
-    monkeypatch.setattr(guards, "installed_version", lambda d: "0.7.0" if d == "e3nn" else real(d))
+    _fake_version(monkeypatch, "e3nn", "0.7.0")
     problems = guards.version_problems("rewritten")
     assert len(problems) == 1 and problems[0].startswith("e3nn 0.7.0 is outside the tested range")
 
@@ -213,8 +218,7 @@ def test_normal_path_records_fused_kernels(nacl, stock_forces):
 def test_untested_version_falls_back_to_stock(monkeypatch, nacl, stock_forces):
     from atomvib.engines.mlip import SevenNetEngine
 
-    real = guards.installed_version
-    monkeypatch.setattr(guards, "installed_version", lambda d: "0.7.0" if d == "e3nn" else real(d))
+    _fake_version(monkeypatch, "e3nn", "0.7.0")
     engine = SevenNetEngine()
     fallbacks = _load(engine)
     assert len(fallbacks) == 1 and "e3nn 0.7.0" in str(fallbacks[0].message)
@@ -230,8 +234,7 @@ def test_untested_numba_keeps_the_rewrite(monkeypatch, nacl, stock_forces):
 
     if not fused_tp.HAVE_NUMBA:
         pytest.skip("numba not installed")
-    real = guards.installed_version
-    monkeypatch.setattr(guards, "installed_version", lambda d: "0.99.0" if d == "numba" else real(d))
+    _fake_version(monkeypatch, "numba", "0.99.0")
     engine = SevenNetEngine()
     fallbacks = _load(engine)
     assert len(fallbacks) == 1 and "numba 0.99.0" in str(fallbacks[0].message)
@@ -275,8 +278,7 @@ def test_chgnet_untested_version_rebuilds_graphs(monkeypatch):
     cells.append(moved)
     reference = CHGNetEngine()
     assert _load(reference) == [] and reference.info.settings["graph_reuse"] is True
-    real = guards.installed_version
-    monkeypatch.setattr(guards, "installed_version", lambda d: "0.5.0" if d == "chgnet" else real(d))
+    _fake_version(monkeypatch, "chgnet", "0.5.0")
     engine = CHGNetEngine()
     fallbacks = _load(engine)
     assert len(fallbacks) == 1 and "chgnet 0.5.0" in str(fallbacks[0].message)
@@ -302,8 +304,7 @@ def test_dos_predictor_untested_version_keeps_stock_kernels(monkeypatch):
 
     fast = load_model()
     assert fast.kernel_path in ("fused", "rewritten")
-    real = guards.installed_version
-    monkeypatch.setattr(guards, "installed_version", lambda d: "0.7.0" if d == "e3nn" else real(d))
+    _fake_version(monkeypatch, "e3nn", "0.7.0")
     import torch
 
     blob = torch.load(DEFAULT_MODEL, map_location="cpu", weights_only=False)
@@ -326,7 +327,48 @@ def test_raman_with_untested_tblite_refuses_instead_of_guessing(monkeypatch):
     from atomvib.spectra.raman import raman_spectrum
 
     w = atomvib.phonons(molecule("H2O"), engine="xtb")
-    real = guards.installed_version
-    monkeypatch.setattr(guards, "installed_version", lambda d: "0.9.1" if d == "tblite" else real(d))
+    _fake_version(monkeypatch, "tblite", "0.9.1")
     with pytest.raises(EngineError, match="tblite 0.9.1 is outside the tested range"):
         raman_spectrum(w)
+
+
+def test_phonopy_helper_untested_version_uses_the_public_api(monkeypatch):
+    """Force constants through phonopy's public methods agree with phonopy.load's helper."""
+    import warnings
+
+    from conftest import SHARED_DATA
+
+    d = SHARED_DATA / "phonopy-examples" / "NaCl"
+    if not d.is_dir():
+        pytest.skip("reference data ../shared/data not present")
+    from atomvib.settings import PhononSettings
+    from atomvib.workflow import read_phonopy_files
+
+    ref, _ = read_phonopy_files(d / "phonopy_disp.yaml", d / "FORCE_SETS", None, PhononSettings())
+    _fake_version(monkeypatch, "phonopy", "5.0.0")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        alt, _ = read_phonopy_files(d / "phonopy_disp.yaml", d / "FORCE_SETS", None, PhononSettings())
+    assert sum(issubclass(w.category, guards.SpeedPathFallback) for w in rec) == 1
+    a, b = ref.force_constants, alt.force_constants
+    assert a.shape == b.shape
+    np.testing.assert_allclose(b, a, atol=1e-6 * np.abs(a).max())
+
+
+def test_coherent_wedge_untested_euphonic_uses_euphonics_own_average(monkeypatch):
+    import warnings
+
+    from ase.build import bulk
+
+    import atomvib
+    from atomvib.spectra.coherent import coherent_powder_map
+
+    r = atomvib.phonons(bulk("Al", "fcc", a=4.05), engine="emt", relax=False, mesh_density=10)
+    ebins = np.linspace(0.5, 40.0, 30)
+    ref = coherent_powder_map(r, [2.5], ebins, dw_mesh=2, npts=300, symmetry=False).intensity
+    _fake_version(monkeypatch, "euphonic", "2.2.0")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        got = coherent_powder_map(r, [2.5], ebins, dw_mesh=2, npts=300).intensity
+    assert sum(issubclass(w.category, guards.SpeedPathFallback) for w in rec) == 1
+    np.testing.assert_allclose(got, ref, rtol=1e-10)

@@ -269,3 +269,17 @@ def test_prediction_comparison_and_fit_round_trip(tmp_path):
     sqe = SQEMap(q_invA=np.linspace(0.5, 5, 10), energy_mev=x[:20], intensity=np.full((10, 20), np.nan),
                  error=None, source="synthetic")
     _round_trip(sqe, tmp_path, "sqe_map")
+
+
+def test_ir_engine_comes_from_the_saved_spec_not_a_version_string(tmp_path):
+    """Bug 3: the engine for a saved molecule's dipoles was guessed from its version string."""
+    from ase.build import molecule
+
+    from atomvib.spectra.ir import engine_for
+
+    w = atomvib.phonons(molecule("H2O"), engine="xtb:gfn1", relax=False)
+    assert w.engine.spec == "xtb:gfn1"
+    w.save(tmp_path / "w")
+    back = atomvib.load(tmp_path / "w")
+    assert engine_for(back).info.spec == "xtb:gfn1"
+    assert engine_for(back, "xtb").info.spec == "xtb:gfn2"  # an explicit engine wins

@@ -114,7 +114,8 @@ def _report(inp, r, out: Path) -> str:
             f"  space group {s['structure']['spacegroup']}, supercell {s['n_supercell_atoms']} atoms, "
             f"{s['n_displacements']} displacements, mesh {'x'.join(map(str, s['mesh']))}"
         )
-        lines.append(f"  omega_max {s['omega_max_thz']:.3f} THz, lowest {s['min_frequency_thz']:.3f} THz")
+        lowest = s["min_frequency_thz"] if abs(s["min_frequency_thz"]) >= 5e-4 else 0.0  # no "-0.000"
+        lines.append(f"  omega_max {s['omega_max_thz']:.3f} THz, lowest {lowest:.3f} THz")
         lines.append(
             f"  at {th['temperature_K']:g} K per mol {s['structure']['formula']} (formula unit): "
             f"F {fu['free_energy_kJ_per_mol']:.3f} kJ/mol, S {fu['entropy_J_per_K_per_mol']:.3f} J/K/mol, "

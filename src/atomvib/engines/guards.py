@@ -41,6 +41,11 @@ TESTED_VERSIONS: dict[str, dict[str, tuple[str, str]]] = {
     "mace-rewritten": {"e3nn": ("0.4.4", "0.7"), "mace-torch": ("0.3.16", "0.4")},
     # spectra/raman.py: a uniform field handed to tblite's C interface through tblite.library.ffi
     "tblite-field": {"tblite": ("0.4", "0.9")},
+    # spectra/coherent.py: Euphonic's private sphere points and Bose-corrected binning (tested 2.1.1)
+    "euphonic-sphere": {"euphonic": ("2.1", "2.2")},
+    # harmonic/displacements.py: phonopy.cui.load_helper.produce_force_constants, exactly what phonopy.load
+    # does (tested 4.10.0); the public Phonopy methods are the fallback
+    "phonopy-load-helper": {"phonopy": ("4.0", "5")},
 }
 
 #: a fast path must reproduce the stock forces on the probe cell to this (eV/Å): float32 round-off

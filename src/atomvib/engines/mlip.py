@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import units
 from ..errors import EngineError, EngineUnavailable
 from ..runtime import configure_threads
 from . import guards
@@ -544,7 +545,7 @@ class CHGNetEngine(_PooledMixin, Engine):
             # loaded in training mode; its own predict_graph switches to eval, our direct calls must too
             model.eval()
             calc = CHGNetCalculator(
-                model=model, use_device=_torch_device(self.device), stress_weight=1 / 160.21766208
+                model=model, use_device=_torch_device(self.device), stress_weight=1 / units.EV_PER_A3_TO_GPA
             )
         self._graph_reuse = False
         if self.reuse_graphs:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
-from ase.units import Bohr, Hartree
 
+from .. import units
 from ..errors import EngineError, EngineUnavailable
 from ..runtime import configure_threads
 from .base import Engine, EngineInfo, package_version, package_versions
@@ -100,10 +100,10 @@ class PySCFCalculator(Calculator):
         if not mf.converged:
             raise EngineError("PySCF SCF did not converge", fix="try another basis/functional or check the geometry")
         grad = mf.nuc_grad_method().kernel()
-        self.results["energy"] = float(e) * Hartree
-        self.results["forces"] = -np.asarray(grad) * Hartree / Bohr
+        self.results["energy"] = float(e) * units.HARTREE_EV
+        self.results["forces"] = -np.asarray(grad) * units.HARTREE_EV / units.BOHR_A
         # dipole in e·Å (PySCF returns Debye)
-        self.results["dipole"] = np.asarray(mf.dip_moment(unit="AU", verbose=0)) * Bohr
+        self.results["dipole"] = np.asarray(mf.dip_moment(unit="AU", verbose=0)) * units.BOHR_A
 
 
 class PySCFEngine(Engine):

@@ -122,14 +122,27 @@ class DisplacementPlan:
 
 
 def produce_symmetrized_fc(ph) -> None:
-    """Force constants exactly as ``phonopy.load`` makes them (compact layout, symmetrised, ASR)."""
+    """Force constants exactly as ``phonopy.load`` makes them (compact layout, symmetrised, ASR).
+
+    phonopy.load's own helper (``phonopy.cui.load_helper``, not phonopy's public API) is used within the
+    tested phonopy versions; outside them, the public ``produce_force_constants`` and
+    ``symmetrize_force_constants`` (same steps, one warning says so).
+    """
     import contextlib
     import io
 
-    from phonopy.cui.load_helper import produce_force_constants
+    from ..engines.guards import version_problems, warn_fallback
 
+    problems = version_problems("phonopy-load-helper")
     with contextlib.redirect_stdout(io.StringIO()):  # phonopy prints the residual drift
-        produce_force_constants(ph, symmetrize_fc=True, is_compact_fc=True)
+        if not problems:
+            from phonopy.cui.load_helper import produce_force_constants
+
+            produce_force_constants(ph, symmetrize_fc=True, is_compact_fc=True)
+            return
+        warn_fallback("force constants", "phonopy.load helper", problems, used="public Phonopy")
+        ph.produce_force_constants(calculate_full_force_constants=False)
+        ph.symmetrize_force_constants()
 
 
 def plan_displacements(structure: Structure, settings: PhononSettings) -> DisplacementPlan:

@@ -122,7 +122,8 @@ def _fast_kernels(nets) -> str:
     """Rewrite the members' e3nn kernels (engines/graph_rewrite.py) where the versions are tested and the
     rewritten first member predicts what the stock one does on a probe cell; else keep stock, warn once.
 
-    Returns the kernel path used. The probe (2-atom Si, one member, both paths) costs ~20 ms.
+    Returns the kernel path used. The probe (2-atom Si, one member, both paths) costs ~0.2 s, ~0.9 s on first
+    use of a machine (the compiled kernels load then instead of at the first prediction).
     """
     import copy
 
@@ -309,13 +310,20 @@ class Predictor:
         return out
 
 
-@lru_cache(maxsize=4)
 def _load_cached(path: str) -> Predictor:
-    import torch
-
+    """The predictor of ``path``, loaded once per version of the file (cached on path, size and mtime)."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{path}: no such model file", fix="train one with `atomvib train` or omit --model")
+    st = p.stat()
+    return _load_file(path, st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=4)
+def _load_file(path: str, size: int, mtime_ns: int) -> Predictor:
+    import torch
+
+    p = Path(path)
     try:
         blob = torch.load(p, weights_only=False, map_location="cpu")
     except Exception as exc:  # torch raises many types for a bad file

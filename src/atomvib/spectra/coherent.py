@@ -223,6 +223,13 @@ def coherent_powder_map(
     dw = _debye_waller(fc, temperature_k, dw_mesh)
     ebins = np.asarray(energy_bins_mev, dtype=float)
     q_ainv = np.asarray(q_ainv, float)
+    if symmetry:
+        from ..engines.guards import version_problems, warn_fallback
+
+        problems = version_problems("euphonic-sphere")
+        if problems:  # the wedge uses Euphonic's private sphere points and binning
+            warn_fallback("coherent powder map", "symmetry-wedge", problems, used="Euphonic sphere-average")
+            symmetry = False
     if not symmetry:
         out = _powder_map_euphonic(fc, q_ainv, ebins, dw, temperature_k, npts, sampling)
     else:

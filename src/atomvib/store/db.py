@@ -412,36 +412,19 @@ class Store:
         self._write(fn)
 
     def status_of(self, keys: list[str]) -> dict[str, str]:
-        with Session(self.engine) as s:
-            out = {}
-            for i in range(0, len(keys), 400):
-                chunk = keys[i : i + 400]
-                out.update(
-                    dict(
-                        s.execute(
-                            select(CalculationRow.key, CalculationRow.status).where(
-                                CalculationRow.key.in_(chunk)
-                            )
-                        ).all()
-                    )
-                )
-            return out
+        """``{key: status}`` of the given calculations (those that exist)."""
+        return self._column_of(keys, CalculationRow.status)
 
     def result_dirs(self, keys: list[str]) -> dict[str, str]:
         """``{key: result_dir}`` of the given calculations (those that exist)."""
+        return self._column_of(keys, CalculationRow.result_dir)
+
+    def _column_of(self, keys: list[str], column) -> dict:
         out = {}
         with Session(self.engine) as s:
-            for i in range(0, len(keys), 400):
+            for i in range(0, len(keys), 400):  # bounded IN lists (SQLite's variable limit)
                 chunk = keys[i : i + 400]
-                out.update(
-                    dict(
-                        s.execute(
-                            select(CalculationRow.key, CalculationRow.result_dir).where(
-                                CalculationRow.key.in_(chunk)
-                            )
-                        ).all()
-                    )
-                )
+                out.update(dict(s.execute(select(CalculationRow.key, column).where(CalculationRow.key.in_(chunk))).all()))
         return out
 
     def get_calculation(self, key: str) -> CalculationRow | None:
