@@ -42,3 +42,13 @@ class ResourceError(AtomvibError):
 
 class OutputExistsError(AtomvibError):
     """The output directory already holds results and ``force`` was not given."""
+
+
+class StoreError(AtomvibError):
+    """The provenance database failed while a batch used it (disk full, I/O error, lost server).
+
+    Exit code 1. The store is left consistent: recorded rows stay recorded; rows the run held are given back
+    (or, when not even that can be written, taken up by the next run, which also records the results finished
+    on disk but not in the database)."""
+
+    exit_code = 1

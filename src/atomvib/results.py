@@ -29,6 +29,8 @@ import json
 import math
 import os
 import platform
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -224,25 +226,36 @@ def save(result, directory, force: bool = False) -> Path:
     out = Path(directory)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file", fix="give a directory to save the result in")
-    if (out / "summary.json").exists():
-        if not force:
-            raise OutputExistsError(f"{out} already holds results", fix="give another directory, or force=True (--force)")
-        (out / "summary.json").unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    if (out / "summary.json").exists() and not force:
+        raise OutputExistsError(f"{out} already holds results", fix="give another directory, or force=True (--force)")
     enc = _Encoder()
     tree = enc(result)
-    tmp = out / f".arrays.{os.getpid()}.tmp.npz"
-    np.savez_compressed(tmp, **enc.arrays)
-    os.replace(tmp, out / "arrays.npz")
-    _write_text(out / "result.json", json.dumps({"schema_version": SCHEMA_VERSION, "kind": kind, "result": tree},
-                                                allow_nan=False))
-    if hasattr(result, "_write_files"):
-        result._write_files(out)
+    doc = json.dumps({"schema_version": SCHEMA_VERSION, "kind": kind, "result": tree}, allow_nan=False)
     own = result.summary() if hasattr(result, "summary") else _scalar_fields(result)
     summary = {"schema_version": SCHEMA_VERSION, "kind": kind, **_json_safe(own)}
     summary.setdefault("provenance", provenance())
     summary["schema_version"], summary["kind"] = SCHEMA_VERSION, kind
-    _write_text(out / "summary.json", json.dumps(_json_safe(summary), indent=2))
+    text = json.dumps(_json_safe(summary), indent=2, allow_nan=False)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        # every file is written into a staging directory beside the result and moved into place with os.replace:
+        # a reader never sees a half-written file, an error leaves the old result as it was
+        stage = Path(tempfile.mkdtemp(prefix=".save-", suffix=".tmp", dir=out))
+    except OSError as exc:
+        raise InputError(f"cannot write {out} ({exc.strerror or exc})", fix="give a directory you can write") from None
+    try:
+        np.savez_compressed(stage / "arrays.npz", **enc.arrays)
+        (stage / "result.json").write_text(doc)
+        if hasattr(result, "_write_files"):
+            result._write_files(stage)
+        (stage / "summary.json").write_text(text)
+        # the old summary.json goes first: while files are replaced the directory is not taken for a result;
+        # the new one comes last
+        (out / "summary.json").unlink(missing_ok=True)
+        for p in sorted(stage.iterdir(), key=lambda p: p.name == "summary.json"):
+            os.replace(p, out / p.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return out
 
 

@@ -17,6 +17,10 @@ import numpy as np
 from .errors import InputError
 
 DEFAULT_TEMPERATURES_K: tuple[float, ...] = tuple(float(t) for t in np.arange(0.0, 1001.0, 10.0))
+#: phonopy mesh lengths above this give billions of q-points (typical values are 20–200 Å)
+MAX_MESH_DENSITY = 1000.0
+#: the most temperatures a --tmax/--tstep grid may hold
+MAX_TEMPERATURES = 100_000
 
 
 @dataclass(frozen=True)
@@ -86,24 +90,45 @@ class PhononSettings:
     max_supercell_atoms: int = 2000
 
     def __post_init__(self):
+        # every numeric option is checked here, once, for the API, the CLI and the batch runner alike
         if self.supercell is not None:
-            sc = tuple(int(x) for x in np.asarray(self.supercell).ravel())
-            if len(sc) == 3:
-                sc = (sc[0], 0, 0, 0, sc[1], 0, 0, 0, sc[2])
-            if len(sc) != 9 or round(abs(np.linalg.det(np.reshape(sc, (3, 3))))) < 1:
-                raise InputError(
-                    f"supercell {self.supercell} is not a valid 3 or 3×3 integer matrix",
-                    fix="give three positive integers, e.g. --supercell 2 2 2",
-                )
-            object.__setattr__(self, "supercell", sc)
-        object.__setattr__(self, "temperatures_k", tuple(float(t) for t in self.temperatures_k))
-        if not 1e-4 <= self.displacement_a <= 0.2:
+            object.__setattr__(self, "supercell", _supercell_matrix(self.supercell))
+        object.__setattr__(self, "temperatures_k", _temperature_tuple(self.temperatures_k))
+        _positive("fmax_ev_per_a", self.fmax_ev_per_a, "--fmax", "a force threshold such as 1e-3 eV/Å")
+        object.__setattr__(self, "relax_steps", _count(
+            "relax_steps", self.relax_steps, 1, "--relax-steps", "at least 1 step (default 300); --no-relax skips relaxing"))
+        _positive("min_supercell_length_a", self.min_supercell_length_a, "--min-length", "a width such as 10 Å")
+        if not (_finite(self.displacement_a) and 1e-4 <= self.displacement_a <= 0.2):
             raise InputError(
                 f"displacement {self.displacement_a} Å is outside 1e-4–0.2 Å",
-                fix="use a displacement around 0.01 Å",
+                fix="use a displacement around 0.01 Å (--displacement 0.01)",
             )
-        if self.min_supercell_length_a <= 0 or self.mesh_density <= 0:
-            raise InputError("supercell length and mesh density must be positive", fix="use the defaults")
+        _positive("symprec", self.symprec, "--symprec", "a tolerance such as 1e-3 Å")
+        _positive("mesh_density", self.mesh_density, "--mesh-density", "a phonopy length such as 100 Å")
+        if self.mesh_density > MAX_MESH_DENSITY:
+            raise InputError(
+                f"mesh density {self.mesh_density:g} Å is above {MAX_MESH_DENSITY:g} Å (billions of q-points)",
+                fix="use a phonopy length between 20 and 200 Å (--mesh-density 100)",
+            )
+        if self.dos_mesh_density is not None:
+            _positive("dos_mesh_density", self.dos_mesh_density, "dos_mesh_density", "a phonopy length such as 50 Å")
+            if self.dos_mesh_density > MAX_MESH_DENSITY:
+                raise InputError(
+                    f"DOS mesh density {self.dos_mesh_density:g} Å is above {MAX_MESH_DENSITY:g} Å",
+                    fix="use a phonopy length between 20 and 200 Å",
+                )
+        _positive("dos_step_thz", self.dos_step_thz, "--dos-step", "a step such as 0.02 THz")
+        if self.dos_sigma_thz is not None:
+            _positive("dos_sigma_thz", self.dos_sigma_thz, "--dos-sigma", "a width such as 0.05 THz, or leave it out")
+        if self.summary_temperature_k is not None:
+            _temperature("summary_temperature_k", self.summary_temperature_k, "--temperature")
+        if not (_finite(self.imaginary_tol_thz) and self.imaginary_tol_thz >= 0):
+            raise InputError(
+                f"imaginary_tol_thz must be a number ≥ 0, got {self.imaginary_tol_thz!r}",
+                fix="use a tolerance such as 0.1 THz",
+            )
+        object.__setattr__(self, "max_supercell_atoms", _count(
+            "max_supercell_atoms", self.max_supercell_atoms, 1, "--max-supercell-atoms", "a limit such as 2000"))
 
     def summary_temperature(self, kind: str) -> float:
         """The temperature (K) reported for a ``kind`` ("crystal" or "molecule") result."""
@@ -123,3 +148,93 @@ class PhononSettings:
         """SHA-256 (16 hex chars) of the settings that change the physics; ``engine`` is keyed separately."""
         d = {k: v for k, v in self.to_dict().items() if k not in exclude}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------ checks
+def _finite(x) -> bool:
+    try:
+        return bool(np.isfinite(float(x)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _positive(name: str, value, option: str, example: str) -> None:
+    """``value`` must be a finite number > 0; the message names the field and the CLI option."""
+    if not (_finite(value) and float(value) > 0):
+        raise InputError(f"{option} ({name}) must be a finite number > 0, got {value!r}", fix=f"give {example}")
+
+
+def _count(name: str, value, least: int, option: str, example: str) -> int:
+    ok = not isinstance(value, bool) and _finite(value) and float(value) == int(value) and int(value) >= least
+    if not ok:
+        raise InputError(f"{option} ({name}) must be an integer ≥ {least}, got {value!r}", fix=f"give {example}")
+    return int(value)
+
+
+def _temperature(name: str, value, option: str) -> float:
+    if not (_finite(value) and float(value) >= 0):
+        raise InputError(
+            f"{option} ({name}) must be a temperature in K, finite and ≥ 0, got {value!r}",
+            fix="give a temperature such as 300 (kelvin, not °C)",
+        )
+    return float(value)
+
+
+def _temperature_tuple(temps) -> tuple[float, ...]:
+    try:
+        t = np.asarray(temps, dtype=float).ravel()
+    except (TypeError, ValueError):
+        raise InputError(f"temperatures_k {temps!r} are not numbers", fix="give temperatures in K, e.g. 0, 10, ..., 1000") from None
+    if t.size == 0:
+        raise InputError("the temperature grid is empty", fix="give at least one temperature in K (e.g. --tmax 1000)")
+    bad = t[~(np.isfinite(t) & (t >= 0))]
+    if bad.size:
+        raise InputError(
+            f"temperatures must be finite and ≥ 0 K, got {float(bad[0])!r}",
+            fix="give temperatures in K (not °C), e.g. --tmax 1000 --tstep 10",
+        )
+    return tuple(float(x) for x in t)
+
+
+def _supercell_matrix(supercell) -> tuple[int, ...]:
+    """A 3 or 3×3 integer supercell as a row-major 9-tuple; refuse non-integers, a non-positive diagonal
+    (diagonal form) and a determinant < 1 (a flipped or empty cell)."""
+    fix = "give three positive integers, e.g. --supercell 2 2 2, or a 3×3 integer matrix with a positive determinant"
+    try:
+        a = np.asarray(supercell, dtype=float).ravel()
+    except (TypeError, ValueError):
+        raise InputError(f"supercell {supercell!r} is not a list of integers", fix=fix) from None
+    if a.size not in (3, 9) or not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+        raise InputError(f"supercell {tuple(supercell)} is not 3 integers or a 3×3 integer matrix", fix=fix)
+    sc = tuple(int(x) for x in a)
+    if len(sc) == 3:
+        if min(sc) < 1:
+            raise InputError(f"supercell {sc} has a non-positive multiple", fix=fix)
+        sc = (sc[0], 0, 0, 0, sc[1], 0, 0, 0, sc[2])
+    m = np.reshape(sc, (3, 3))
+    if np.count_nonzero(m - np.diag(np.diag(m))) == 0 and min(np.diag(m)) < 1:
+        raise InputError(f"supercell matrix {sc} has a non-positive diagonal entry", fix=fix)
+    det = round(float(np.linalg.det(m)))
+    if det < 1:
+        raise InputError(
+            f"supercell matrix {sc} has determinant {det}; it must be ≥ 1 (a negative determinant flips the cell)",
+            fix=fix,
+        )
+    return sc
+
+
+def temperature_grid(tmax, tstep, extra=None, options: tuple[str, str] = ("--tmax", "--tstep")) -> tuple[float, ...]:
+    """The grid 0, tstep, ..., tmax (K), plus ``extra`` (a temperature that must be on it), checked before it is
+    built: tmax finite ≥ 0, tstep finite > 0, at most :data:`MAX_TEMPERATURES` points."""
+    _temperature("tmax", tmax, options[0])
+    _positive("tstep", tstep, options[1], "a step in K such as 10")
+    n = float(tmax) / float(tstep) + 1
+    if n > MAX_TEMPERATURES:
+        raise InputError(
+            f"{options[0]} {tmax:g} with {options[1]} {tstep:g} makes {n:.3g} temperatures (at most {MAX_TEMPERATURES})",
+            fix=f"give a larger {options[1]}, e.g. {options[1]} {max(1.0, float(tmax) / 1000):g}",
+        )
+    temps = np.arange(0.0, float(tmax) + 0.5 * float(tstep), float(tstep))
+    if extra is not None:
+        temps = np.union1d(temps, [_temperature("temperature", extra, "--temperature")])
+    return tuple(float(t) for t in temps)

@@ -19,6 +19,11 @@ import numpy as np
 from .errors import InputError
 
 MIN_DISTANCE_A = 0.5
+#: an atom of a periodic structure with no neighbour (periodic images included) this close is isolated: no
+#: condensed phase has nearest neighbours this far apart (Cs, the widest, has 5.3 Å)
+ISOLATED_A = 7.0
+#: occupancies this close to 1 count as full (rounding in refined CIFs)
+OCCUPANCY_TOL = 0.005
 
 
 def _frozen(a, dtype) -> np.ndarray:
@@ -66,6 +71,7 @@ class Structure:
     @classmethod
     def from_ase(cls, atoms, source: str = "") -> Structure:
         """Snapshot an :class:`ase.Atoms` (the Atoms object is not kept)."""
+        _check_occupancy(getattr(atoms, "info", None) or {}, source)
         pbc = tuple(bool(p) for p in atoms.pbc)
         cell = np.array(atoms.cell[:]) if any(pbc) else np.zeros((3, 3))
         if any(pbc) and abs(np.linalg.det(cell)) < 1e-6:
@@ -219,8 +225,15 @@ class Structure:
                 f"{self.source or 'structure'} contains dummy atoms (atomic number 0)",
                 fix="replace 'X' sites by real elements",
             )
-        if not np.all(np.isfinite(self.positions)):
+        if not np.all(np.isfinite(self.positions)) or not np.all(np.isfinite(self.cell)):
             raise InputError(f"{self.source or 'structure'} has non-finite coordinates", fix="check the file")
+        if self.natoms == 1 and self.is_molecule:
+            raise InputError(
+                f"{self.source or 'structure'} is a single {self.symbols[0]} atom: it has no vibrations "
+                "(three translations, no normal modes)",
+                fix="give a molecule of two or more atoms, or a crystal with its cell (CIF, POSCAR)",
+            )
+        _check_isolated(self)
         d, i, j = _shortest_distance(self)
         if d < min_distance_a:
             s = self.symbols
@@ -258,6 +271,59 @@ def _electronegativity(symbol: str) -> float:
         return float(x) if math.isfinite(x) else 99.0
     except Exception:  # pymatgen missing or no value (noble gases): after everything else
         return 99.0
+
+
+def _check_occupancy(info: dict, source: str) -> None:
+    """Refuse partially occupied sites (ASE's ``info['occupancy']`` from the CIF ``_atom_site_occupancy``):
+    reading keeps one species per site at full occupancy, which is another, ordered crystal."""
+    occ = info.get("occupancy")
+    if not isinstance(occ, dict):
+        return
+    where = source or "structure"
+    for species in occ.values():
+        try:
+            sp = {str(el): float(x) for el, x in dict(species).items() if float(x) > OCCUPANCY_TOL}
+        except (TypeError, ValueError):
+            continue
+        if not sp:
+            continue
+        total = sum(sp.values())
+        site = "".join(f"{el}{x:g}" for el, x in sp.items())
+        if len(sp) > 1:
+            raise InputError(
+                f"{where}: a site is shared by {site} (partial occupancy, a disordered crystal); reading it would "
+                "keep one species per site, an ordered crystal of another composition",
+                fix="order the structure, e.g. with a supercell of the ordered arrangement (pymatgen's "
+                "OrderDisorderedStructureTransformation, or a special quasirandom structure), and give that file",
+            )
+        if abs(total - 1.0) > OCCUPANCY_TOL:
+            el, x = next(iter(sp.items()))
+            raise InputError(
+                f"{where}: the {el} site has occupancy {x:g} (vacancies or a split site); reading it would fill it",
+                fix="order the structure: a supercell with the vacancies placed explicitly (atoms removed), or set "
+                "_atom_site_occupancy to 1 if the site is full",
+            )
+
+
+def _check_isolated(s: Structure) -> None:
+    """Refuse a periodic structure with an atom that has no neighbour within :data:`ISOLATED_A` (periodic images
+    included): an atom in a vacuum box has no phonons (every frequency zero), whatever the engine says."""
+    if s.is_molecule:
+        return
+    from ase.neighborlist import neighbor_list
+
+    ii = neighbor_list("i", s.to_ase(), ISOLATED_A)
+    lonely = np.flatnonzero(np.bincount(ii, minlength=s.natoms) == 0)
+    if len(lonely) == 0:
+        return
+    k = int(lonely[0])
+    what = f"its only atom ({s.symbols[k]})" if s.natoms == 1 else f"atom {k} ({s.symbols[k]})"
+    raise InputError(
+        f"{s.source or 'structure'} is periodic but {what} has no neighbour within {ISOLATED_A:g} Å, periodic images "
+        "included: an isolated atom in a vacuum box has no phonons",
+        fix="give the crystal's real cell (bulk lattice vectors); a molecule goes in a file without a cell (.xyz), "
+        "and a single atom has no vibrations",
+    )
 
 
 def _shortest_distance(s: Structure) -> tuple[float, int, int]:

@@ -357,9 +357,10 @@ def read_phonopy_yaml(path, settings: PhononSettings | None = None):
 
 
 def read_phonopy_files(yaml_path, forces, born, settings: PhononSettings, fmt: str | None = None):
-    """(ForceConstants, number of displacements) from phonopy files; see :func:`phonons_from_phonopy`."""
-    import phonopy
+    """(ForceConstants, number of displacements) from phonopy files; see :func:`phonons_from_phonopy`.
 
+    Only the files named are read (never ``./FORCE_CONSTANTS``, ``./FORCE_SETS`` or ``./BORN``), and the yaml with
+    a safe loader (:func:`safe_load_yaml`)."""
     from .harmonic.force_constants import ForceConstants
 
     yp = Path(yaml_path)
@@ -377,27 +378,15 @@ def read_phonopy_files(yaml_path, forces, born, settings: PhononSettings, fmt: s
         )
     if not is_yaml and forces is None:
         raise InputError("a unit cell alone holds no forces", fix="add --forces FORCE_SETS")
+    # the yaml is parsed here, with the safe loader (phonopy's own reader would run Python tags in it)
+    data = safe_load_yaml(yp) if is_yaml else None
     try:
-        # is_nac only with an explicit BORN file or NAC data inside the yaml: phonopy would otherwise
-        # look for a BORN file in the working directory.
-        cell_kw = (
-            {"phonopy_yaml": str(yp)}
-            if is_yaml
-            else {
-                "unitcell": _read_unitcell(yp, fmt),
-                "supercell_matrix": np.reshape(settings.supercell, (3, 3)),
-            }
-        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # phonopy's notice about its primitive_matrix default
-            ph = phonopy.load(
-                **cell_kw,
-                force_sets_filename=str(forces) if forces else None,
-                born_filename=str(born) if born else None,
-                is_nac=born is not None or (is_yaml and yaml_has_nac(yp)),
-                produce_fc=False,
-                log_level=0,
-            )
+            ph = _phonopy_from_files(
+                data, None if is_yaml else _read_unitcell(yp, fmt),
+                None if is_yaml else np.reshape(settings.supercell, (3, 3)), forces, born, str(yp),
+            )  # fmt: skip
     except AtomvibError:
         raise
     except Exception as exc:  # phonopy raises many types for malformed inputs
@@ -419,6 +408,93 @@ def read_phonopy_files(yaml_path, forces, born, settings: PhononSettings, fmt: s
     return ForceConstants.from_phonopy(ph), n_disp
 
 
+def _phonopy_from_files(data: dict | None, unitcell, supercell_matrix, forces, born, name: str):
+    """What ``phonopy.load(..., produce_fc=False)`` builds, from named inputs only.
+
+    ``data`` is a phonopy yaml already parsed by :func:`safe_load_yaml` (or None: ``unitcell`` and
+    ``supercell_matrix`` with ``forces``). phonopy.load itself cannot be told to leave the working directory alone:
+    it reads ``./FORCE_CONSTANTS`` (or ``./force_constants.hdf5``) whenever the yaml holds no force constants, even
+    with FORCE_SETS given, ``./FORCE_SETS`` when no forces are given, and ``./BORN`` with ``is_nac``; and it reads the
+    yaml with PyYAML's unsafe loader. So the same steps are taken here (phonopy's own helpers, same arithmetic),
+    each with the file the user named or nothing: NAC from ``born`` or the yaml; the dataset from the yaml, or from
+    ``forces``; force constants only from the yaml.
+    """
+    from phonopy import Phonopy
+    from phonopy.cui import load_helper
+    from phonopy.file_IO import parse_BORN
+    from phonopy.interface.phonopy_yaml import load_phonopy_yaml
+    from phonopy.physical_units import get_calculator_physical_units
+    from phonopy.structure.dataset import forces_in_dataset
+
+    pmat, kw, nac, dataset, fc, calculator = "auto", {}, None, None, None, None
+    if data is not None:
+        y = load_phonopy_yaml(data)
+        unitcell, calculator = y.unitcell, y.calculator
+        if unitcell is None:
+            raise InputError(f"{name}: no unit cell in it", fix="give phonopy_disp.yaml or phonopy_params.yaml")
+        supercell_matrix = y.supercell_matrix if y.supercell_matrix is not None else np.eye(3, dtype="int64")
+        if y.primitive_matrix is not None:  # as phonopy.load: the yaml's primitive matrix over "auto"
+            pmat = y.primitive_matrix
+        if y.site_mixture_scheme is not None:
+            kw["site_mixture_scheme"] = y.site_mixture_scheme
+        nac, dataset, fc = y.nac_params, y.dataset, y.force_constants
+    ph = Phonopy(unitcell, supercell_matrix, primitive_matrix=pmat, calculator=calculator, log_level=0, **kw)
+    if born is not None:
+        nac = parse_BORN(ph.primitive, filename=str(born))
+    if nac is not None:
+        if "factor" not in nac:
+            nac["factor"] = get_calculator_physical_units(calculator).nac_factor
+        ph.nac_params = nac
+    if forces is not None and not forces_in_dataset(dataset):  # the yaml's own forces win, as in phonopy.load
+        dataset = load_helper.select_and_load_dataset(
+            ph, yaml_dataset=dataset, yaml_filename=name, force_sets_filename=str(forces)
+        )
+    if dataset is not None:
+        ph.dataset = dataset
+    if fc is not None:  # (phonopy's helper only for the yaml's array: given none, it would look for files)
+        ph.force_constants = load_helper.select_and_extract_force_constants(ph, force_constants=fc)
+    return ph
+
+
+def safe_load_yaml(path):
+    """The content of a YAML file (``.yaml``; ``.xz``, ``.lzma``, ``.gz`` compressed as phonopy allows) parsed with
+    PyYAML's safe loader (its C version where built): plain data only.
+
+    Every yaml atomvib is given goes through here before phonopy sees it. phonopy parses yaml with PyYAML's unsafe
+    loader, which runs Python tags (``!!python/object/apply:os.system [...]``); the safe loader refuses any tag it
+    does not know, and that refusal is one :class:`InputError` line here.
+    """
+    import gzip
+    import lzma
+
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    p = Path(path)
+    opener = {".xz": lzma.open, ".lzma": lzma.open, ".gz": gzip.open}.get(p.suffix.lower(), open)
+    try:
+        with opener(p, "rb") as fh:
+            data = yaml.load(fh, Loader=loader)  # noqa: S506 (the safe loader)
+    except yaml.constructor.ConstructorError as exc:
+        m = re.search(r"tag '([^']+)'", str(exc.problem or ""))
+        tag = m.group(1).replace("tag:yaml.org,2002:", "!!") if m else "(unknown)"
+        line = f" (line {exc.problem_mark.line + 1})" if exc.problem_mark is not None else ""
+        raise InputError(
+            f"{path}: YAML tag {tag}{line} refused: atomvib reads YAML as plain data only (Python tags can run code)",
+            fix="remove the tag; phonopy's own files never have one",
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        why = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InputError(f"{path}: not valid YAML ({why}{where})", fix="check the file") from None
+    except (OSError, EOFError, lzma.LZMAError) as exc:
+        raise InputError(f"{path}: cannot read it ({type(exc).__name__}: {exc})", fix="check the file") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: not a phonopy yaml (no mapping at the top)", fix="give phonopy_disp.yaml or phonopy_params.yaml")
+    return data
+
+
 def _has_forces(ph) -> bool:
     try:
         return ph.forces is not None
@@ -432,14 +508,13 @@ def _read_unitcell(path: Path, fmt: str | None = None):
     return to_phonopy_atoms(read_structure(path, fmt=fmt))
 
 
-_NAC_LINE = re.compile(r"^(nac:|\s*born_effective_charge:|nac_unit_conversion_factor:)")
-
-
 def yaml_has_nac(path: Path) -> bool:
-    """Whether a phonopy yaml holds Born charges: ``nac:`` with ``born_effective_charge`` indented under it
-    (phonopy ≥ 2.x), or ``born_effective_charge`` at the top (older files)."""
-    with open(path, errors="replace") as fh:
-        return any(_NAC_LINE.match(line) for line in fh)
+    """Whether a phonopy yaml holds Born charges: ``nac:`` with ``born_effective_charge`` under it (phonopy ≥ 2.x),
+    or ``born_effective_charge`` at the top (older files). Read with :func:`safe_load_yaml` (a yaml with a Python
+    tag is refused here too)."""
+    data = safe_load_yaml(path)
+    nac = data.get("nac")
+    return "born_effective_charge" in data or (isinstance(nac, dict) and "born_effective_charge" in nac)
 
 
 def _molecule(structure, eng, settings, checkpoint_dir, progress: Progress, identity=None):

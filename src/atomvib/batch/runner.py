@@ -12,6 +12,7 @@ That keeps SQLite safe (one process, WAL) and lets workers run where the databas
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from ..errors import AtomvibError, InputError
 from ..settings import PhononSettings
-from .tasks import Chain, TaskContext, discover_tasks
+from .tasks import Chain, TaskContext, _mkdir, discover_tasks
 
 # .json is left out on purpose: result directories are full of summary.json files
 STRUCTURE_SUFFIXES = {
@@ -45,6 +46,8 @@ STRUCTURE_SUFFIXES = {
     ".mol",
 }
 STRUCTURE_NAMES = ("POSCAR", "CONTCAR")
+#: written by the worker next to a finished result: the row the driver records (see _finished_on_disk)
+ROW_FILE = ".batch_row.json"
 THREAD_ENV = {
     "ATOMVIB_THREADS": "1",
     "OMP_NUM_THREADS": "1",
@@ -69,12 +72,18 @@ class BatchSummary:
     n_calculations : int
         Calculations of this batch (structures × tasks).
     already_done : int
-        Calculations skipped because the database already had them (or another live run holds them).
+        Calculations skipped because the database already had them.
     done, failed : int
         Calculations finished in this run.
     seconds : float
         Wall time of the whole run, s.
     db_url, results_dir : str
+        The database (its password masked) and the directory of the result files.
+    by_other_run : int
+        Calculations another live batch run held at the start and finished while this one waited.
+    recovered : int
+        Of ``done``: results a run that could not record them (killed, database disk full) had left on
+        disk, recorded by this run without computing them again.
     """
 
     n_inputs: int
@@ -88,17 +97,26 @@ class BatchSummary:
     seconds: float
     db_url: str
     results_dir: str
+    by_other_run: int = 0
+    recovered: int = 0
 
     def describe(self) -> str:
         rate = (self.done + self.failed) / self.seconds if self.seconds > 0 else 0.0
         lines = [
             f"batch: {self.n_inputs} inputs → {self.n_structures} distinct structures "
             f"({self.n_duplicates} duplicates, {self.n_unreadable} unreadable), {self.n_calculations} calculations",
-            f"  this run: {self.done} done, {self.failed} failed, {self.already_done} already in the database; "
-            f"{self.seconds:.1f} s ({rate:.2f} calculations/s)",
+            f"  this run: {self.done} done, {self.failed} failed, {self.already_done} already in the database"
+            + (f", {self.by_other_run} finished by another run" if self.by_other_run else "")
+            + f"; {self.seconds:.1f} s ({rate:.2f} calculations/s)",
             f"  database {self.db_url}; files under {self.results_dir}",
         ]
-        if self.failed:
+        if self.recovered:
+            lines.insert(
+                2,
+                f"  {self.recovered} of the done were finished by an earlier run that could not record them: "
+                "recorded from their files, not computed again",
+            )
+        if self.failed or self.n_unreadable:
             lines.append(
                 "  see the failures: atomvib db list --status failed"
                 + ("" if "atomvib.db" in self.db_url else f" --db {self.db_url}")
@@ -253,7 +271,7 @@ def _run_task(
                 return _failed(task, f"cannot reuse the finished {up.get('task')} result: {exc}")
     out = Path(out_dir)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        _mkdir(out)
         spec = discover_tasks()[task]
         ctx = TaskContext(
             engine=engine,
@@ -269,7 +287,7 @@ def _run_task(
     except Exception as exc:  # a bug or a library failure: keep the batch going, keep the traceback
         tb = traceback.format_exc(limit=3)
         return _failed(task, f"{type(exc).__name__}: {exc}\n{tb}", time.perf_counter() - t0)
-    return {
+    done = {
         "status": "done",
         "task": task,
         "seconds": time.perf_counter() - t0,
@@ -280,6 +298,8 @@ def _run_task(
         "summary": res.summary,
         "result_dir": str(out),
     }
+    _write_row_file(out, done)
+    return done
 
 
 # -- cluster ----------------------------------------------------------------------------------------
@@ -315,8 +335,17 @@ class SlurmOptions:
         return SLURMCluster(**self.cluster_kwargs())
 
 
-def make_client(workers: int | None = None, scheduler: str | None = None, slurm: SlurmOptions | None = None):
-    """A Dask client and what to close afterwards: a LocalCluster (default), an existing scheduler, or SLURM."""
+def make_client(
+    workers: int | None = None,
+    scheduler: str | None = None,
+    slurm: SlurmOptions | None = None,
+    quiet: bool = False,
+):
+    """A Dask client and what to close afterwards: a LocalCluster (default), an existing scheduler, or SLURM.
+
+    The worker processes of the LocalCluster ignore SIGINT: a Ctrl-C in the terminal reaches the whole
+    process group, and the driver, not each worker, handles it (it gives the rows back and closes the
+    cluster) — otherwise every worker prints a ``KeyboardInterrupt``/``CancelledError`` traceback."""
     from distributed import Client, LocalCluster
 
     for k, v in THREAD_ENV.items():  # worker processes inherit the environment
@@ -347,15 +376,42 @@ def make_client(workers: int | None = None, scheduler: str | None = None, slurm:
     if workers is not None and workers < 1:
         raise InputError(f"--workers {workers}: needs at least one worker", fix="give --workers 1 or more")
     n = workers or available_cores()
-    cluster = LocalCluster(
-        n_workers=n,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-        worker_dashboard_address=None,
-    )
-    return Client(cluster), cluster
+    with _sigint_ignored():  # spawned workers inherit SIG_IGN; restarted ones get it from the plugin
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.CRITICAL if quiet else logging.ERROR,
+            worker_dashboard_address=None,
+            # the scheduler's HTTP server (health, metrics; no dashboard) runs anyway: on a free local port,
+            # not 8787 (taken by any other cluster: "UserWarning: Port 8787 is already in use")
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        )
+    client = Client(cluster)
+    try:
+        from ._plugins import IgnoreSigint
+
+        client.register_plugin(IgnoreSigint(), name="atomvib-ignore-sigint")
+    except Exception:  # cosmetic: a worker restarted later may print a traceback on Ctrl-C
+        pass
+    return client, cluster
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT ignored in this process while the block runs (main thread only; elsewhere a no-op)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 # -- driver -----------------------------------------------------------------------------------------
@@ -393,6 +449,12 @@ class _Bar:
                 self.bar.update(1)  # redraws with the new postfix
             else:
                 self.bar.refresh()
+
+    def add(self, n: int) -> None:
+        """``n`` more calculations to do (rows taken up from a run that died)."""
+        if n and self.bar is not None:
+            self.bar.total += n
+            self.bar.refresh()
 
     def close(self):
         if self.bar is not None:
@@ -446,6 +508,8 @@ def run_batch(
     retry_failed: bool = False,
     retries: int = 1,
     progress: bool = False,
+    quiet: bool = False,
+    command: str | None = None,
 ) -> BatchSummary:
     """Run ``tasks`` on every structure of ``inputs`` and record everything in the store.
 
@@ -471,9 +535,19 @@ def run_batch(
         Dask retries of a task that raised (a dead worker is retried by the scheduler anyway).
     progress : bool
         Progress bar on stderr.
+    quiet : bool
+        Keep Dask's own log lines (a worker that died, ...) off stderr while the batch runs.
+
+    Raises
+    ------
+    StoreError
+        The database failed under the batch (disk full, I/O error, lost server): the batch stops; what
+        was recorded stays, rows this run held are given back, results finished but not recorded are kept
+        on disk and recorded (not computed again) by the next run. Exit code 1 in the CLI.
     """
     from ..engines import default_engine_spec, get_engine
     from ..store import Store
+    from ..store.db import StoreError
 
     t_start = time.perf_counter()
     settings = settings or PhononSettings()
@@ -558,103 +632,333 @@ def run_batch(
         )
     store.plan(calcs)
     keys = [c["key"] for c in calcs if c["task"] != "read"]
+    results_existed = results_dir.exists()
 
-    run_id = store.start_run(" ".join(map(str, sys.argv)))
-    claimed = set(store.claim(keys, run_id, retry_failed))
-    done = failed = 0
-    bar = _Bar(len(claimed), progress)
+    # stored with any password masked; the CLI passes its own command line (sys.argv is the host program's
+    # when atomvib.cli.main.main is called in-process)
+    run_id = store.start_run(command or " ".join(map(str, sys.argv)))
     own_client, cluster = client is None, None
+    drv = None
+    failure: AtomvibError | None = None
+    bar = _Bar(0, False)
+
+    def new_client():
+        nonlocal client, cluster
+        if own_client:
+            client, cluster = make_client(workers, scheduler, slurm, quiet=quiet)
+        return client
+
     try:
-        if claimed:
-            if own_client:
-                client, cluster = make_client(workers, scheduler, slurm)
-            futures = {}
-            status = store.status_of(keys)
-            result_dirs = store.result_dirs([k for k, st in status.items() if st == "done"])
-            for h, chain in chains.items():
-                upstream = structures[h]
-                for t, key, tset, ckpt in chain:
-                    if key in claimed:
-                        out_dir = results_dir / key[:2] / key
-                        fut = client.submit(
-                            run_task,
-                            t,
-                            upstream,
-                            tset.engine,
-                            tset,
-                            str(out_dir),
-                            str(ckpt) if ckpt else None,
-                            key=f"atomvib-{t}-{key}-{run_id}",
-                            pure=False,
-                            retries=retries,
-                        )
-                        futures[fut] = key
-                        upstream = fut
-                    elif status.get(key) == "done":
-                        # finished earlier: the next task loads its structure and result from the files
-                        upstream = {"status": "done", "task": t, "result_dir": result_dirs.get(key) or None}
-                    else:  # failed, or held by another live run: what follows is skipped
-                        reason = "failed" if status.get(key) == "failed" else "is being computed by another batch run"
-                        upstream = {"status": status.get(key) or "missing", "task": t, "reason": reason}
-            done, failed = _collect(client, futures, store, run_id, bar)
+        with _quiet_dask_logs(quiet):
+            try:
+                claimed = store.claim(keys, run_id, retry_failed)
+                drv = _Driver(store, run_id, results_dir, chains, structures, keys, claimed, retries, new_client)
+                if drv.held:
+                    print(drv.waiting_message(), file=sys.stderr, flush=True)
+                drv.bar = bar = _Bar(len(drv.claimed), progress)
+                drv.run()
+            except StoreError as exc:  # the database failed under the batch: stop, say what is kept
+                failure = exc
+            finally:
+                bar.close()
+                if drv is not None:
+                    drv.cancel()
+                if own_client and client is not None:
+                    client.close()
+                    if cluster is not None:
+                        cluster.close()
     finally:
-        bar.close()
-        store.end_run(run_id)  # anything still 'running' from this run goes back to pending
-        if own_client and client is not None:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+        try:
+            store.end_run(run_id)  # anything still 'running' from this run goes back to pending
+            gave_back = True
+        except AtomvibError as exc:  # the database cannot be written at all (disk full)
+            gave_back = False
+            failure = failure or exc
+        if drv is not None:
+            _prune_empty(drv.dirs(), results_dir if not results_existed else None)
+        store.close()  # no pooled connection (nor a lock of a failed transaction) outlives the run
+    if failure is not None:
+        raise _stopped(failure, drv, gave_back) from failure
     return BatchSummary(
         n_inputs=len(records) + len(unreadable),
         n_structures=len(structures),
         n_duplicates=len(records) - len(structures),
         n_unreadable=len(unreadable),
         n_calculations=len(keys) + len(unreadable),
-        already_done=len(keys) - len(claimed),
-        done=done,
-        failed=failed,
+        already_done=len(keys) - drv.claimed_at_start - drv.held_at_start,
+        done=drv.done,
+        failed=drv.failed,
         seconds=time.perf_counter() - t_start,
         db_url=store.url,
         results_dir=str(results_dir),
+        by_other_run=drv.by_other,
+        recovered=drv.recovered,
     )
 
 
-def _collect(client, futures: dict, store, run_id: str, bar: _Bar) -> tuple[int, int]:
-    """Record results as they arrive; poll the scheduler for the running count and keep the run alive."""
-    from distributed import as_completed
+def _pause(seconds: float) -> None:
+    """The driver's wait between polls (a seam for tests: Ctrl-C arrives here)."""
+    time.sleep(seconds)
 
-    done = failed = 0
-    ac = as_completed(list(futures))
-    last_beat = last_poll = time.monotonic()
-    while not ac.is_empty():
-        ready = ac.next_batch(block=False) if ac.has_ready() else []
-        now = time.monotonic()
-        if not ready:
-            if now - last_poll > 1.0:
+
+#: seconds between looks at rows that another run holds
+WAIT_POLL_S = 2.0
+
+
+class _Driver:
+    """One run's chains: submits what it claimed, records results as they arrive, and waits for the rows
+    another live run holds (taking them up if that run dies or gives them back)."""
+
+    def __init__(self, store, run_id, results_dir, chains, structures, keys, claimed, retries, new_client):
+        self.store, self.run_id, self.results_dir = store, run_id, Path(results_dir)
+        self.chains, self.retries, self.new_client = chains, retries, new_client
+        self.client = self.ac = None
+        self.bar = _Bar(0, False)
+        self.claimed = set(claimed)
+        self.claimed_at_start = len(self.claimed)
+        self.status = store.status_of(keys)
+        self.result_dirs = store.result_dirs([k for k, st in self.status.items() if st == "done"])
+        self.held = {k for k in keys if k not in self.claimed and self.status.get(k) == "running"}
+        self.held_at_start = len(self.held)
+        self.futures: dict = {}  # future → key, until recorded
+        self.submitted: dict[str, tuple[Path, Path | None]] = {}  # key → (result dir, checkpoint dir)
+        self.done = self.failed = self.recovered = self.by_other = 0
+        self.unrecorded = 0  # finished results that could not be recorded (the database failed)
+        # per structure: [hash, index of the next task, what the next task starts from]
+        self.cursors = [[h, 0, structures[h]] for h in chains]
+
+    def waiting_message(self) -> str:
+        who = []
+        for r in self.store.holders(sorted(self.held), self.run_id):
+            desc = f"run {r['run_id']}"
+            if "host" in r:
+                desc += f" on {r['host']}, pid {r['pid']}"
+            who.append(desc)
+        n = len(self.held)
+        return (
+            f"batch: waiting for {n} calculation{'s' if n != 1 else ''} held by another batch run "
+            f"({'; '.join(who) or 'unknown run'}); this run computes the rest meanwhile"
+        )
+
+    def _submit(self, t, key, tset, ckpt, upstream, out_dir):
+        if self.client is None:
+            self.client = self.new_client()
+        fut = self.client.submit(
+            run_task,
+            t,
+            upstream,
+            tset.engine,
+            tset,
+            str(out_dir),
+            str(ckpt) if ckpt else None,
+            key=f"atomvib-{t}-{key}-{self.run_id}",
+            pure=False,
+            retries=self.retries,
+        )
+        self.futures[fut] = key
+        self.submitted[key] = (out_dir, ckpt)
+        if self.ac is None:
+            from distributed import as_completed
+
+            self.ac = as_completed([fut])
+        else:
+            self.ac.add(fut)
+        return fut
+
+    def _advance(self, cur) -> bool:
+        """Submit the chain of ``cur`` as far as it goes; False when it waits on a row another run holds."""
+        chain = self.chains[cur[0]]
+        while cur[1] < len(chain):
+            t, key, tset, ckpt = chain[cur[1]]
+            out_dir = self.results_dir / key[:2] / key
+            if key in self.claimed:
+                fields = _finished_on_disk(out_dir, key)
+                if fields is not None:  # a run that could not record it finished it: record, do not recompute
+                    self.store.finish(key, self.run_id, "done", **fields)
+                    self.done += 1
+                    self.recovered += 1
+                    self.bar.update("done")
+                    cur[2] = {"status": "done", "task": t, "result_dir": str(out_dir)}
+                else:
+                    cur[2] = self._submit(t, key, tset, ckpt, cur[2], out_dir)
+            elif self.status.get(key) == "done":
+                # finished earlier: the next task loads its structure and result from the files
+                cur[2] = {"status": "done", "task": t, "result_dir": self.result_dirs.get(key) or None}
+            elif key in self.held:
+                return False  # another live run computes it: the rest of this chain waits
+            else:  # failed: what follows is skipped
+                cur[2] = {"status": self.status.get(key) or "missing", "task": t, "reason": "failed"}
+            cur[1] += 1
+        return True
+
+    def _look_at_held(self) -> None:
+        """Take up held rows whose run died or gave them back; note those the other run finished."""
+        self.store.reset_stale()
+        keys = sorted(self.held)
+        new = set(self.store.claim(keys, self.run_id))  # pending again (never 'failed' just now elsewhere)
+        st = self.store.status_of(keys)
+        elsewhere = {k for k in keys if k not in new and st.get(k) in ("done", "failed")}
+        self.status.update(st)
+        self.result_dirs.update(self.store.result_dirs([k for k in elsewhere if st[k] == "done"]))
+        self.claimed |= new
+        self.by_other += len(elsewhere)
+        self.held -= new | elsewhere
+        self.bar.add(len(new))
+
+    def _record(self, fut) -> None:
+        key = self.futures.pop(fut)
+        try:
+            res = fut.result()
+        except Exception as exc:  # KilledWorker after too many deaths, or a pickling error
+            res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "seconds": None}
+        status = res.get("status", "failed")
+        try:
+            self.store.finish(key, self.run_id, status, **_store_fields(res))
+        except AtomvibError:
+            self.unrecorded += status == "done"
+            raise
+        self.done += status == "done"
+        self.failed += status != "done"
+        self.bar.update(status)
+        fut.release()
+
+    def run(self) -> None:
+        blocked = [c for c in self.cursors if not self._advance(c)]
+        last_beat = last_poll = last_look = time.monotonic()
+        while self.futures or blocked or self.held:
+            ready = self.ac.next_batch(block=False) if self.ac is not None and self.ac.has_ready() else []
+            for fut in ready:
+                self._record(fut)
+            if ready:
+                continue
+            now = time.monotonic()
+            if self.futures and now - last_poll > 1.0:
                 try:
                     # 'processing' includes tasks queued on a worker: cap by its threads to count executing ones
-                    nthreads = client.nthreads()
-                    bar.update(
-                        running=sum(min(len(v), nthreads.get(w, 1)) for w, v in client.processing().items())
+                    nthreads = self.client.nthreads()
+                    self.bar.update(
+                        running=sum(min(len(v), nthreads.get(w, 1)) for w, v in self.client.processing().items())
                     )
                 except Exception:  # scheduler momentarily unreachable: the count is cosmetic
                     pass
                 last_poll = now
             if now - last_beat > 30.0:
-                store.heartbeat(run_id)
+                self.store.heartbeat(self.run_id)
                 last_beat = now
-            time.sleep(0.05)
-            continue
-        for fut in ready:
-            key = futures[fut]
+            if (blocked or self.held) and now - last_look > WAIT_POLL_S:
+                self._look_at_held()
+                blocked = [c for c in blocked if not self._advance(c)]
+                last_look = now
+            _pause(0.05)
+
+    def cancel(self) -> None:
+        """Drop what is still queued or running (Ctrl-C, a failed database); their rows go back to pending."""
+        if self.futures and self.client is not None:
             try:
-                res = fut.result()
-            except Exception as exc:  # KilledWorker after too many deaths, or a pickling error
-                res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "seconds": None}
-            status = res.get("status", "failed")
-            store.finish(key, run_id, status, **_store_fields(res))
-            done += status == "done"
-            failed += status != "done"
-            bar.update(status)
-            fut.release()
-    return done, failed
+                self.client.cancel(list(self.futures))
+            except Exception:  # the scheduler is already gone
+                pass
+        self.futures.clear()
+
+    def dirs(self) -> list[Path]:
+        """The directories this run's submitted calculations may have created (result and checkpoint)."""
+        out = []
+        for out_dir, ckpt in self.submitted.values():
+            out += [out_dir, out_dir.parent]
+            if ckpt is not None:
+                out += [Path(ckpt), Path(ckpt).parent, Path(ckpt).parent.parent]
+        return out
+
+
+def _stopped(exc: AtomvibError, drv, gave_back: bool) -> AtomvibError:
+    """The one-line error of a batch stopped by its database: what is recorded, kept on disk, left."""
+    if drv is None:
+        return exc
+    left = len(drv.claimed) - drv.done - drv.failed - drv.unrecorded
+    parts = [f"{drv.done + drv.failed} result{'s' if drv.done + drv.failed != 1 else ''} recorded"]
+    if drv.unrecorded:
+        parts.append(f"{drv.unrecorded} finished but kept on disk only (the next run records it)")
+    if left:
+        parts.append(
+            f"{left} not finished ({'given back' if gave_back else 'the next run takes them up'})"
+        )
+    problem = f"{exc.problem}; batch stopped: {', '.join(parts)}"
+    fix = (exc.fix or "run the same command again") + "; what is recorded or kept on disk is not computed again"
+    err = type(exc)(problem, fix=fix)
+    return err
+
+
+def _finished_on_disk(out_dir: Path, key: str) -> dict | None:
+    """The row fields of a calculation a worker finished in ``out_dir`` (its :data:`ROW_FILE`), or None.
+
+    Only for the same key, status done, and the same atomvib version that wrote it."""
+    from ..store.db import _atomvib_version
+
+    try:
+        d = json.loads((out_dir / ROW_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(d, dict) or d.get("key") != key or d.get("status") != "done":
+        return None
+    if d.get("atomvib_version") != _atomvib_version():
+        return None
+    fields = dict(d.get("fields") or {})
+    fields["result_dir"] = str(out_dir)
+    if d.get("host"):
+        fields["host"] = d["host"]
+    return fields
+
+
+def _write_row_file(out: Path, res: dict) -> None:
+    """Worker side: what the driver records for this result, next to the result (atomically).
+
+    If the driver cannot record it (database disk full, driver killed), the next run records it from here
+    instead of computing it again."""
+    import platform
+
+    from ..store.db import _atomvib_version
+
+    row = {
+        "key": out.name,
+        "task": res.get("task"),
+        "status": "done",
+        "atomvib_version": _atomvib_version(),
+        "host": platform.node(),
+        "fields": _store_fields(res),
+    }
+    tmp = out / f".{ROW_FILE}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps(row, default=str))
+        tmp.replace(out / ROW_FILE)
+    except OSError:  # a full disk: the result is recorded by the driver, or computed again
+        tmp.unlink(missing_ok=True)
+
+
+def _prune_empty(dirs, top: Path | None) -> None:
+    """Remove the directories among ``dirs`` (then ``top``) that are empty: a failed calculation leaves none."""
+    for d in sorted(set(dirs), key=lambda p: len(p.parts), reverse=True) + ([top] if top else []):
+        try:
+            d.rmdir()  # only ever removes an empty directory
+        except OSError:
+            pass
+
+
+@contextlib.contextmanager
+def _quiet_dask_logs(quiet: bool):
+    """With ``quiet``, Dask's own log lines (``Task ... marked as failed because 4 workers died``) are not
+    printed while the batch runs; the levels are put back afterwards. The outcome is in the database."""
+    if not quiet:
+        yield
+        return
+    names = ["distributed", "tornado", "bokeh"]
+    names += [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] in ("distributed", "tornado")]
+    saved = []
+    for name in dict.fromkeys(names):
+        lg = logging.getLogger(name)
+        saved.append((lg, lg.level))
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in saved:
+            lg.setLevel(level)

@@ -46,6 +46,17 @@ def _h(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _mkdir(path: Path) -> None:
+    """``mkdir -p`` that survives another process removing an empty parent at the same moment."""
+    for attempt in range(5):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            return
+        except FileNotFoundError:
+            if attempt == 4:
+                raise
+
+
 def _fields(settings: PhononSettings, names) -> dict:
     d = settings.to_dict()
     return {k: d[k] for k in names if k in d}
@@ -298,9 +309,9 @@ def _compute_phonons(structure, ctx: TaskContext, out_dir: Path):
     from ..workflow import phonons
 
     ckpt = ctx.checkpoint_dir or out_dir
-    Path(ckpt).mkdir(parents=True, exist_ok=True)
+    _mkdir(Path(ckpt))  # an empty one is removed by the driver if the task fails
     result = phonons(structure, settings=ctx.settings, checkpoint_dir=ckpt, progress=False)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _mkdir(out_dir)
     _save(result, out_dir)
     if ctx.checkpoint_dir is None:  # a private checkpoint is only for a retry of this task
         (out_dir / "forces_checkpoint.npz").unlink(missing_ok=True)

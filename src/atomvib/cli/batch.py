@@ -27,7 +27,12 @@ outputs:
                                dos.csv, band.json, thermal.csv, phonopy.yaml; relax: relaxed.extxyz, summary.json)
   RESULTS/forces/              forces of displaced cells, per structure + engine + displacement settings
   query with: atomvib db list | show | export
-exit codes: 0 all done, 1 some calculations failed, 2 bad input"""
+database passwords: give them in PGPASSWORD, ~/.pgpass or a ~/.pg_service.conf service
+  (--db 'postgresql+psycopg:///?service=atomvib'), not in --db; a password in a URL is masked in every
+  message and in the database's record of the command, but stays visible to `ps` while the batch runs.
+exit codes: 0 all done, 1 some calculations failed (or the database failed under the batch: the batch
+  stops, keeps what finished, and the same command resumes it), 2 bad input (also a damaged or foreign
+  database file), 130 interrupted (Ctrl-C: finished results kept, the rest given back)"""
 
 DB_EPILOG = """examples:
   atomvib db list --status failed                    # what failed and why
@@ -97,7 +102,7 @@ def add_parser(sub):
     g.add_argument("--slurm-jobs", type=int, default=1, metavar="N", help="number of SLURM jobs (default 1)")
     g = p.add_argument_group("behaviour")
     g.add_argument("--retry-failed", action="store_true", help="compute again what is recorded as failed")
-    g.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no Dask log lines")
     add_phonon_options(p)
     p.set_defaults(func=run)
 
@@ -164,6 +169,8 @@ def run(args) -> int:
         slurm=_slurm(args) if args.slurm else None,
         retry_failed=args.retry_failed,
         progress=not args.quiet,
+        quiet=args.quiet,
+        command=" ".join(["atomvib", *getattr(args, "argv", [])]) or None,
     )
     print(summary.describe())
     return 1 if summary.failed or summary.n_unreadable else 0

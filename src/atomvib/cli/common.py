@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from ..settings import PhononSettings
+from ..settings import PhononSettings, temperature_grid
 
 
 def add_phonon_options(p) -> None:
     g = p.add_argument_group("force engine and relaxation")
     g.add_argument("--engine", "-e", help="force engine (see `atomvib engines`); default sevennet for crystals, xtb for molecules")
+    add_trust_flag(g)
     g.add_argument("--no-relax", action="store_true", help="keep the input geometry (no relaxation)")
     g.add_argument("--fix-cell", action="store_true", help="relax positions only, keep the cell")
     g.add_argument("--fmax", type=float, default=1e-3, metavar="EV_PER_A", help="relaxation force threshold in eV/Å (default 1e-3)")
@@ -33,10 +32,29 @@ def add_phonon_options(p) -> None:
     g.add_argument("--max-supercell-atoms", type=int, default=2000, metavar="N", help="refuse larger supercells (default 2000)")
 
 
+TRUST_HELP = ("load the model file of --engine sevennet:PATH, chgnet:PATH or mace:PATH although that unpickles it, "
+              "which can run any code the file holds: only for a file whose source you trust (bundled models need "
+              "no flag)")
+
+
+def add_trust_flag(group) -> None:
+    """``--trust-model-file`` (for a command's engine options); :func:`apply_trust_flag` acts on it."""
+    group.add_argument("--trust-model-file", action="store_true", help=TRUST_HELP)
+
+
+def apply_trust_flag(args) -> None:
+    """With ``--trust-model-file``, trust the model file named by ``--engine`` (engines.registry)."""
+    if getattr(args, "trust_model_file", False):
+        from ..engines.registry import trust_engine_model_file
+
+        trust_engine_model_file(getattr(args, "engine", None))
+
+
 def settings_from_args(args) -> PhononSettings:
-    temps = np.arange(0.0, args.tmax + 0.5 * args.tstep, args.tstep)
-    if args.temperature is not None:
-        temps = np.union1d(temps, [args.temperature])
+    apply_trust_flag(args)
+    # --tmax/--tstep are checked before the grid is built (a zero step would never end); every other number is
+    # checked once, by PhononSettings itself
+    temps = temperature_grid(args.tmax, args.tstep, extra=args.temperature)
     return PhononSettings(
         engine=args.engine,
         relax=not args.no_relax,

@@ -83,17 +83,28 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    import math
+
     import numpy as np
 
-    from ..errors import InputError, OutputExistsError
+    from ..errors import InputError
+    from ..output import OutputDir
+    from ..results import _json_safe
     from ..spectra.compare import compare
 
     out = Path(args.out)
-    if (out / "compare.json").exists() and not args.force:
-        raise OutputExistsError(f"{out} already holds compare.json", fix="give another --out, or --force")
     for path in (args.computed, args.measured):
         if not Path(path).exists():
             raise InputError(f"{path} not found", fix="check the path")
+    if Path(args.measured).is_dir():
+        raise InputError(f"measured spectrum {args.measured} is a directory",
+                         fix="give the measured file itself (text/CSV columns, S(Q,E) .h5 or NeXus)")
+    for opt, pair in (("--range", args.x_range), ("--q-range", args.q_range)):
+        if pair is not None and not (all(math.isfinite(v) for v in pair) and pair[0] < pair[1]):
+            raise InputError(f"{opt} {pair[0]} {pair[1]} is not an interval MIN < MAX of finite numbers",
+                             fix=f"e.g. {opt} {'10 70' if opt == '--range' else '3 9'}")
+    # before any computation: no overwrite without --force, never over an input, a place that can be written
+    od = OutputDir(out, "compare", inputs=[args.computed, args.measured], force=args.force).check()
     fit = None if args.fit.strip().lower() in ("none", "") else args.fit
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the cleaning notes are printed below and kept in compare.json
@@ -105,25 +116,26 @@ def run(args) -> int:
             units=args.units,
             q_range=tuple(args.q_range) if args.q_range else None,
         )
-    out.mkdir(parents=True, exist_ok=True)
-    d = res.to_dict()
-    (out / "compare.json").write_text(json.dumps(d, indent=2, ensure_ascii=False, default=float))
-    res.save(out, force=True)  # atomvib.load(out) gives the CompareResult (spectra, similarities, fit)
     f = res.fit
-    if f is not None:
-        err = f.error if f.error is not None else np.full(len(f.x), np.nan)
-        np.savetxt(
-            out / "compare.csv",
-            np.column_stack([f.x, f.measured, err, f.model, f.residual]),
-            delimiter=",",
-            header=f"x_{f.unit},measured,error,model,residual",
-            comments="",
-            fmt="%.8g",
-        )
-    if not args.no_plot:
-        from ..spectra.plots import plot_fit  # matplotlib only when a figure is drawn
+    with od:  # written into a staging directory, moved into place at the end
+        stage = od.stage
+        d = _json_safe(json.loads(json.dumps(res.to_dict(), default=float)))  # NaN/inf → null: strict JSON
+        (stage / "compare.json").write_text(json.dumps(d, indent=2, ensure_ascii=False, allow_nan=False))
+        res.save(stage)  # atomvib.load(out) gives the CompareResult (spectra, similarities, fit)
+        if f is not None:
+            err = f.error if f.error is not None else np.full(len(f.x), np.nan)
+            np.savetxt(
+                stage / "compare.csv",
+                np.column_stack([f.x, f.measured, err, f.model, f.residual]),
+                delimiter=",",
+                header=f"x_{f.unit},measured,error,model,residual",
+                comments="",
+                fmt="%.8g",
+            )
+        if not args.no_plot:
+            from ..spectra.plots import plot_fit  # matplotlib only when a figure is drawn
 
-        plot_fit(res, out / "compare.png")
+            plot_fit(res, stage / "compare.png")
     m = res.measured
     lines = [f"{args.computed} vs {args.measured} ({m.unit}, {res.x_range[0]:g}–{res.x_range[1]:g})"]
     lines += [f"  measured: {n}" for n in m.notes]

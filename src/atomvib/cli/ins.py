@@ -86,6 +86,9 @@ def add_parser(sub):
     p.add_argument("--no-plot", action="store_true", help="skip ins.png")
     g = p.add_argument_group("phonons from a structure or from forces")
     g.add_argument("--engine", "-e", help="force engine for a structure input (see `atomvib engines`)")
+    from .common import add_trust_flag
+
+    add_trust_flag(g)
     g.add_argument("--no-relax", action="store_true", help="keep the input geometry")
     g.add_argument("--format", metavar="FMT", help="ASE format of a structure file whose name does not tell (e.g. vasp)")
     g.add_argument("--forces", metavar="FORCE_SETS", help="phonopy FORCE_SETS for a phonopy_disp.yaml input")
@@ -113,27 +116,31 @@ def _load(args):
         raise InputError(f"{inp}: no such file or directory", fix="check the path")
     if inp.suffix.lower() in PHONOPY_INPUT_SUFFIXES:
         return load_phonons(inp, forces=args.forces, born=args.born)
+    from .common import apply_trust_flag
+
+    apply_trust_flag(args)
     return phonons(str(inp), engine=args.engine, born=args.born, relax=not args.no_relax,
                    fmt=getattr(args, "format", None), progress=True)
 
 
 def run(args) -> int:
     from ..errors import InputError
-    from ..output import prepare_out_dir
-    from ..spectra.ins import direct_powder_map, incoherent_modes, indirect_spectrum
+    from ..output import OutputDir
+    from ..spectra.ins import incoherent_modes
     from ..spectra.instruments import get_instrument
     from ..spectra.neutron_data import total_cross_sections_barn
 
+    _check_numbers(args)
     inst = get_instrument(args.instrument, resolution_fwhm_mev=args.resolution, angle_range_deg=args.angles)
     if args.order < 1 or args.order > 20:
         raise InputError(f"--order {args.order} out of range", fix="use 1..20")
-    if args.temperature < 0:
-        raise InputError("negative temperature", fix="give --temperature in K, ≥ 0")
     if inst.kind == "direct" and args.ei is None:
         raise InputError(
             f"{inst.name} is a direct-geometry instrument and needs an incident energy", fix="add --ei MEV"
         )
     out = Path(args.out) if args.out else Path(args.input).with_name(Path(args.input).stem + "_ins")
+    # before any computation: no overwrite without --force, never over an input, a place that can be written
+    od = OutputDir(out, "ins", inputs=[args.input, args.forces, args.born], force=args.force).check()
     source = _load(args)
     if getattr(source, "kind", None) == "molecule":
         raise InputError(
@@ -142,7 +149,6 @@ def run(args) -> int:
     ph = source
     modes = incoherent_modes(source, temperature_k=args.temperature, mesh=args.mesh)
     total_cross_sections_barn(modes.elements)  # fail early on an element without data
-    prepare_out_dir(out, args.force)
     meta = {
         "instrument": inst.name,
         "order": args.order,
@@ -157,6 +163,45 @@ def run(args) -> int:
         "approximation": "incoherent, isotropic Debye-Waller, powder; neutron energy loss",
         "intensity_unit": "1/eV, per total scattering cross-section of the cell",
     }
+    with od:
+        files = _compute_and_write(args, inst, ph, modes, meta, od.stage)
+    print(
+        f"{args.input}: {inst.name.upper()} INS, order {args.order}, {args.temperature:g} K, mesh "
+        f"{'x'.join(map(str, modes.mesh))} -> {out}/ ({', '.join(files + ['ins.json'])})"
+    )
+    return 0
+
+
+def _check_numbers(args) -> None:
+    """The numeric options, checked before anything is computed (NaN and infinities included)."""
+    import math
+
+    from ..errors import InputError
+
+    def bad(x, least=0.0, strict=True):
+        return x is not None and not (math.isfinite(x) and (x > least if strict else x >= least))
+
+    if bad(args.temperature, strict=False):
+        raise InputError(f"--temperature {args.temperature} is not a temperature in K ≥ 0", fix="e.g. --temperature 5")
+    for opt, v in (("--ei", args.ei), ("--emax", args.emax), ("--resolution", args.resolution)):
+        if bad(v):
+            raise InputError(f"{opt} {v} must be a finite number > 0 (meV)", fix=f"e.g. {opt} 50")
+    if args.angles is not None and (not all(math.isfinite(a) for a in args.angles) or not
+                                    0 <= args.angles[0] < args.angles[1] <= 180):
+        raise InputError(f"--angles {args.angles[0]} {args.angles[1]} is not a range in 0–180°", fix="e.g. --angles 5 90")
+    if args.mesh is not None and (len(args.mesh) not in (1, 3) or min(args.mesh) < 1):
+        raise InputError(f"--mesh {' '.join(map(str, args.mesh))}: give 1 or 3 positive integers", fix="e.g. --mesh 16")
+    if args.ei is not None and args.emax is not None and args.emax >= args.ei:
+        raise InputError(
+            f"--emax {args.emax:g} meV is not below the incident energy {args.ei:g} meV", fix="lower --emax"
+        )
+
+
+def _compute_and_write(args, inst, ph, modes, meta, out: Path) -> list[str]:
+    """The spectrum or map and its files, written into ``out`` (the staging directory); returns the file names."""
+    from ..results import _json_safe
+    from ..spectra.ins import direct_powder_map, indirect_spectrum
+
     if inst.kind == "indirect":
         emax = args.emax or 250.0
         back = indirect_spectrum(
@@ -188,10 +233,6 @@ def run(args) -> int:
             files.append("ins.png")
     else:
         emax = args.emax or 0.9 * args.ei
-        if emax >= args.ei:
-            raise InputError(
-                f"--emax {emax:g} meV is not below the incident energy {args.ei:g} meV", fix="lower --emax"
-            )
         m = direct_powder_map(
             ph,
             inst,
@@ -211,9 +252,5 @@ def run(args) -> int:
 
             plot_map(m, out / "ins.png")
             files.append("ins.png")
-    (out / "ins.json").write_text(json.dumps(meta, indent=2))
-    print(
-        f"{args.input}: {inst.name.upper()} INS, order {args.order}, {args.temperature:g} K, mesh "
-        f"{'x'.join(map(str, modes.mesh))} -> {out}/ ({', '.join(files + ['ins.json'])})"
-    )
-    return 0
+    (out / "ins.json").write_text(json.dumps(_json_safe(meta), indent=2, allow_nan=False))
+    return files

@@ -71,6 +71,7 @@ def quiet_third_party_warnings() -> None:
 def main(argv=None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line as given (provenance)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

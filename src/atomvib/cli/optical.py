@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..results import _json_safe
 from .common import add_phonon_options, settings_from_args
 
 IR_EPILOG = """examples:
@@ -151,6 +152,20 @@ def _check_before_computing(inp: Path, args) -> None:
         )
 
 
+def _check_numbers(args) -> None:
+    """The spectrum's numeric options, checked before anything is computed (NaN and infinities included)."""
+    import math
+
+    from ..errors import InputError
+
+    for opt, v, example in (("--fwhm", args.fwhm, "10"), ("--step", args.step, "1"), ("--xmax", args.xmax, "4000"),
+                            ("--fd-step", args.fd_step, "0.01"), ("--laser-nm", getattr(args, "laser_nm", None), "532")):
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise InputError(f"{opt} {v} must be a finite number > 0", fix=f"e.g. {opt} {example}")
+    if args.xmax is not None and args.xmax / args.step > 1e7:
+        raise InputError(f"--xmax {args.xmax:g} with --step {args.step:g} makes over 10⁷ points", fix="give a larger --step")
+
+
 def _read_becs(path):
     from ..errors import InputError
 
@@ -168,7 +183,8 @@ def _read_becs(path):
 
 
 def run(args) -> int:
-    from ..errors import InputError, OutputExistsError
+    from ..errors import InputError
+    from ..output import OutputDir
     from ..spectra.ir import ir_spectrum
     from ..spectra.lineshape import default_axis_cm1
     from ..spectra.raman import raman_spectrum
@@ -178,19 +194,15 @@ def run(args) -> int:
     if not inp.exists():
         raise InputError(f"{inp}: no such file or directory", fix="check the path")
     out = Path(args.out) if args.out else inp.parent / f"{inp.stem or inp.name}_{args.optical}"
-    if not args.fwhm > 0 or not args.step > 0:
-        raise InputError("--fwhm and --step must be positive", fix="e.g. --fwhm 10 --step 1")
-    if (out / f"{args.optical}.csv").exists() and not args.force:
-        raise OutputExistsError(
-            f"{out} already holds an {args.optical} spectrum",
-            fix="give another --out, or --force to overwrite",
-        )
+    _check_numbers(args)
+    settings = settings_from_args(args)  # every phonon option checked, also for a saved result (same CLI)
+    # before any computation: no overwrite without --force, never over an input, a place that can be written
+    od = OutputDir(out, args.optical, inputs=[inp, args.forces, args.born, getattr(args, "becs", None)],
+                   force=args.force).check()
     _check_before_computing(inp, args)
-    out.mkdir(parents=True, exist_ok=True)
     if inp.is_dir():
         result = load_phonons(inp, born=args.born)  # saved dipole derivatives and settings come with it
     else:
-        settings = settings_from_args(args)
         result = phonons(inp, settings=settings, forces=args.forces, born=args.born, progress=not args.quiet,
                          fmt=args.format)
     # an --engine given with a saved result computes what the result lacks (dipoles) with that engine;
@@ -205,11 +217,15 @@ def run(args) -> int:
             temperature_k=args.temperature if args.temperature is not None else 298.15, step_a=args.fd_step
         )
     f = spec.frequencies_cm1[spec.frequencies_cm1 > 0]
+    if len(f) == 0:
+        raise InputError(
+            f"{inp}: no vibrational mode with a positive frequency to give an {args.optical.upper()} spectrum "
+            "(a one-atom primitive cell, for one, has only the acoustic modes at Γ)",
+            fix="give a structure with optical modes (two or more atoms in the primitive cell), or a molecule",
+        )
     axis = default_axis_cm1(f, args.fwhm, args.step)
     if args.xmax:
         axis = np.arange(0.0, args.xmax + args.step, args.step)
-    spec.write(out, fwhm_cm1=args.fwhm, shape=args.shape, axis_cm1=axis, plot=not args.no_plot)
-    spec.save(out, force=True)  # the modes and intensities as a result: atomvib.load(out)
     summary = {
         "kind": spec.kind,
         "system": spec.system,
@@ -219,7 +235,11 @@ def run(args) -> int:
         "strongest": [{"wavenumber_cm1": w, "intensity": i} for w, i in spec.strongest(5)],
         "source": {k: v for k, v in spec.source.items()},
     }
-    (out / f"{spec.kind}_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    with od:  # written into a staging directory, moved into place at the end
+        spec.write(od.stage, fwhm_cm1=args.fwhm, shape=args.shape, axis_cm1=axis, plot=not args.no_plot)
+        spec.save(od.stage)  # the modes and intensities as a result: atomvib.load(out)
+        (od.stage / f"{spec.kind}_summary.json").write_text(
+            json.dumps(_json_safe(summary), indent=2, default=str, allow_nan=False))
     if not getattr(args, "quiet", False):
         top = ", ".join(f"{w:.0f} ({i:.3g})" for w, i in spec.strongest(3))
         print(

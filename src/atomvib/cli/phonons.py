@@ -64,7 +64,7 @@ def _out_dir(inp: str, args, multiple: bool) -> Path:
 
 def run(args) -> int:
     from ..errors import AtomvibError
-    from ..output import prepare_out_dir, write_result
+    from ..output import OutputDir, write_result
     from ..workflow import phonons
 
     settings = settings_from_args(args)
@@ -73,16 +73,22 @@ def run(args) -> int:
     for inp in args.inputs:
         out = _out_dir(inp, args, multiple)
         try:
-            prepare_out_dir(out, args.force)
-            result = phonons(
-                inp, settings=settings, forces=args.forces, born=args.born,
-                checkpoint_dir=out, progress=not args.quiet, fmt=args.format,
-            )
-            write_result(result, out, plot=not args.no_plot)
+            # refuses an existing result (without --force), an --out that would replace an input, an unwritable
+            # place; the files are staged and moved in at the end, and a new directory left empty is removed
+            od = OutputDir(out, "phonons", inputs=[*args.inputs, args.forces, args.born], force=args.force)
+            with od:
+                try:
+                    result = phonons(
+                        inp, settings=settings, forces=args.forces, born=args.born,
+                        checkpoint_dir=out, progress=not args.quiet, fmt=args.format,
+                    )
+                except AtomvibError as exc:
+                    _keep_partial(exc, out)
+                    raise
+                write_result(result, od.stage, plot=not args.no_plot)
             # the checkpoints stay: a re-run with --force and other analysis settings (mesh, temperatures)
             # reuses the relaxed structure and every displaced cell's forces
         except AtomvibError as exc:
-            _keep_partial(exc, out)
             if not multiple:
                 raise
             print(f"atomvib phonons: {inp}: error: {exc}", file=sys.stderr)
@@ -100,7 +106,10 @@ def _keep_partial(exc, out: Path) -> None:
     if rel is not None and out.exists():
         from ase.io import write
 
-        write(out / "relaxed_unconverged.extxyz", rel.structure.to_ase())
+        from ..output import atomic_file
+
+        with atomic_file(out / "relaxed_unconverged.extxyz") as fh:
+            write(fh, rel.structure.to_ase(), format="extxyz")
 
 
 def _report(inp, r, out: Path) -> str:

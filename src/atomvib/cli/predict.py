@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 PREDICT_EPILOG = """examples:
   atomvib predict examples/Si.cif --out si.jsonl                  # shipped model
@@ -52,8 +51,15 @@ def add_parser(sub):
         "--model", metavar="PATH", help="model.pt from `atomvib train` (default: the shipped model)"
     )
     p.add_argument(
+        "--trust-model-file",
+        action="store_true",
+        help="load a --model file that needs pickle (one written by an older atomvib); unpickling can run any "
+        "code the file holds, so only for a file whose source you trust",
+    )
+    p.add_argument(
         "--out", "-o", metavar="FILE.jsonl", required=True, help="output file, one JSON line per structure"
     )
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.add_argument(
         "--tmax", type=float, default=1000.0, metavar="K", help="highest temperature (default 1000)"
     )
@@ -100,15 +106,20 @@ def run(args) -> int:
 
     from ..errors import AtomvibError, InputError
     from ..learn.predictor import load_model
+    from ..output import atomic_file, check_output_file
+    from ..settings import temperature_grid
     from ..structure import read_structure
 
-    temps = tuple(np.arange(0.0, args.tmax + 0.5 * args.tstep, args.tstep))
-    model = load_model(args.model)
-    out = Path(args.out)
-    if out.parent and not out.parent.exists():
-        raise InputError(f"{out.parent}: no such directory", fix="create it or choose another --out")
+    temps = temperature_grid(args.tmax, args.tstep)  # finite, ≥ 0, a positive step: checked before the grid
+    if not (np.isfinite(args.ins_temperature) and args.ins_temperature >= 0):
+        raise InputError(f"--ins-temperature {args.ins_temperature} is not a temperature in K ≥ 0",
+                         fix="e.g. --ins-temperature 5")
+    # never over an input (the structures, the model), no overwrite without --force, a place that can be written;
+    # the lines go to a temporary file beside it that replaces it at the end
+    out = check_output_file(args.out, inputs=[*args.inputs, args.model], force=getattr(args, "force", False))
+    model = load_model(args.model, trust_model_file=args.trust_model_file)
     failures = 0
-    with open(out, "w") as fh:
+    with atomic_file(out) as fh:
         for inp in args.inputs:
             try:
                 s = read_structure(inp)

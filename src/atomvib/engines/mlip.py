@@ -32,6 +32,7 @@ otherwise the stock code runs, with one :class:`~atomvib.engines.guards.SpeedPat
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from pathlib import Path
 
@@ -44,6 +45,49 @@ from . import guards
 from .base import Engine, EngineInfo, Evaluation, file_sha256, package_version, package_versions
 from .parallel import WorkerPool, pool_size, share_cells
 
+#: environment variable holding the model files (resolved paths, ``os.pathsep``-separated) the user trusts in this
+#: run; set by :func:`add_trusted_model_file` so that worker processes started afterwards (engine pools, Dask's local
+#: workers) inherit the trust. Nothing else sets it.
+TRUST_ENV = "ATOMVIB_TRUSTED_MODEL_FILES"
+#: engines whose ``name:PATH`` is a model file loaded with pickle (torch.load(weights_only=False) inside
+#: sevenn, chgnet, mace): loaded only when trusted. Their bundled models (SevenNet-0, CHGNet 0.3.0) are trusted.
+PICKLED_MODEL_ENGINES = ("sevennet", "chgnet", "mace")
+
+
+def _resolved(path) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+def add_trusted_model_file(path) -> None:
+    """Trust the model file ``path`` for the rest of this process and the worker processes it starts: engines then
+    load it although that unpickles it (which can run any code the file holds). CLI: ``--trust-model-file``."""
+    p = _resolved(path)
+    trusted = [t for t in os.environ.get(TRUST_ENV, "").split(os.pathsep) if t]
+    if p not in trusted:
+        os.environ[TRUST_ENV] = os.pathsep.join([*trusted, p])
+
+
+def model_file_trusted(path) -> bool:
+    """Whether the user said to trust the model file ``path`` (:func:`add_trusted_model_file`)."""
+    return _resolved(path) in os.environ.get(TRUST_ENV, "").split(os.pathsep)
+
+
+def untrusted_model_file_error(engine: str, path) -> EngineError:
+    """The one-line refusal of a user model file that was not trusted."""
+    return EngineError(
+        f"{engine}:{path}: loading this model file unpickles it, which can run any code the file holds; "
+        "not loaded without --trust-model-file",
+        fix=f"add --trust-model-file (API: get_engine('{engine}:PATH', trust_model_file=True)) if you trust "
+        "where the file came from",
+    )
+
+
+#: CHGNet versions whose weights ship inside the chgnet package (trusted, loaded from there, never from a file of
+#: that name in the working directory)
+BUNDLED_CHGNET = ("0.3.0", "0.2.0")
+
+#: SevenNet models shipped inside the sevenn package (trusted; loaded by their absolute path inside the package, so
+#: a file named like them in the working directory is never read)
 _BUNDLED_SEVENNET = {
     "7net-0": "SevenNet_0__11Jul2024",
     "sevennet-0": "SevenNet_0__11Jul2024",
@@ -218,6 +262,7 @@ class SevenNetEngine(_PooledMixin, Engine):
         *,
         rewrite_graphs: bool | None = None,
         fused_kernels: bool | None = None,
+        trust_model_file: bool = False,
     ):
         super().__init__()
         self.model_arg = model or "7net-0"
@@ -244,6 +289,8 @@ class SevenNetEngine(_PooledMixin, Engine):
                     f"SevenNet model '{self.model_arg}' is neither a bundled model nor a file",
                     fix="use 'sevennet' (SevenNet-0, bundled) or download the checkpoint yourself and pass sevennet:/path/to/checkpoint.pth",
                 )
+            if not (trust_model_file or model_file_trusted(p)):  # sevenn unpickles checkpoints (code can run)
+                raise untrusted_model_file_error("sevennet", self.model_arg)
             self._model_id = str(p.resolve())
             self._source = str(p.resolve())
             self._file = self._source
@@ -285,11 +332,13 @@ class SevenNetEngine(_PooledMixin, Engine):
         )
 
     def _worker_factory(self):
+        # a user's model file was trusted when this engine was made (else it would not exist): so in the workers
         if not self._kernel_path:  # not loaded yet: the workers' guards decide as this process's will
-            return functools.partial(SevenNetEngine, self._source, "cpu")
+            return functools.partial(SevenNetEngine, self._source, "cpu", trust_model_file=True)
         return functools.partial(
             SevenNetEngine, self._source, "cpu",
             rewrite_graphs=self._kernel_path != "stock", fused_kernels=self._kernel_path == "fused",
+            trust_model_file=True,
         )  # fmt: skip
 
     def _stock_calculator(self):
@@ -297,7 +346,9 @@ class SevenNetEngine(_PooledMixin, Engine):
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # sevenn's notice that no CUDA accelerator is enabled
-            return SevenNetCalculator(self._source, device=_torch_device(self.device))
+            # the checkpoint's absolute path, never the model's name: sevenn would take a file of that name in the
+            # working directory first (and unpickle it)
+            return SevenNetCalculator(self._weights_file(), device=_torch_device(self.device))
 
     def _make_calculator(self):
         configure_threads()
@@ -461,7 +512,14 @@ class CHGNetEngine(_PooledMixin, Engine):
     #: reuse the perfect cell's graph for displaced copies (if the guards allow it at load)
     reuse_graphs = True
 
-    def __init__(self, model: str | None = None, device: str | None = None, *, reuse_graphs: bool | None = None):
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str | None = None,
+        *,
+        reuse_graphs: bool | None = None,
+        trust_model_file: bool = False,
+    ):
         super().__init__()
         self.model_arg = model or "0.3.0"
         self.device = device
@@ -472,13 +530,16 @@ class CHGNetEngine(_PooledMixin, Engine):
         self._ref: tuple[_GraphCache, object] | None = None
         self._graph_reuse: bool | None = None  # decided at load
         self._sha256: str | None = None
-        is_file = Path(self.model_arg).is_file()
+        # a bundled version's name is never taken for a file of that name in the working directory
+        is_file = self.model_arg not in BUNDLED_CHGNET and Path(self.model_arg).expanduser().is_file()
+        if is_file and not (trust_model_file or model_file_trusted(self.model_arg)):
+            raise untrusted_model_file_error("chgnet", self.model_arg)  # CHGNet.from_file unpickles it
         #: the user's model file, resolved (None for the bundled models)
-        self.model_file: str | None = str(Path(self.model_arg).resolve()) if is_file else None
+        self.model_file: str | None = str(Path(self.model_arg).expanduser().resolve()) if is_file else None
         self._weights: str | None = self.model_file  # the weights file loaded (bundled: found on demand)
         #: registry spec that recreates this engine (``get_engine(spec)``; also names its worker pool)
         self.spec = "chgnet:" + (self.model_file or self.model_arg)
-        if self.model_arg not in ("0.3.0", "0.2.0") and not is_file:
+        if self.model_arg not in BUNDLED_CHGNET and not is_file:
             raise EngineUnavailable(
                 f"CHGNet model '{self.model_arg}' is not bundled",
                 fix="use 'chgnet' (0.3.0, bundled), 'chgnet:0.2.0', or chgnet:/path/to/model.pth.tar",
@@ -524,7 +585,10 @@ class CHGNetEngine(_PooledMixin, Engine):
 
     def _worker_factory(self):
         # not loaded yet (None): the workers' guards decide as this process's will
-        return functools.partial(CHGNetEngine, self.spec.partition(":")[2], "cpu", reuse_graphs=self._graph_reuse)
+        # (a user's model file was trusted when this engine was made, else it would not exist)
+        return functools.partial(
+            CHGNetEngine, self.spec.partition(":")[2], "cpu", reuse_graphs=self._graph_reuse, trust_model_file=True
+        )
 
     def _make_calculator(self):
         import contextlib
@@ -664,7 +728,7 @@ class MACEEngine(Engine):
 
     molecular = True
 
-    def __init__(self, model: str | None = None, device: str | None = None):
+    def __init__(self, model: str | None = None, device: str | None = None, *, trust_model_file: bool = False):
         super().__init__()
         if not model:
             raise EngineError("MACE needs a model file", fix="use mace:/path/to/model.model")
@@ -674,6 +738,8 @@ class MACEEngine(Engine):
                 f"MACE model file '{model}' not found",
                 fix="download a MACE model (e.g. MACE-MP-0 from its GitHub releases) and pass mace:/path/to/file.model",
             )
+        if not (trust_model_file or model_file_trusted(p)):  # MACE model files are pickled torch modules
+            raise untrusted_model_file_error("mace", model)
         self.path = str(p.resolve())
         self.device = device
         self._kernel_path = ""  # decided at load

@@ -9,6 +9,7 @@ recreates an engine from its provenance record.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from ..errors import AtomvibError, EngineError
 from .base import Engine
@@ -76,9 +77,9 @@ def _ase(arg):
 
 #: name → (factory(arg), one-line description, example spec)
 ENGINES: dict[str, tuple[Callable[[str | None], Engine], str, str]] = {
-    "sevennet": (_sevennet, "SevenNet-0 universal MLIP (weights bundled); sevennet:PATH for your own model", "sevennet"),
+    "sevennet": (_sevennet, "SevenNet-0 universal MLIP (weights bundled); sevennet:PATH for your own model (with --trust-model-file)", "sevennet"),
     "chgnet": (_chgnet, "CHGNet 0.3.0 universal MLIP (weights bundled; float32)", "chgnet"),
-    "mace": (_mace, "MACE model file you have (optional extra atomvib[mace])", "mace:/path/model.model"),
+    "mace": (_mace, "MACE model file you have, with --trust-model-file (optional extra atomvib[mace])", "mace:/path/model.model"),
     "xtb": (_xtb, "GFN2-xTB tight binding via tblite (default for molecules)", "xtb"),
     "pyscf": (_pyscf, "DFT/HF via PySCF for small molecules; pyscf:XC/BASIS", "pyscf:b3lyp/def2-svp"),
     "emt": (_emt, "ASE effective-medium theory (Al, Cu, Ag, Au, Ni, Pd, Pt, H, C, N, O): tests", "emt"),
@@ -92,12 +93,33 @@ ENGINES: dict[str, tuple[Callable[[str | None], Engine], str, str]] = {
 ENGINE_CACHE: dict[str, Engine] = {}
 
 
-def get_engine(spec: str | Engine) -> Engine:
+def trust_engine_model_file(spec: str | None) -> None:
+    """Trust the model file named by an engine spec (``sevennet:PATH``, ``chgnet:PATH``, ``mace:PATH``); other
+    specs name no file and are left alone. What ``--trust-model-file`` does with ``--engine``."""
+    if not spec or isinstance(spec, Engine):
+        return
+    from .mlip import _BUNDLED_SEVENNET, BUNDLED_CHGNET, PICKLED_MODEL_ENGINES, add_trusted_model_file
+
+    name, _, arg = spec.strip().partition(":")
+    name = name.lower()
+    bundled = {"sevennet": _BUNDLED_SEVENNET, "chgnet": BUNDLED_CHGNET}.get(name, ())
+    if name in PICKLED_MODEL_ENGINES and arg and arg.lower() not in bundled and Path(arg).expanduser().is_file():
+        add_trusted_model_file(arg)
+
+
+def get_engine(spec: str | Engine, trust_model_file: bool = False) -> Engine:
     """Engine for a spec ``name`` or ``name:arg`` (an :class:`Engine` is returned as is); one object per
-    spec per process (:data:`ENGINE_CACHE`)."""
+    spec per process (:data:`ENGINE_CACHE`).
+
+    ``trust_model_file=True``: the model file of ``sevennet:PATH``, ``chgnet:PATH`` or ``mace:PATH`` may be loaded
+    although loading it unpickles it (these packages save models with pickle; unpickling can run code). Without it
+    such a file is refused with an :class:`EngineError` (the models bundled inside the packages are trusted).
+    """
     if isinstance(spec, Engine):
         return spec
     spec = spec.strip()
+    if trust_model_file:
+        trust_engine_model_file(spec)
     if spec in ENGINE_CACHE:
         return ENGINE_CACHE[spec]
     name, _, arg = spec.partition(":")

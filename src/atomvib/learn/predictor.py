@@ -18,10 +18,17 @@ from ..results import Result
 from ..structure import Structure
 from .ensemble import Z90, disagreement, nn_distance, thermal_kernels
 
-__all__ = ["Z90", "DosPrediction", "Predictor", "load_model", "predict", "disagreement"]
+__all__ = ["Z90", "DosPrediction", "Predictor", "load_model", "predict", "disagreement", "save_model"]
 
 #: the shipped model
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "model.pt"
+#: the model format written now: plain dicts, lists, str, int, float, bool, None and torch tensors only, so a model
+#: file loads with ``torch.load(weights_only=True)`` (no pickle of arbitrary objects, no code run by loading it)
+from .modelfile import LEGACY_MODEL_FORMAT, MODEL_FORMAT, load_torch_file, save_model  # noqa: E402,F401
+
+#: format 1 (atomvib ≤ the DOS predictor v3) held numpy arrays: it loads only with pickle (--trust-model-file)
+#: the model's arrays that are numpy in memory and torch tensors on disk (bit for bit the same numbers)
+_ARRAY_KEYS = ("train_embedding", "embedding_mean", "embedding_std")
 #: temperatures of the thermal output, K
 DEFAULT_TEMPERATURES_K = tuple(float(t) for t in np.arange(0, 1001, 10))
 
@@ -162,10 +169,11 @@ class Predictor:
         from .data import DosGrid
         from .model import DosNet
 
-        if blob.get("format") != "atomvib-dos-ensemble/1":
+        if not isinstance(blob, dict) or blob.get("format") not in (MODEL_FORMAT, LEGACY_MODEL_FORMAT):
             raise InputError(
                 f"{path}: not an atomvib DOS model", fix="give a model.pt written by `atomvib train`"
             )
+        blob = {**blob, **{k: _as_numpy(blob[k]) for k in _ARRAY_KEYS if k in blob}}
         self.path = str(path)
         self.blob = blob
         self.grid = DosGrid(**blob["grid"])
@@ -310,38 +318,38 @@ class Predictor:
         return out
 
 
-def _load_cached(path: str) -> Predictor:
+def _load_cached(path: str, trust_model_file: bool = False) -> Predictor:
     """The predictor of ``path``, loaded once per version of the file (cached on path, size and mtime)."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{path}: no such model file", fix="train one with `atomvib train` or omit --model")
     st = p.stat()
-    return _load_file(path, st.st_size, st.st_mtime_ns)
+    return _load_file(path, st.st_size, st.st_mtime_ns, bool(trust_model_file))
 
 
 @lru_cache(maxsize=4)
-def _load_file(path: str, size: int, mtime_ns: int) -> Predictor:
-    import torch
-
-    p = Path(path)
-    try:
-        blob = torch.load(p, weights_only=False, map_location="cpu")
-    except Exception as exc:  # torch raises many types for a bad file
-        raise InputError(
-            f"{path}: cannot read model ({type(exc).__name__})",
-            fix="give a model.pt written by `atomvib train`",
-        ) from None
+def _load_file(path: str, size: int, mtime_ns: int, trust_model_file: bool = False) -> Predictor:
+    blob = load_torch_file(path, trust_model_file=trust_model_file, what="model")
     return Predictor(blob, path)
 
 
-def load_model(model=None) -> Predictor:
-    """The shipped model (``model=None``), a path to a ``model.pt`` / its directory, or a Predictor."""
+def _as_numpy(x):
+    """A model array as numpy: tensors (format 2) converted without a copy of their bits; numpy (format 1) kept."""
+    return x.numpy() if hasattr(x, "numpy") and not isinstance(x, np.ndarray) else np.asarray(x)
+
+
+def load_model(model=None, trust_model_file: bool = False) -> Predictor:
+    """The shipped model (``model=None``), a path to a ``model.pt`` / its directory, or a Predictor.
+
+    Model files are read with ``torch.load(weights_only=True)``; one that needs pickle (a model written by an
+    older atomvib) is refused unless ``trust_model_file=True``.
+    """
     if isinstance(model, Predictor):
         return model
     p = Path(model) if model is not None else DEFAULT_MODEL
     if p.is_dir():
         p = p / "model.pt"
-    return _load_cached(str(p.resolve()))
+    return _load_cached(str(p.resolve()), trust_model_file)
 
 
 def predict(structures, model=None, temperatures_k=DEFAULT_TEMPERATURES_K) -> list[DosPrediction]:

@@ -183,9 +183,9 @@ def train_member(train, valid, cfg: TrainConfig, seed: int, out_path=None, progr
         "train_config": cfg.__dict__,
     }
     if out_path is not None:
-        import torch
+        from .modelfile import save_torch_file
 
-        torch.save(res, out_path)
+        save_torch_file(res, out_path)  # plain tensors and values: loads with weights_only=True
     return res
 
 
@@ -218,8 +218,6 @@ def train(
     interrupted run resumes. Member k uses seed ``seed + k``. With ``jobs > 1`` members train in
     parallel processes (one thread each).
     """
-    import torch
-
     cfg = cfg or TrainConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -228,7 +226,7 @@ def train(
     for k in range(members):
         p = out / f"member_{k}.pt"
         if p.exists():
-            old = torch.load(p, weights_only=False)
+            old = _load_member(p)
             if old.get("train_config") == cfg.__dict__ and old.get("seed") == seed + k:
                 continue
         todo.append(k)
@@ -271,16 +269,36 @@ def _valid_or_split(data, grid, train_s):
     return tr, va
 
 
+def _load_member(path: Path) -> dict:
+    """A member checkpoint, read with ``torch.load(weights_only=True)``: a file that needs pickle (planted, or
+    written by an older atomvib) is refused with one line instead of being unpickled (which can run code)."""
+    from ..errors import InputError
+    from .modelfile import load_torch_file
+
+    try:
+        m = load_torch_file(path, what="ensemble member")
+    except InputError as exc:
+        raise InputError(
+            exc.problem,
+            fix=f"delete {path} (the member is trained again), or train into a new --out directory",
+        ) from None
+    if not isinstance(m, dict) or not isinstance(m.get("state_dict"), dict):
+        raise InputError(
+            f"{path}: not an ensemble member written by `atomvib train`",
+            fix=f"delete {path} (the member is trained again), or train into a new --out directory",
+        )
+    return m
+
+
 def assemble(out, members, train_s: list[DosSample], valid_s: list[DosSample], cfg: TrainConfig) -> Path:
     """Combine trained members into ``model.pt``: calibration and OOD thresholds from ``valid``."""
-    import torch
-
     from .model import DosNet, predict_states
+    from .modelfile import save_model
 
     out = Path(out)
     states, cfgs = [], []
     for k in range(members):
-        m = torch.load(out / f"member_{k}.pt", weights_only=False)
+        m = _load_member(out / f"member_{k}.pt")
         states.append(m["state_dict"])
         cfgs.append({k2: m[k2] for k2 in ("config", "seed", "best_epoch")})
     nets = []
@@ -300,7 +318,6 @@ def assemble(out, members, train_s: list[DosSample], valid_s: list[DosSample], c
     calib = calibrate(pv, valid_s, cfg.grid())
     elements = sorted({int(z) for s in train_s for z in s.structure.numbers})
     blob = {
-        "format": "atomvib-dos-ensemble/1",
         "members": [{"state_dict": st, **c} for st, c in zip(states, cfgs)],
         "grid": {"width_cm1": cfg.bin_cm1, "fmax_cm1": cfg.fmax_cm1},
         "cutoff_a": cfg.cutoff_a,
@@ -318,8 +335,7 @@ def assemble(out, members, train_s: list[DosSample], valid_s: list[DosSample], c
         "n_train": len(train_s),
         "n_valid": len(valid_s),
     }
-    torch.save(blob, out / "model.pt")
-    return out / "model.pt"
+    return save_model(blob, out / "model.pt")  # weights_only-loadable (modelfile.MODEL_FORMAT)
 
 
 def calibrate(pv, valid_s, grid: DosGrid) -> dict:

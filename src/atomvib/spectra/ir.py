@@ -244,6 +244,13 @@ def engine_for(result, engine=None):
     raw = getattr(result, "engine", None)
     info = EngineInfo.from_dict(raw) if raw else None
     if info is not None and info.spec:
+        if info.spec.split(":", 1)[0] == "ase":
+            # `ase:module:Class` imports and calls code named by the spec: never on the word of a data file
+            raise InputError(
+                f"the result was made with an ASE calculator class ({info.spec}); atomvib does not import code "
+                "named in a saved result",
+                fix=f"give the engine yourself: --engine {info.spec} (API: engine='{info.spec}')",
+            )
         return get_engine(info.spec)
     if info is not None and info.name and info.name not in ("unknown", "phonopy-files"):
         return get_engine(info.name)  # results written before specs were recorded: the engine's default

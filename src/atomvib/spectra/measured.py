@@ -208,6 +208,13 @@ def _clean(x, y, err, unit, source, notes=None, warn=True) -> Spectrum1D:
         # Similarity measures and the Gaussian broadening of the fit assume equal bins: resample linearly onto
         # the median step (errors interpolated likewise: the fit's χ² is then approximate, and we say so).
         step = float(np.median(dx))
+        n_new = (x[-1] - x[0]) / step
+        if n_new > max(20 * len(x), 100_000):  # one wild axis value would make a grid of billions of points
+            raise InputError(
+                f"{source}: the axis spans {x[0]:g}–{x[-1]:g} {unit} with a median step of {step:.4g}: a gap or an "
+                f"outlying value (resampling would need {n_new:.3g} points)",
+                fix="remove the outlying rows or crop the file to the measured range",
+            )
         xn = np.arange(x[0], x[-1] + 0.5 * step, step)
         xn = xn[xn <= x[-1] + 1e-9 * step]
         y = np.interp(xn, x, y)
@@ -254,7 +261,11 @@ def read_columns(path, units: str | None = None) -> Spectrum1D:
         raise InputError(f"measured/computed spectrum {path} not found", fix="check the path")
     header = None
     rows = []
-    for line in path.read_text(errors="replace").splitlines():
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise InputError(f"cannot read {path} ({exc.strerror or exc})", fix="check the file and its permissions") from None
+    for line in text.splitlines():
         s = line.strip()
         if not s:
             continue
@@ -382,8 +393,16 @@ def read_spectrum(path, units: str | None = None, q_range: tuple[float, float] |
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} not found", fix="check the path")
-    with open(path, "rb") as fh:
-        magic = fh.read(8)
+    if path.is_dir():
+        raise InputError(
+            f"measured spectrum {path} is a directory",
+            fix="give the measured file itself (text/CSV columns, S(Q,E) .h5 or NeXus)",
+        )
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(8)
+    except OSError as exc:
+        raise InputError(f"cannot read {path} ({exc.strerror or exc})", fix="check the file and its permissions") from None
     if magic == b"\x89HDF\r\n\x1a\n":
         import h5py
 

@@ -81,7 +81,7 @@ def plot_optical(
         label=f"{shape}, FWHM {fwhm_cm1:g} cm$^{{-1}}$",
     )
     f, i = np.asarray(spectrum.frequencies_cm1), np.asarray(spectrum.intensities)
-    if i.max() > 0 and y.max() > 0:
+    if i.size and len(y) and i.max() > 0 and y.max() > 0:  # a spectrum without modes plots empty axes
         sel = (f > 0) & (f >= x[0]) & (f <= x[-1])
         ax.vlines(f[sel], 0, i[sel] / i.max() * y.max(), color="k", lw=0.8, alpha=0.6, label="modes (scaled)")
     ax.set_xlabel("wavenumber (cm$^{-1}$)")
