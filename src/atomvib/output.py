@@ -385,7 +385,12 @@ def write_result(result, out: Path, plot: bool = True) -> list[Path]:
     result.save(out, force=True)
     written = sorted(p for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
     if plot:
-        if result.kind == "crystal":
+        if result.kind == "committee":
+            from .plot import plot_committee
+
+            plot_committee(result, out / "band_dos.png")
+            written.append(out / "band_dos.png")
+        elif result.kind == "crystal":
             from .plot import plot_band_dos
 
             plot_band_dos(result, out / "band_dos.png")

@@ -58,6 +58,39 @@ def plot_band_dos(result, path: Path, title: str | None = None) -> Path:
     return Path(path)
 
 
+def plot_committee(result, path: Path, title: str | None = None) -> Path:
+    """Dispersion and DOS of a committee: the members' mean with the calibrated 90 % band (shaded), THz."""
+    bands, spread = result.band_structure()
+    f, dos = result.dos()
+    fig = new_figure(figsize=(9, 4.5))
+    ax, axd = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 1], "wspace": 0.05})
+    lo, hi = spread.interval()
+    start = 0
+    for end in bands.segment_ends:
+        x = bands.distances[start:end]
+        for b in range(spread.mean.shape[1]):
+            ax.fill_between(x, lo[start:end, b], hi[start:end, b], color="C0", alpha=0.25, lw=0)
+        ax.plot(x, spread.mean[start:end], color="C0", lw=1.1)
+        start = end
+    for d, _lab in bands.labels:
+        ax.axvline(d, color="0.7", lw=0.6)
+    ax.set_xticks([d for d, _ in bands.labels])
+    ax.set_xticklabels([lab for _, lab in bands.labels])
+    ax.set_xlim(bands.distances[0], bands.distances[-1])
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_ylabel("Frequency (THz)")
+    dlo, dhi = dos.interval()
+    axd.fill_betweenx(f, np.clip(dlo, 0, None), dhi, color="C0", alpha=0.25, lw=0, label="90 % band")
+    axd.plot(dos.mean, f, color="k", lw=1.1, label="mean")
+    axd.set_xlabel("DOS (states/THz)")
+    axd.set_xlim(0, 1.3 * float(np.max(dos.mean)))  # the band's spikes would squash the mean
+    axd.legend(fontsize=8, loc="upper right")
+    prim = result.primitive
+    ax.set_title(title or f"{prim.formula} ({prim.spacegroup()}) — committee: {', '.join(result.engines)}", fontsize=9)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return Path(path)
+
+
 def plot_molecule_modes(result, path: Path) -> Path:
     """Stick spectrum of the normal-mode frequencies (cm^-1)."""
     f = result.frequencies_cm1

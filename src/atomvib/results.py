@@ -43,6 +43,7 @@ SCHEMA_VERSION = 2
 #: result kinds that save on their own: kind name → class (module path inside atomvib, never from data)
 KINDS: dict[str, str] = {
     "crystal": "atomvib.harmonic.crystal:CrystalPhonons",
+    "committee": "atomvib.harmonic.committee:CommitteePhonons",
     "molecule": "atomvib.harmonic.molecule:MoleculeVibrations",
     "force_constants": "atomvib.harmonic.force_constants:ForceConstants",
     "ins_spectrum": "atomvib.spectra.ins:InsSpectrum",

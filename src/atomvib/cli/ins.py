@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 EPILOG = """examples:
   atomvib ins NaCl_atomvib --instrument vision --out nacl_ins           # from an `atomvib phonons` result
   atomvib ins NaCl_atomvib --instrument tosca --order 5 --temperature 20 --out tosca
@@ -146,6 +148,12 @@ def run(args) -> int:
         raise InputError(
             "INS powder spectra need a crystal; this input is a molecule", fix="give a periodic structure"
         )
+    if getattr(source, "kind", None) == "committee":
+        with od:
+            files = _committee_spectrum(args, inst, source, od.stage)
+        print(f"{args.input}: {inst.name.upper()} INS of a committee of {len(source.members)} engines, order "
+              f"{args.order}, {args.temperature:g} K -> {out}/ ({', '.join(files)}; mean and calibrated spread)")
+        return 0
     ph = source
     modes = incoherent_modes(source, temperature_k=args.temperature, mesh=args.mesh)
     total_cross_sections_barn(modes.elements)  # fail early on an element without data
@@ -195,6 +203,47 @@ def _check_numbers(args) -> None:
         raise InputError(
             f"--emax {args.emax:g} meV is not below the incident energy {args.ei:g} meV", fix="lower --emax"
         )
+
+
+def _committee_spectrum(args, inst, committee, out: Path) -> list[str]:
+    """VISION/TOSCA spectra of every member: ins.csv with the mean, the calibrated spread and each member; the mean
+    saved as the result (an InsSpectrum), the band in ins.png."""
+    import dataclasses
+
+    import pandas as pd
+
+    from ..errors import InputError
+    from ..harmonic.committee import Spread
+    from ..results import _json_safe
+    from ..spectra.ins import indirect_spectrum
+
+    if inst.kind != "indirect":
+        raise InputError(
+            f"committee bands are computed for the 1D spectra of indirect instruments, not {inst.name}'s map",
+            fix="use --instrument vision or tosca, or run `atomvib ins` on one engine's phonons",
+        )
+    emax = args.emax or 250.0
+    specs = [indirect_spectrum(m, inst, "backward", order=args.order, temperature_k=args.temperature, mesh=args.mesh,
+                               energy_range_mev=(0.5, emax)) for m in committee.members]
+    spread = Spread.of([s.intensity for s in specs], committee.scale)
+    cols = {"energy_meV": specs[0].energy_mev, "intensity": spread.mean, "intensity_std": spread.std}
+    cols.update({f"intensity_{e}": s.intensity for e, s in zip(committee.engines, specs)})
+    pd.DataFrame(cols).to_csv(out / "ins.csv", index=False, float_format="%.8g")
+    mean = dataclasses.replace(
+        specs[0], intensity=spread.mean, by_order=np.mean([s.by_order for s in specs], axis=0),
+        by_element={k: np.mean([s.by_element[k] for s in specs], axis=0) for k in specs[0].by_element})
+    mean.save(out, force=True)
+    meta = {"instrument": inst.name, "bank": "backward", "order": args.order, "temperature_K": args.temperature,
+            "committee": committee.engines, "scale": committee.scale, "calibration": committee.calibration,
+            "columns": "intensity = mean over the members; intensity_std = their sample std × scale; one column each"}
+    (out / "ins.json").write_text(json.dumps(_json_safe(meta), indent=2, allow_nan=False))
+    files = ["ins.csv", "ins.json"]
+    if not args.no_plot:
+        from ..spectra.plots import plot_indirect_band
+
+        plot_indirect_band(specs[0].energy_mev, spread, committee.engines, out / "ins.png", inst.name)
+        files.append("ins.png")
+    return files
 
 
 def _compute_and_write(args, inst, ph, modes, meta, out: Path) -> list[str]:

@@ -22,6 +22,7 @@ COMMANDS = {
     "compare": "compare",
     "predict": "predict",
     "train": "predict",
+    "finetune": "finetune",
     "batch": "batch",
     "db": "batch",
 }
@@ -58,6 +59,8 @@ NOISY_WARNINGS = (
     (r"primitive_matrix defaulted", Warning),
     # Euphonic falls back to serial when torch and its C extension bring two OpenMP runtimes
     (r"More than one OpenMP library", UserWarning),
+    # CHGNet's model converts a tensor that requires grad (its volume), harmless, once per structure
+    (r"Converting a tensor with requires_grad=True to a scalar", UserWarning),
 )
 
 

@@ -50,6 +50,9 @@ def add_parser(sub):
     p.add_argument("--no-plot", action="store_true", help="skip band_dos.png")
     p.add_argument("--format", metavar="FMT",
                    help="ASE format of the input when its name does not tell, e.g. vasp for zno_unitcell")
+    p.add_argument("--committee", nargs="?", const="default", metavar="ENGINES",
+                   help="crystals: run several engines (comma-separated specs; default sevennet,sevennet:7net-l3i5,"
+                   "chgnet; also --engine committee) and report every quantity as mean ± calibrated spread")
     add_phonon_options(p)
     p.set_defaults(func=run)
 
@@ -68,6 +71,9 @@ def run(args) -> int:
     from ..workflow import phonons
 
     settings = settings_from_args(args)
+    members = _committee_members(args)
+    if members:
+        from ..harmonic.committee import committee_phonons
     multiple = len(args.inputs) > 1
     failures = 0
     for inp in args.inputs:
@@ -78,10 +84,14 @@ def run(args) -> int:
             od = OutputDir(out, "phonons", inputs=[*args.inputs, args.forces, args.born], force=args.force)
             with od:
                 try:
-                    result = phonons(
-                        inp, settings=settings, forces=args.forces, born=args.born,
-                        checkpoint_dir=out, progress=not args.quiet, fmt=args.format,
-                    )
+                    if members:
+                        result = committee_phonons(inp, members, settings, checkpoint_dir=out,
+                                                   progress=not args.quiet, fmt=args.format)
+                    else:
+                        result = phonons(
+                            inp, settings=settings, forces=args.forces, born=args.born,
+                            checkpoint_dir=out, progress=not args.quiet, fmt=args.format,
+                        )
                 except AtomvibError as exc:
                     _keep_partial(exc, out)
                     raise
@@ -99,6 +109,24 @@ def run(args) -> int:
     return 2 if failures else 0
 
 
+def _committee_members(args) -> tuple[str, ...]:
+    """The engines of ``--committee [A,B,...]`` or ``--engine committee`` (empty: a single engine)."""
+    from ..errors import InputError
+    from ..harmonic.committee import DEFAULT_MEMBERS, split_specs
+
+    spec = args.committee
+    if args.engine == "committee":
+        spec = spec or "default"
+    elif spec and args.engine:
+        raise InputError("--engine and --committee both name engines", fix="give the engines in --committee A,B,C")
+    if not spec:
+        return ()
+    if args.forces or args.born:
+        raise InputError("a committee runs its own engines; --forces/--born are DFT inputs",
+                         fix="drop --committee to analyse your DFT forces")
+    return DEFAULT_MEMBERS if spec == "default" else split_specs(spec)
+
+
 def _keep_partial(exc, out: Path) -> None:
     """Write whatever the failed step had computed (e.g. the unconverged relaxed structure)."""
     partial = getattr(exc, "partial", None) or {}
@@ -112,7 +140,28 @@ def _keep_partial(exc, out: Path) -> None:
             write(fh, rel.structure.to_ase(), format="extxyz")
 
 
+def _committee_report(inp, r, out: Path) -> str:
+    s = r.summary()
+    om, th = s["omega_max_thz"], s["thermal"]["per_formula_unit"]
+    pm = lambda e, f: f"{e['mean']:{f}} ± {e['std']:{f}}"  # noqa: E731
+    lines = [
+        f"{inp}: {s['structure']['formula']} (committee of {len(r.members)}: {', '.join(r.engines)})",
+        f"  omega_max {pm(om, '.3f')} THz (members {', '.join(f'{x:.3f}' for x in om['members'])})",
+        f"  at {th['temperature_K']:g} K per mol {s['structure']['formula']} (formula unit): "
+        f"F {pm(th['free_energy_kJ_per_mol'], '.3f')} kJ/mol, S {pm(th['entropy_J_per_K_per_mol'], '.2f')} J/K/mol, "
+        f"Cv {pm(th['heat_capacity_J_per_K_per_mol'], '.2f')} J/K/mol",
+        f"  ± is the calibrated 1σ spread (scale {r.scale:.2f}: {r.calibration.get('note', 'see summary.json')}); "
+        "90 % intervals in summary.json",
+    ]
+    if r.has_imaginary:
+        lines.append("  UNSTABLE in: " + ", ".join(e for e, m in zip(r.engines, r.members) if m.has_imaginary))
+    lines.append(f"  written to {out}/")
+    return "\n".join(lines)
+
+
 def _report(inp, r, out: Path) -> str:
+    if getattr(r, "kind", "") == "committee":
+        return _committee_report(inp, r, out)
     s = r.summary()
     lines = [f"{inp}: {s['structure']['formula']} ({s['kind']}, {r.engine.describe()})"]
     if s["kind"] == "crystal":

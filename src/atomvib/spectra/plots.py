@@ -152,3 +152,23 @@ def plot_fit(result, path, title: str | None = None) -> Path:
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return Path(path)
+
+
+def plot_indirect_band(energy_mev, spread, engines, path, instrument: str = "") -> Path:
+    """A committee's INS spectrum: the members' mean with the calibrated 90 % band and each member (thin), PNG."""
+    fig = new_figure(figsize=(7, 3.6), dpi=110)
+    ax = fig.subplots()
+    lo, hi = spread.interval()
+    ax.fill_between(energy_mev, np.clip(lo, 0, None), hi, color="C0", alpha=0.3, lw=0, label="90 % band")
+    for k, (e, y) in enumerate(zip(engines, spread.members)):
+        ax.plot(energy_mev, y, lw=0.7, color=f"C{k + 1}", alpha=0.8, label=e)
+    ax.plot(energy_mev, spread.mean, color="k", lw=1.3, label="committee mean")
+    ax.set_xlabel("energy transfer (meV)")
+    ax.set_ylabel("S (1/eV)")
+    ax.set_xlim(energy_mev[0], energy_mev[-1])
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"{instrument.upper()} INS, committee of {len(engines)}")
+    ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
