@@ -19,6 +19,7 @@ output (FILE.jsonl, one JSON object per input structure):
   thermal           temperature_K, heat_capacity_J_per_K_per_mol, entropy_J_per_K_per_mol,
                     free_energy_kJ_per_mol, each with _std; per mole of the input cell
   in_distribution   false: far from the training data, run `atomvib phonons` instead
+  ood_reason        why not in distribution (unseen/rare element, unusual coordination, far in latent space, ...)
   ins_energy_meV, ins_intensity   with --ins: powder INS spectrum (backward bank, orders 1-3,
                     instrument resolution, 1/eV) from the predicted partial DOS per element,
                     incoherent isotropic approximation (see docs/predictor.md)
@@ -134,7 +135,8 @@ def run(args) -> int:
                     line["ins_intensity"] = sp.intensity.tolist()
                 if not args.quiet:
                     k = int(np.argmin(np.abs(r.temperatures_k - 300.0)))
-                    flag = "" if r.in_distribution else "  OUT OF DISTRIBUTION: run `atomvib phonons`"
+                    why = f" ({r.ood_reason})" if r.ood_reason else ""
+                    flag = "" if r.in_distribution else f"  OUT OF DISTRIBUTION{why}: run `atomvib phonons`"
                     z = r.formula_units or 1
                     cell = f"; the input cell {r.structure.cell_formula} has {z}" if z != 1 else ""
                     print(

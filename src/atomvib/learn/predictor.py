@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import InputError
 from ..results import Result
 from ..structure import Structure
+from .calibration import QUANTITIES, FlagRules, flag, load_shift_calibration, shift_features
 from .ensemble import Z90, disagreement, nn_distance, thermal_kernels
 
 __all__ = ["Z90", "DosPrediction", "Predictor", "load_model", "predict", "disagreement", "save_model"]
@@ -29,6 +30,8 @@ from .modelfile import LEGACY_MODEL_FORMAT, MODEL_FORMAT, load_torch_file, save_
 #: format 1 (atomvib ≤ the DOS predictor v3) held numpy arrays: it loads only with pickle (--trust-model-file)
 #: the model's arrays that are numpy in memory and torch tensors on disk (bit for bit the same numbers)
 _ARRAY_KEYS = ("train_embedding", "embedding_mean", "embedding_std")
+#: the flag of a model without a calibration file: embedding distance or disagreement above the model's thresholds
+MODEL_FILE_RULES = FlagRules(rare_element=0, rare_environment=0, latent=1.0, disagreement=1.0)
 #: temperatures of the thermal output, K
 DEFAULT_TEMPERATURES_K = tuple(float(t) for t in np.arange(0, 1001, 10))
 
@@ -49,12 +52,16 @@ class DosPrediction(Result):
     free_energy_kj_per_mol : ndarray, shape (nt,), kJ/mol of the input cell (includes zero-point energy)
     ..._std : the same shapes, calibrated ensemble std
     in_distribution : bool
-        False when the crystal is far from the training data (embedding distance or ensemble
-        disagreement above the thresholds set on valid): run ``atomvib phonons`` instead.
+        False when the crystal is far from the training data: run ``atomvib phonons`` instead. With the model's
+        calibration file (:mod:`atomvib.learn.calibration`): an element rare in training, a local environment
+        no training crystal has, embedding distance or ensemble disagreement above the thresholds set on
+        valid; without it, only the last two.
     ood_distance, ood_disagreement : float
     partial_dos : dict element -> ndarray (nbins,), states per cm^-1 per cell
         Ensemble-mean contribution of each element's atoms (each atom carries exactly 3 states);
         sums to ``dos``. Input of :mod:`atomvib.learn.spectra` (neutron-weighted DOS, INS).
+    ood_reason : str
+        Why ``in_distribution`` is False (every rule that fired, ``"; "``-separated); ``""`` when in distribution.
     """
 
     input: str
@@ -73,6 +80,7 @@ class DosPrediction(Result):
     ood_distance: float
     ood_disagreement: float
     partial_dos: dict | None = None
+    ood_reason: str = ""
 
     @property
     def formula_units(self) -> int:
@@ -122,6 +130,7 @@ class DosPrediction(Result):
             "in_distribution": bool(self.in_distribution),
             "ood_distance": self.ood_distance,
             "ood_disagreement": self.ood_disagreement,
+            "ood_reason": self.ood_reason,
         }
 
 
@@ -189,6 +198,8 @@ class Predictor:
         self.kernel_path = _fast_kernels(self.nets)
         self.calibration = blob["calibration"]
         self.ood = blob["ood"]
+        #: the adaptive intervals and the flag's rules (calibration.json beside the model file), or None
+        self.shift = load_shift_calibration(Path(path).with_name("calibration.json"), blob) if path else None
         self._torch = torch
 
     @property
@@ -269,11 +280,20 @@ class Predictor:
             (emb - b["embedding_mean"]) / b["embedding_std"], np.asarray(b["train_embedding"], float)
         )
         dis = disagreement(states) if self.n_members > 1 else np.zeros(len(structures))
+        feats = shift_features(structures, d_nn, dis, self.ood, self.shift["stats"] if self.shift else None)
+        ks, kc = self.calibration["dos_std_scale"], self.calibration["cv_std_scale"]
+        if self.shift:  # intervals that widen with the difficulty score; the flag with its reasons
+            ok, reasons = flag(feats, self.shift["rules"])
+            adaptive = self.shift["adaptive"]
+            u = adaptive.score(feats)
+            fac = {q: adaptive.factor(q, feats, u=u, flagged=~ok) for q in QUANTITIES}
+        else:  # the model file alone: its own scale factors and thresholds
+            fac = {q: np.ones(len(structures)) for q in QUANTITIES}
+            ok, reasons = flag(feats, MODEL_FILE_RULES)
         w = self.grid.width_cm1
         f_cm1 = self.grid.centers_cm1
         t = np.asarray(temperatures_k, float)
         kcv, ks_, kf = self._kernels(tuple(t))
-        ks, kc = self.calibration["dos_std_scale"], self.calibration["cv_std_scale"]
         multi = self.n_members > 1
         out = []
         for i, s in enumerate(structures):
@@ -289,8 +309,8 @@ class Predictor:
                 el = chemical_symbols[int(z)]
                 partial[el] = partial.get(el, 0.0) + row / w
 
-            def sd(a):
-                return a.std(0, ddof=1) * kc if multi else np.zeros(a.shape[1])
+            def sd(a, q, i=i):
+                return a.std(0, ddof=1) * (kc * fac[q][i]) if multi else np.zeros(a.shape[1])
 
             out.append(
                 DosPrediction(
@@ -298,21 +318,19 @@ class Predictor:
                     structure=s,
                     frequencies_cm1=f_cm1,
                     dos=mean / w,
-                    dos_std=(st.std(0, ddof=1) * ks / w) if multi else np.zeros_like(mean),
+                    dos_std=(st.std(0, ddof=1) * (ks * fac["dos"][i]) / w) if multi else np.zeros_like(mean),
                     temperatures_k=t,
                     heat_capacity_j_per_k_per_mol=mean @ kcv.T,
-                    heat_capacity_j_per_k_per_mol_std=sd(cv),
+                    heat_capacity_j_per_k_per_mol_std=sd(cv, "cv"),
                     entropy_j_per_k_per_mol=mean @ ks_.T,
-                    entropy_j_per_k_per_mol_std=sd(S),
+                    entropy_j_per_k_per_mol_std=sd(S, "s"),
                     free_energy_kj_per_mol=mean @ kf.T,
-                    free_energy_kj_per_mol_std=sd(F),
-                    in_distribution=bool(
-                        d_nn[i] <= self.ood["distance_threshold"]
-                        and dis[i] <= self.ood["disagreement_threshold"]
-                    ),
+                    free_energy_kj_per_mol_std=sd(F, "f"),
+                    in_distribution=bool(ok[i]),
                     ood_distance=float(d_nn[i]),
                     ood_disagreement=float(dis[i]),
                     partial_dos=partial,
+                    ood_reason=reasons[i],
                 )
             )
         return out
