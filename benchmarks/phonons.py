@@ -19,6 +19,7 @@ ways, and for the pool the largest worker's peak too.
 Usage::
 
     python benchmarks/phonons.py [--engines sevennet chgnet] [--repeat 3] [--max-cells 0] [--md docs/benchmarks/phonons.md]
+    python benchmarks/phonons.py --per-call [--json scripts/validation_cache/per_call.json]   # every bundled engine
 """
 
 from __future__ import annotations
@@ -108,16 +109,16 @@ def atomvib_path(structure, engine, settings, max_cells=None):
 
 
 def stock_calculator(name: str, engine):
-    """The package's own ASE calculator, as a plain loop would build it (SevenNet: without atomvib's
-    e3nn kernel rewrite, engines/graph_rewrite.py; CHGNet's model is not rewritten, so shared)."""
-    if name == "sevennet":
+    """The package's own ASE calculator, as a plain loop would build it (SevenNet: the same checkpoint and head,
+    without atomvib's e3nn kernel rewrite, engines/graph_rewrite.py; CHGNet's model is not rewritten, so shared)."""
+    if name.startswith("sevennet"):
         import warnings
 
         from sevenn.calculator import SevenNetCalculator
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return SevenNetCalculator("7net-0", device="cpu")
+            return SevenNetCalculator(engine._weights_file(), device="cpu", modal=engine.head)
     return engine.calculator()
 
 
@@ -285,6 +286,149 @@ def rewrite_ab(threads_list=(1, 2), repeat: int = 3) -> list[dict]:
     return rows
 
 
+#: the bundled crystal engines (engines/registry.py), compared per force call by ``--per-call``
+BUNDLED_ENGINES = ("sevennet", "sevennet:7net-l3i5", "sevennet:7net-mf-0:pbe", "sevennet:7net-mf-0:r2scan", "chgnet")
+
+_PER_CALL_SNIPPET = r"""
+import json, sys, time, warnings
+warnings.simplefilter("ignore")
+sys.path.insert(0, {bench_dir!r})
+import numpy as np
+import torch
+import phonons as B
+from atomvib.engines import get_engine
+from atomvib.harmonic.displacements import plan_displacements
+from atomvib.settings import PhononSettings
+
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024**2
+    return float("nan")
+
+
+def stock_call(spec):
+    eng = get_engine(spec)
+    if spec.startswith("sevennet"):
+        calc = B.stock_calculator(spec, eng)
+    else:  # CHGNet's own ASE calculator: a fresh graph per call, stress and magnetic moments too
+        calc = eng.calculator()
+
+    def call():
+        calc.reset()
+        a = cell.copy()
+        a.calc = calc
+        return np.asarray(a.get_forces(), dtype=np.float64)
+    return call
+
+
+def fast_call(spec):
+    eng = get_engine(spec).load()
+
+    def call():
+        return eng._evaluate_here([cell])[0].forces
+    return call
+
+
+structure = [s for label, s in B.cases() if "Cc" in label][0]
+cell = plan_displacements(structure, PhononSettings(relax=False)).supercells()[0]
+mode, specs = {mode!r}, {specs!r}
+if mode.startswith("mem-"):  # one fresh process per engine and path: its peak is that path's
+    call = (stock_call if mode == "mem-stock" else fast_call)(specs[0])
+    torch.set_num_threads({threads})
+    call()
+    base = status("VmRSS:")
+    call()
+    print(json.dumps({{"rss_between_calls_GB": base, "peak_rss_GB": status("VmHWM:")}}))
+else:  # interleaved rounds: every path of every engine once per round, minimum over rounds
+    calls = {{}}
+    for spec in specs:
+        if mode == "time":
+            calls[(spec, "stock")] = stock_call(spec)
+        calls[(spec, "fast")] = fast_call(spec)
+    torch.set_num_threads({threads})
+    forces = {{key: c() for key, c in calls.items()}}  # warm-up: kernels loaded, graphs cached
+    best = {{key: float("inf") for key in calls}}
+    for _ in range({rounds}):
+        for key, c in calls.items():
+            t0 = time.perf_counter()
+            c()
+            best[key] = min(best[key], time.perf_counter() - t0)
+    out = {{}}
+    for spec in specs:
+        row = out.setdefault(spec, {{"natoms": len(cell), "kernel_path": get_engine(spec).info.kernel_path}})
+        row["fast_s"] = best[(spec, "fast")]
+        if mode == "time":
+            row["stock_s"] = best[(spec, "stock")]
+            row["max_force_diff_eV_per_A"] = float(np.abs(forces[(spec, "stock")] - forces[(spec, "fast")]).max())
+    print(json.dumps(out))
+"""
+
+
+def _run_snippet(mode: str, specs, threads: int, rounds: int = 3) -> dict:
+    code = _PER_CALL_SNIPPET.format(
+        bench_dir=str(Path(__file__).parent), mode=mode, specs=list(specs), threads=threads, rounds=rounds
+    )
+    env = dict(os.environ, ATOMVIB_WORKERS="1", ATOMVIB_THREADS=str(threads))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if res.returncode:
+        raise RuntimeError(f"{mode} {specs}: {res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def per_call(engines=BUNDLED_ENGINES, threads: int = 1, rounds: int = 3) -> list[dict]:
+    """One force call on the first displaced Cc supercell (144 atoms) per engine, ``threads`` torch threads:
+
+    * stock vs fast: the package's stock ASE calculator and atomvib's path (graph reuse, fused kernels) in one
+      process, calls interleaved, minimum of ``rounds`` after a warm-up (so both see the same machine load);
+    * engine vs engine: every engine's fast path in one process, interleaved the same way (``vs_sevennet``);
+    * memory: peak RSS (``VmHWM``) of a fresh process per engine and path (model, torch, two calls), and its RSS
+      between the calls.
+    """
+    rows = []
+    cross = _run_snippet("roundrobin", engines, threads, rounds)
+    for name in engines:
+        row = {"engine": name, "threads": threads, **_run_snippet("time", [name], threads, rounds)[name]}
+        row["speedup"] = row["stock_s"] / row["fast_s"]
+        row["fast_s_roundrobin"] = cross[name]["fast_s"]
+        row["vs_sevennet"] = cross[name]["fast_s"] / cross["sevennet"]["fast_s"] if "sevennet" in cross else None
+        row["memory"] = {m: _run_snippet(f"mem-{m}", [name], threads) for m in ("stock", "fast")}
+        row["load_after"] = os.getloadavg()[0]
+        rows.append(row)
+        print(json.dumps({"per_call": row}), flush=True)
+    return rows
+
+
+def per_call_markdown(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    lines = [
+        "",
+        f"Per force call, every bundled crystal engine (`python benchmarks/phonons.py --per-call`): first displaced "
+        f"Cc supercell ({rows[0]['natoms']} atoms), {rows[0]['threads']} torch thread. Stock: the package's own ASE "
+        "calculator (fresh graph, stress too); atomvib: `engine.evaluate`'s path (`info.kernel_path`). Times: "
+        "minimum over interleaved rounds in one process (stock and atomvib of one engine together; all engines' "
+        "atomvib paths together for the 'vs SevenNet-0' column), so the paths compared share the machine's load. Memory: "
+        "peak RSS of a fresh process per engine and path (model, torch, two calls) and, in brackets, how far the "
+        "peak rose above the RSS between calls (what one call allocates).",
+        "",
+        "| engine | stock (s) | atomvib (s) | speed-up | kernel path | atomvib vs SevenNet-0 | peak RSS stock (GB) "
+        "| peak RSS atomvib (GB) | max ΔF (eV/Å) | load after |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        ms, mf = r["memory"]["stock"], r["memory"]["fast"]
+        rel = f"{r['vs_sevennet']:.2f}×" if r.get("vs_sevennet") else ""
+        lines.append(
+            f"| {r['engine']} | {r['stock_s']:.3f} | {r['fast_s']:.3f} | {r['speedup']:.2f}× | {r['kernel_path']} | "
+            f"{rel} | {ms['peak_rss_GB']:.2f} (+{max(0.0, ms['peak_rss_GB'] - ms['rss_between_calls_GB']):.2f}) | "
+            f"{mf['peak_rss_GB']:.2f} (+{max(0.0, mf['peak_rss_GB'] - mf['rss_between_calls_GB']):.2f}) | "
+            f"{r['max_force_diff_eV_per_A']:.1e} | {r['load_after']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 _MEMORY_SNIPPET = r"""
 import resource, sys, numpy as np, warnings
 warnings.simplefilter("ignore")
@@ -410,11 +554,11 @@ def markdown(rows: list[dict], mem: dict | None, load: tuple, repeat: int, ab: l
             f"main process + {w['worker_peak_rss_GB']:.2f} GB in the worker; plain ASE calculator "
             f"{p['peak_rss_GB']:.2f} GB.",
         ]
-    if mem and "sevennet" in mem:
-        a, p = mem["sevennet"]["atomvib"], mem["sevennet"]["plain"]
+    for name in [n for n in (mem or {}) if n.startswith("sevennet")]:
+        a, p = mem[name]["atomvib"], mem[name]["plain"]
         lines += [
             "",
-            f"Peak memory, SevenNet-0, same {a['natoms']}-atom supercell: atomvib {a['peak_rss_GB']:.2f} GB "
+            f"Peak memory, {name}, same {a['natoms']}-atom supercell: atomvib {a['peak_rss_GB']:.2f} GB "
             f"(the fused kernels build no per-edge message tensor), stock ASE calculator {p['peak_rss_GB']:.2f} GB.",
         ]
     return "\n".join(lines) + "\n"
@@ -422,7 +566,10 @@ def markdown(rows: list[dict], mem: dict | None, load: tuple, repeat: int, ab: l
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--engines", nargs="+", default=["sevennet", "chgnet"])
+    ap.add_argument(
+        "--engines", nargs="+", default=["sevennet:7net-l3i5", "sevennet", "chgnet"],
+        help="engine specs (default: the crystal default, SevenNet-0, CHGNet; --per-call: every bundled engine)",
+    )  # fmt: skip
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument(
         "--max-cells", type=int, default=0, help="displaced cells timed on the low-symmetry case (0: all 18)"
@@ -434,11 +581,28 @@ def main(argv=None) -> int:
         help="torch threads of the plain loop (default: torch's own default, one per core, ignoring OMP_NUM_THREADS)",
     )
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument(
+        "--per-call", action="store_true",
+        help="only the per-force-call table (stock vs fast path, time and memory) of every bundled engine",
+    )  # fmt: skip
     ap.add_argument("--md", type=Path, default=None, help="write the markdown section here")
+    ap.add_argument("--json", type=Path, default=None, help="--per-call: also write the rows as JSON here")
     args = ap.parse_args(argv)
     from atomvib.runtime import available_cores
 
     plain_threads = args.plain_threads or available_cores()
+    if args.per_call:
+        explicit = any(a.startswith("--engines") for a in (argv if argv is not None else sys.argv[1:]))
+        rows = per_call(tuple(args.engines) if explicit else BUNDLED_ENGINES)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(rows, indent=1))
+        md = per_call_markdown(rows)
+        print(md)
+        if args.md:
+            args.md.parent.mkdir(parents=True, exist_ok=True)
+            args.md.write_text(md)
+        return 0
     load = os.getloadavg()
     print(f"# load average {load}", flush=True)
     rows = []

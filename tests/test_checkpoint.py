@@ -49,3 +49,10 @@ def test_checkpoint_of_other_inputs_is_not_used(tmp_path):
     fresh = CountingEMT()
     evaluate_forces(fresh, cells, "key-2", tmp_path, progress=False)
     assert fresh.calls == len(cells)
+
+
+def test_checkpoint_folder_is_created_when_missing(tmp_path):
+    """A checkpoint folder that does not exist yet is made (not a FileNotFoundError after the forces are done)."""
+    folder = tmp_path / "not" / "yet"
+    forces = evaluate_forces(CountingEMT(), _cells(2), "key-1", folder, progress=False, chunk=2)
+    assert forces.shape == (2, 8, 3) and (folder / "forces_checkpoint.npz").is_file()

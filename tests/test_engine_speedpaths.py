@@ -48,7 +48,8 @@ def _stock_calculator(engine):
     if engine.info.name == "sevennet":
         from sevenn.calculator import SevenNetCalculator
 
-        return SevenNetCalculator("7net-0", device="cpu")
+        # the engine's own checkpoint and head (all bundled SevenNet models: tests/test_bundled_engines.py)
+        return SevenNetCalculator(engine._weights_file(), device="cpu", modal=engine.head)
     return engine.calculator()  # CHGNet: not rewritten
 
 

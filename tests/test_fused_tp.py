@@ -134,3 +134,27 @@ def test_sevennet_without_fused_kernels_matches_stock(sevennet_calculators):
     a = atoms.copy()
     a.calc = stock
     assert np.abs(f - a.get_forces()).max() < 1e-4  # float32 round-off (tests/test_engine_speedpaths.py)
+
+
+def test_fused_kernels_keep_the_pinned_torch_threads():
+    """Bug: the first fused call started numba's OpenMP layer, which reset torch to every core (ATOMVIB_THREADS=1
+    became 2 on this machine): torch keeps the pinned count through model load and force calls (fresh process)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from atomvib.runtime import configure_threads\n"
+        "configure_threads(1)\n"
+        "from ase.build import bulk\n"
+        "from atomvib.engines import get_engine\n"
+        "e = get_engine('sevennet'); e.load()\n"
+        "e.evaluate([bulk('Si', 'diamond', a=5.43) * (2, 2, 2)])\n"
+        "print(e.info.kernel_path, torch.get_num_threads())\n"
+    )
+    env = {**os.environ, "ATOMVIB_THREADS": "1", "OMP_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    path, threads = out.stdout.split()[-2:]
+    assert threads == "1", out.stdout

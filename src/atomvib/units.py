@@ -49,6 +49,10 @@ _EPSILON0_F_PER_M: float = 8.8541878128e-12
 BOHR_A: float = 0.529177210903
 #: Hartree energy in eV
 HARTREE_EV: float = 27.211386245988
+#: 1 Rydberg in eV
+RYDBERG_EV: float = HARTREE_EV / 2.0
+#: 1 kcal in J (thermochemical calorie)
+KCAL_J: float = 4184.0
 
 # --- derived -----------------------------------------------------------------------------------
 #: 1 THz expressed as energy in meV (h·1e12 Hz / e · 1000)

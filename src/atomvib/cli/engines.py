@@ -23,6 +23,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    w = max(len(r["name"]) for r in rows)
     for r in rows:
         mark = "yes" if r["usable"] else "no "
         default = ""
@@ -30,6 +31,6 @@ def run(args) -> int:
             default = " [default: crystals]"
         elif r["name"] == DEFAULT_MOLECULE_ENGINE:
             default = " [default: molecules]"
-        print(f"{r['name']:<9} {mark}  {r['description']}{default}")
-        print(f"{'':<9}      e.g. --engine {r['example']}" + (f"   ({r['reason']})" if r["reason"] else ""))
+        print(f"{r['name']:<{w}} {mark}  {r['description']}{default}")
+        print(f"{'':<{w}}      e.g. --engine {r['example']}" + (f"   ({r['reason']})" if r["reason"] else ""))
     return 0

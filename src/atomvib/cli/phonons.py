@@ -150,8 +150,10 @@ def _committee_report(inp, r, out: Path) -> str:
         f"  at {th['temperature_K']:g} K per mol {s['structure']['formula']} (formula unit): "
         f"F {pm(th['free_energy_kJ_per_mol'], '.3f')} kJ/mol, S {pm(th['entropy_J_per_K_per_mol'], '.2f')} J/K/mol, "
         f"Cv {pm(th['heat_capacity_J_per_K_per_mol'], '.2f')} J/K/mol",
-        f"  ± is the calibrated 1σ spread (scale {r.scale:.2f}: {r.calibration.get('note', 'see summary.json')}); "
-        "90 % intervals in summary.json",
+        "  ± is the calibrated 1σ spread ("
+        + (", ".join(f"{q} ×{k:.2f}" for q, k in r.calibration["scales"].items()) + f"; bands, DOS ×{r.scale:.2f}: "
+           if r.calibration.get("scales") else f"scale {r.scale:.2f}: ")
+        + f"{r.calibration.get('note', 'see summary.json')}); 90 % intervals in summary.json",
     ]
     if r.has_imaginary:
         lines.append("  UNSTABLE in: " + ", ".join(e for e, m in zip(r.engines, r.members) if m.has_imaginary))

@@ -26,6 +26,7 @@ paths (cuEquivariance, FlashTP) are CUDA-only.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 
@@ -302,7 +303,7 @@ class FusedUVUConvolution(torch.autograd.Function):
         order, rowptr = _csr_by_destination(dst_np, n_nodes)
         coeff = plan.coeff.astype(xt_.numpy().dtype)
         out = np.zeros((n_nodes, plan.dim_out), dtype=xt_.numpy().dtype)
-        with _KERNEL_LOCK:
+        with _KERNEL_LOCK, _torch_threads_kept():
             _forward(xt_.numpy(), y_.numpy(), w_.numpy(), src_np, order, rowptr, *plan.tables(), coeff, out)
         ctx.save_for_backward(xt_, y_, w_)
         ctx.graph = (src_np, dst_np, plan, coeff)
@@ -318,17 +319,31 @@ class FusedUVUConvolution(torch.autograd.Function):
         gx_e = np.empty((n_edges, plan.dim_in1), dtype=g.dtype)  # zeroed by the kernel, per edge
         gy = np.empty(y_.shape, dtype=g.dtype)
         gw = np.empty(w_.shape, dtype=g.dtype)
-        with _KERNEL_LOCK:
+        with _KERNEL_LOCK, _torch_threads_kept():
             _backward(g, xt_.numpy(), y_.numpy(), w_.numpy(), src_np, dst_np, *plan.tables(), coeff, gx_e, gy, gw)
         gx = torch.zeros_like(xt_).index_add_(0, torch.from_numpy(src_np), torch.from_numpy(gx_e))
         return gx, torch.from_numpy(gy), torch.from_numpy(gw), None, None, None, None
+
+
+@contextlib.contextmanager
+def _torch_threads_kept():
+    """Restore torch's intra-op thread count after a numba kernel: the first launch of numba's OpenMP layer
+    resets the process's OpenMP threads to every core, which torch then uses (measured: ATOMVIB_THREADS=1 became 2
+    after the first fused call), undoing the pinning of atomvib.runtime on a shared machine."""
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
 
 
 def fused_convolution(x, Y, W, src, dst, plan: UVUPlan):
     """Σ over edges into destination nodes of the uvu tensor product; ``x`` (n_nodes, dim_in1), ``Y``
     (n_edges, dim_in2), ``W`` (n_edges, weight_numel), all in e3nn layout; returns (n_nodes, dim_out)."""
     # the kernels use as many threads as torch is allowed here (1 in a worker-pool lane)
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    with _torch_threads_kept():  # the first set_num_threads starts numba's OpenMP layer (see there)
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     perm_in = torch.from_numpy(plan.perm_in)
     perm_out = torch.from_numpy(plan.perm_out)
     xt = x.index_select(1, perm_in)

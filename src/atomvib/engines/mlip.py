@@ -94,7 +94,33 @@ _BUNDLED_SEVENNET = {
     "7net-0_11july2024": "SevenNet_0__11Jul2024",
     "7net-l3i5": "SevenNet_l3i5",
     "sevennet-l3i5": "SevenNet_l3i5",
+    "7net-mf-0": "SevenNet_MF_0",
+    "sevennet-mf-0": "SevenNet_MF_0",
 }
+
+#: Multi-fidelity bundled models: their heads (``modal`` of sevenn's calculator, spelled as in the checkpoint's
+#: modal map) and the head used when the spec names none. SevenNet-MF-0 was trained on MPtrj (PBE/PBE+U) and
+#: MP-r2SCAN with one output head per functional; PBE is the default because SevenNet-0, l3i5 and CHGNet are
+#: trained on PBE data, so the default compares like with like (``sevennet:7net-mf-0:r2scan`` for the other).
+SEVENNET_HEADS: dict[str, tuple[tuple[str, ...], str]] = {"SevenNet_MF_0": (("PBE", "R2SCAN"), "PBE")}
+
+
+def parse_sevennet_model(arg: str | None) -> tuple[str, str | None]:
+    """``(model, head)`` of the argument of a ``sevennet:`` spec: ``7net-mf-0:r2scan`` → ``('7net-mf-0',
+    'r2scan')``, ``7net-0`` → ``('7net-0', None)``, ``/path/ckpt.pth:pbe`` → ``('/path/ckpt.pth', 'pbe')`` (a head
+    is split off only where what precedes it is a bundled name or an existing file)."""
+    arg = (arg or "7net-0").strip()
+    base, sep, head = arg.rpartition(":")
+    # bundled names first: a file named like one in the working directory is never what they mean
+    if arg.lower() in _BUNDLED_SEVENNET:
+        return arg, None
+    if sep and head and base.lower() in _BUNDLED_SEVENNET:
+        return base, head
+    if Path(arg).expanduser().is_file():
+        return arg, None
+    if sep and head and Path(base).expanduser().is_file():
+        return base, head
+    return arg, None
 
 
 #: default cells per forward pass: batching pays on a GPU; on CPU it only adds memory
@@ -265,7 +291,7 @@ class SevenNetEngine(_PooledMixin, Engine):
         trust_model_file: bool = False,
     ):
         super().__init__()
-        self.model_arg = model or "7net-0"
+        self.model_arg, head = parse_sevennet_model(model)
         self.device = device
         if rewrite_graphs is not None:
             self.rewrite_graphs = rewrite_graphs
@@ -294,8 +320,30 @@ class SevenNetEngine(_PooledMixin, Engine):
             self._model_id = str(p.resolve())
             self._source = str(p.resolve())
             self._file = self._source
+        #: the model's output head (sevenn's ``modal``) for multi-fidelity models, as the checkpoint spells it; None
+        #: for single-head models. Bundled: checked here; a user's file: checked against its modal map at load.
+        self.head: str | None = None
+        heads, default_head = SEVENNET_HEADS.get(self._model_id, ((), None))
+        if heads:
+            want = head or default_head
+            match = [h for h in heads if h.lower() == want.lower()]
+            if not match:
+                raise EngineError(
+                    f"SevenNet model '{self.model_arg}' has no head '{want}'",
+                    fix=f"use one of {', '.join(f'sevennet:{self.model_arg}:{h.lower()}' for h in heads)}",
+                )
+            self.head = match[0]
+        elif head is not None:
+            if self._file is None:  # a bundled single-head model
+                raise EngineError(
+                    f"SevenNet model '{self.model_arg}' has a single head; ':{head}' does not apply",
+                    fix=f"use sevennet:{self.model_arg}",
+                )
+            self.head = head  # a user's checkpoint: resolved against its modal map at load
+        #: the spec's argument that recreates this engine (model and head)
+        self._source_arg = self._source + (f":{self.head.lower()}" if self.head else "")
         #: registry spec that recreates this engine (``get_engine(spec)``; also names its worker pool)
-        self.spec = f"sevennet:{self._source}"
+        self.spec = f"sevennet:{self._source_arg}"
         try:
             import sevenn  # noqa: F401
         except ImportError:
@@ -320,23 +368,26 @@ class SevenNetEngine(_PooledMixin, Engine):
     @property
     def info(self) -> EngineInfo:
         packages = ["torch", "e3nn", "sevenn"] + (["numba"] if self._kernel_path == "fused" else [])
+        settings = {"dtype": "float32"}
+        if self.head:
+            settings["head"] = self.head
         return EngineInfo(
             name="sevennet",
             version=package_version("sevenn"),
             spec=self.spec,
-            model=self._model_id,
+            model=self._model_id + (f":{self.head}" if self.head else ""),
             model_sha256=self.model_sha256(),
             packages=package_versions(*packages),
             kernel_path=self._kernel_path,
-            settings={"dtype": "float32"},
+            settings=settings,
         )
 
     def _worker_factory(self):
         # a user's model file was trusted when this engine was made (else it would not exist): so in the workers
         if not self._kernel_path:  # not loaded yet: the workers' guards decide as this process's will
-            return functools.partial(SevenNetEngine, self._source, "cpu", trust_model_file=True)
+            return functools.partial(SevenNetEngine, self._source_arg, "cpu", trust_model_file=True)
         return functools.partial(
-            SevenNetEngine, self._source, "cpu",
+            SevenNetEngine, self._source_arg, "cpu",
             rewrite_graphs=self._kernel_path != "stock", fused_kernels=self._kernel_path == "fused",
             trust_model_file=True,
         )  # fmt: skip
@@ -348,7 +399,14 @@ class SevenNetEngine(_PooledMixin, Engine):
             warnings.simplefilter("ignore")  # sevenn's notice that no CUDA accelerator is enabled
             # the checkpoint's absolute path, never the model's name: sevenn would take a file of that name in the
             # working directory first (and unpickle it)
-            return SevenNetCalculator(self._weights_file(), device=_torch_device(self.device))
+            try:
+                return SevenNetCalculator(self._weights_file(), device=_torch_device(self.device), modal=self.head)
+            except ValueError as exc:  # a user's multi-head checkpoint without a head, or with an unknown one
+                if "modal" not in str(exc):
+                    raise
+                raise EngineError(
+                    f"SevenNet model {self.model_arg}: {exc}", fix=f"name the head: sevennet:{self.model_arg}:HEAD"
+                ) from None
 
     def _make_calculator(self):
         configure_threads()
@@ -414,8 +472,10 @@ class SevenNetEngine(_PooledMixin, Engine):
         from sevenn.train.dataload import unlabeled_atoms_to_graph
 
         device = next(calc.model.parameters()).device
-        data = AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(atoms, calc.cutoff)).to(device)
-        return calc.model(data)[KEY.PRED_FORCE].detach().cpu().numpy()
+        data = AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(atoms, calc.cutoff))
+        if calc.modal:  # a multi-fidelity model's head, as sevenn's calculator sets it
+            data[KEY.DATA_MODALITY] = calc.modal
+        return calc.model(data.to(device))[KEY.PRED_FORCE].detach().cpu().numpy()
 
     def check(self, structure) -> None:
         self.calculator()  # element coverage is known once the model is loaded
@@ -464,6 +524,9 @@ class SevenNetEngine(_PooledMixin, Engine):
         for start in range(0, len(atoms_list), bs):
             chunk = atoms_list[start : start + bs]
             graphs = [AtomGraphData.from_numpy_dict(self._graph(a, cutoff)) for a in chunk]
+            if calc.modal:  # a multi-fidelity model's head (a list of them once batched), as sevenn's calculator
+                for g in graphs:
+                    g[KEY.DATA_MODALITY] = calc.modal
             if len(graphs) == 1:
                 data = graphs[0].to(device)
                 res = model(data)

@@ -14,8 +14,9 @@ from pathlib import Path
 from ..errors import AtomvibError, EngineError
 from .base import Engine
 
-#: default engines; crystals: chosen by measurement, see docs/validation.md
-DEFAULT_CRYSTAL_ENGINE = "sevennet"
+#: default engines; crystals: chosen by measurement, see docs/validation.md (SevenNet-l3i5: the smallest errors
+#: against DFPT on 60 Petretto crystals, 2.2× SevenNet-0's time per force call; ``sevennet`` for SevenNet-0)
+DEFAULT_CRYSTAL_ENGINE = "sevennet:7net-l3i5"
 DEFAULT_MOLECULE_ENGINE = "xtb"
 
 
@@ -77,7 +78,7 @@ def _ase(arg):
 
 #: name → (factory(arg), one-line description, example spec)
 ENGINES: dict[str, tuple[Callable[[str | None], Engine], str, str]] = {
-    "sevennet": (_sevennet, "SevenNet-0 universal MLIP (weights bundled); sevennet:PATH for your own model (with --trust-model-file)", "sevennet"),
+    "sevennet": (_sevennet, "SevenNet-0 universal MLIP (weights bundled); sevennet:PATH[:HEAD] for your own model (with --trust-model-file)", "sevennet"),
     "chgnet": (_chgnet, "CHGNet 0.3.0 universal MLIP (weights bundled; float32)", "chgnet"),
     "mace": (_mace, "MACE model file you have, with --trust-model-file (optional extra atomvib[mace])", "mace:/path/model.model"),
     "xtb": (_xtb, "GFN2-xTB tight binding via tblite (default for molecules)", "xtb"),
@@ -85,6 +86,15 @@ ENGINES: dict[str, tuple[Callable[[str | None], Engine], str, str]] = {
     "emt": (_emt, "ASE effective-medium theory (Al, Cu, Ag, Au, Ni, Pd, Pt, H, C, N, O): tests", "emt"),
     "lj": (_lj, "Lennard-Jones (lj:sigma,epsilon in Å, eV): tests", "lj:3.4,0.0104"),
     "ase": (_ase, "any ASE calculator constructed without arguments: ase:module:Class", "ase:ase.calculators.emt:EMT"),
+}
+
+#: Bundled models beyond each engine's default, listed by `atomvib engines`: spec → (description, example)
+BUNDLED_MODELS: dict[str, tuple[str, str]] = {
+    "sevennet:7net-l3i5": ("SevenNet-l3i5 (l_max 3, MPtrj/PBE; weights bundled in sevenn)", "sevennet:7net-l3i5"),
+    "sevennet:7net-mf-0": (
+        "SevenNet-MF-0, multi-fidelity (weights bundled in sevenn); heads :pbe (default, MPtrj) and :r2scan (MP-r2SCAN)",
+        "sevennet:7net-mf-0:r2scan",
+    ),
 }
 
 #: The registry's engines, by the spec they were asked for and by their canonical spec
@@ -98,10 +108,18 @@ def trust_engine_model_file(spec: str | None) -> None:
     specs name no file and are left alone. What ``--trust-model-file`` does with ``--engine``."""
     if not spec or isinstance(spec, Engine):
         return
-    from .mlip import _BUNDLED_SEVENNET, BUNDLED_CHGNET, PICKLED_MODEL_ENGINES, add_trusted_model_file
+    from .mlip import (
+        _BUNDLED_SEVENNET,
+        BUNDLED_CHGNET,
+        PICKLED_MODEL_ENGINES,
+        add_trusted_model_file,
+        parse_sevennet_model,
+    )
 
     name, _, arg = spec.strip().partition(":")
     name = name.lower()
+    if name == "sevennet" and arg:
+        arg = parse_sevennet_model(arg)[0]  # sevennet:PATH:HEAD names the file PATH
     bundled = {"sevennet": _BUNDLED_SEVENNET, "chgnet": BUNDLED_CHGNET}.get(name, ())
     if name in PICKLED_MODEL_ENGINES and arg and arg.lower() not in bundled and Path(arg).expanduser().is_file():
         add_trusted_model_file(arg)
@@ -156,7 +174,11 @@ def default_engine_spec(is_molecule: bool) -> str:
 def list_engines() -> list[dict]:
     """Every registered engine with whether it is usable here and why not."""
     rows = []
+    entries = []
     for name, (_factory, desc, example) in ENGINES.items():
+        entries.append((name, desc, example))
+        entries += [(spec, d, ex) for spec, (d, ex) in BUNDLED_MODELS.items() if spec.partition(":")[0] == name]
+    for name, desc, example in entries:
         usable, reason = True, ""
         if name in ("mace", "ase", "lj"):
             probe = {"mace": "mace", "ase": "ase", "lj": "ase"}[name]

@@ -4,9 +4,11 @@ Universal MLIPs soften phonons, each by its own amount, so one engine's answer c
 error. Running the same structure through independently trained models (each relaxing it with its own
 model) and reporting the mean and the spread is the cheapest honest error bar there is (a "committee", as
 in Musil et al., J. Chem. Theory Comput. 15, 906 (2019)). Models trained on the same data agree more than
-their errors warrant, so the spread is multiplied by one scale factor fitted on DFPT crystals
-(``scripts/calibrate_committee.py`` → ``committee_calibration.json`` beside this module): with it, the 90 %
-interval ``mean ± 1.645·σ`` holds the DFT value for 85–95 % of the Petretto valid crystals used.
+their errors warrant, so the spread is multiplied by a scale factor fitted on DFPT crystals
+(``scripts/calibrate_committee.py`` → ``committee_calibration.json`` beside this module): one for each scalar
+quantity with a DFT reference (ω_max, F, S, Cv at 300 K), so that its 90 % interval ``mean ± 1.645·σ`` holds the
+DFT value for 85–95 % of the Petretto valid crystals used, and one pooled over the four for what has no per-crystal
+reference (bands, DOS, spectra).
 
 The members are ordinary :class:`~atomvib.harmonic.crystal.CrystalPhonons`; this module only stacks them.
 Engines are created once per spec per process (the registry), so a committee over many inputs loads each
@@ -30,6 +32,8 @@ DEFAULT_MEMBERS: tuple[str, ...] = ("sevennet", "sevennet:7net-l3i5", "chgnet")
 #: z of the two-sided 90 % interval of a normal distribution
 Z90 = 1.6448536269514722
 CALIBRATION_FILE = Path(__file__).with_name("committee_calibration.json")
+#: thermal field → its name in the calibration's per-quantity ``scales``
+_THERMAL_QUANTITY = {"free_energy_kj_per_mol": "F", "entropy_j_per_k_per_mol": "S", "heat_capacity_j_per_k_per_mol": "Cv"}
 
 
 def split_specs(text: str) -> tuple[str, ...]:
@@ -111,7 +115,8 @@ class CommitteePhonons(Result):
     members : tuple of CrystalPhonons
         One result per engine, each on its own relaxed structure.
     scale : float
-        Calibration factor applied to every standard deviation (1.0 = uncalibrated).
+        Calibration factor applied to standard deviations (pooled; 1.0 = uncalibrated); ω_max, F, S and Cv use
+        their own factors from ``calibration["scales"]`` where fitted (:meth:`scale_for`).
     calibration : dict
         Where ``scale`` comes from (members, number of crystals, coverage before/after).
     """
@@ -138,24 +143,30 @@ class CommitteePhonons(Result):
     def settings(self):
         return self.members[0].settings
 
+    def scale_for(self, quantity: str | None = None) -> float:
+        """The σ factor of ``quantity`` ("ω_max", "F", "S", "Cv": fitted for each; None or anything else: the
+        pooled ``scale``)."""
+        return float(self.calibration.get("scales", {}).get(quantity, self.scale))
+
     @property
     def has_imaginary(self) -> bool:
         """True when any member has imaginary modes (the members are listed in the summary)."""
         return any(m.has_imaginary for m in self.members)
 
-    def spread(self, fn) -> Spread:
-        """The spread of ``fn(member)`` (any array of the same shape for every member) over the committee."""
-        return Spread.of([np.asarray(fn(m), dtype=float) for m in self.members], self.scale)
+    def spread(self, fn, quantity: str | None = None) -> Spread:
+        """The spread of ``fn(member)`` (any array of the same shape for every member) over the committee, σ scaled
+        by :meth:`scale_for` ``(quantity)``."""
+        return Spread.of([np.asarray(fn(m), dtype=float) for m in self.members], self.scale_for(quantity))
 
     def omega_max(self) -> Spread:
         """Highest frequency, THz."""
-        return self.spread(lambda m: m.omega_max_thz)
+        return self.spread(lambda m: m.omega_max_thz, "ω_max")
 
     def thermal(self, temperatures_k=None) -> dict[str, Spread]:
         """F (kJ/mol), S, Cv (J/K/mol) per mole of the primitive cell on ``temperatures_k`` (default: the grid)."""
         th = [m.thermal(temperatures_k) for m in self.members]
         names = ("free_energy_kj_per_mol", "entropy_j_per_k_per_mol", "heat_capacity_j_per_k_per_mol")
-        out = {n: Spread.of([getattr(t, n) for t in th], self.scale) for n in names}
+        out = {n: Spread.of([getattr(t, n) for t in th], self.scale_for(_THERMAL_QUANTITY[n])) for n in names}
         out["temperatures_k"] = th[0].temperatures_k
         return out
 
@@ -182,7 +193,7 @@ class CommitteePhonons(Result):
 
         t = self.settings.summary_temperature("crystal")
         at = [m.thermal_.at(t) for m in self.members]  # the grid's values, as each member's summary has them
-        th = {k: Spread.of([a[label] for a in at], self.scale) for k, label in (
+        th = {k: Spread.of([a[label] for a in at], self.scale_for(_THERMAL_QUANTITY[k])) for k, label in (
             ("free_energy_kj_per_mol", "free_energy_kJ_per_mol"), ("entropy_j_per_k_per_mol", "entropy_J_per_K_per_mol"),
             ("heat_capacity_j_per_k_per_mol", "heat_capacity_J_per_K_per_mol"))}
         prim = self.primitive
@@ -215,7 +226,8 @@ class CommitteePhonons(Result):
             "has_imaginary": [bool(m.has_imaginary) for m in self.members],
             "thermal": {**values, "basis": bases["basis"],
                         "per_formula_unit": {**per_fu, "basis": bases["per_formula_unit"]["basis"]}},
-            "uncertainty": {"scale": self.scale, "std": "members' sample standard deviation × scale",
+            "uncertainty": {"scale": self.scale, "scales": self.calibration.get("scales", {}),
+                            "std": "members' sample standard deviation × scale (per quantity where fitted)",
                             "interval_90": "mean ± 1.645 std", "calibration": self.calibration},
         }
 
