@@ -519,3 +519,37 @@ def test_batch_input_errors_are_one_line(tmp_path, capsys, argv, message, monkey
     assert main(argv + ["--quiet"]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("(fix:") == 1 and len(err.strip().splitlines()) == 1
+
+
+def test_kappa_task_stores_kappa_at_300k(tmp_path, inproc, monkeypatch, capsys):
+    """`--tasks kappa`: a κ result per structure, κ(300 K) in a queryable column equal to the saved result's."""
+    import atomvib
+    from atomvib.settings import KappaSettings
+
+    monkeypatch.setattr("atomvib.batch.tasks.kappa_task_settings",
+                        lambda: KappaSettings(mesh=(6, 6, 6), temperatures_k=(300.0,)))
+    write(tmp_path / "Cu.cif", bulk("Cu", "fcc", a=3.6))
+    db = tmp_path / "k.db"
+    r = run_batch([tmp_path / "Cu.cif"], tasks=["kappa"], settings=dataclasses.replace(FAST, relax=False), db=db,
+                  client=inproc)
+    assert (r.done, r.failed) == (1, 0), Store(db).calculations()[["task", "error"]]
+    row = Store(db).calculations().iloc[0]
+    k = atomvib.load(row["result_dir"])
+    assert row["task"] == "kappa" and row["kappa_300k_w_per_mk"] == pytest.approx(k.kappa_at(300.0)[:3].mean())
+    assert 5 < row["kappa_300k_w_per_mk"] < 100  # EMT Cu's lattice part: tens of W/m-K
+    assert main(["db", "list", "--db", str(db)]) == 0
+
+
+def test_qha_task_stores_thermal_expansion_at_300k(tmp_path, inproc):
+    """`--tasks qha`: a QHA result per structure, α(300 K) in a queryable column equal to the saved result's."""
+    import atomvib
+
+    write(tmp_path / "Cu.cif", bulk("Cu", "fcc", a=3.6))
+    db = tmp_path / "q.db"
+    st = dataclasses.replace(FAST, min_supercell_length_a=6.0, mesh_density=30.0)
+    r = run_batch([tmp_path / "Cu.cif"], tasks=["qha"], settings=st, db=db, client=inproc)
+    assert (r.done, r.failed) == (1, 0), Store(db).calculations()[["task", "error"]]
+    row = Store(db).calculations().iloc[0]
+    q = atomvib.load(row["result_dir"])
+    a300 = q.at(300.0)["thermal_expansion_volumetric_per_K"]
+    assert row["thermal_expansion_300k_per_k"] == pytest.approx(a300) and 3e-5 < a300 < 1e-4  # EMT Cu: 3×20.8e-6

@@ -79,12 +79,38 @@ def test_molecule_hash_is_orientation_and_order_invariant():
 def test_fresh_database_is_at_head_and_reopens(tmp_path):
     db = tmp_path / "a.db"
     s = Store(db)
-    assert s.revision() == Store.head_revision() == "0001"
+    assert s.revision() == Store.head_revision() == "0002"
     Store(db)  # a second open is a no-op upgrade
     con = sqlite3.connect(db)
     tables = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
     assert {"structures", "sources", "calculations", "runs", "alembic_version"} <= tables
     assert con.execute("pragma journal_mode").fetchone()[0] == "wal"
+
+
+def test_database_of_the_first_schema_is_upgraded_keeping_its_rows(tmp_path):
+    """A 0001 database (before the κ/α columns) opens at head with its rows and the new columns empty."""
+    from pathlib import Path
+
+    from alembic import command
+    from alembic.config import Config
+
+    import atomvib.store.db as dbmod
+
+    db = tmp_path / "old.db"
+    s = Store(db)
+    s.plan([_calc(1)])
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(dbmod.__file__).parent / "migrations"))
+    with s.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0001")
+    assert s.revision() == "0001"
+    cols = {r[1] for r in sqlite3.connect(db).execute("pragma table_info(calculations)")}
+    assert "kappa_300k_w_per_mk" not in cols
+    s2 = Store(db)
+    assert s2.revision() == "0002"
+    df = s2.calculations()
+    assert list(df["key"]) == ["k00001"] and df["kappa_300k_w_per_mk"].isna().all()
 
 
 def _calc(i, h="h0"):

@@ -12,10 +12,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .engines import get_engine, list_engines
 from .errors import AtomvibError, ConvergenceError, EngineError, EngineUnavailable, InputError
+from .harmonic.qha import quasi_harmonic as qha
 from .results import load
 from .settings import PhononSettings
 from .structure import Structure, read_structure, read_structures
-from .workflow import phonons, phonons_from_phonopy
+from .workflow import kappa, phonons, phonons_from_phonopy
 
 try:
     __version__ = version("atomvib")
@@ -24,6 +25,8 @@ except PackageNotFoundError:  # running from a source tree without installation
 
 __all__ = [
     "phonons",
+    "kappa",
+    "qha",
     "load",
     "phonons_from_phonopy",
     "read_structure",

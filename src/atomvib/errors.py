@@ -36,6 +36,11 @@ class ConvergenceError(AtomvibError):
     Exit code 2: the remedy (more steps, looser threshold, better start) is the user's to apply."""
 
 
+class UnstableError(AtomvibError):
+    """The harmonic phonons are dynamically unstable (imaginary modes) where the quantity asked for needs them
+    stable (lattice thermal conductivity, quasi-harmonic free energies)."""
+
+
 class ResourceError(AtomvibError):
     """The requested calculation would not fit in memory or time."""
 

@@ -59,6 +59,8 @@ COMMAND_FILES: dict[str, tuple[str, ...]] = {
     "ir": RESULT_FILES + ("ir.csv", "ir_modes.csv", "ir.png", "ir_summary.json"),
     "raman": RESULT_FILES + ("raman.csv", "raman_modes.csv", "raman.png", "raman_summary.json"),
     "compare": RESULT_FILES + ("compare.json", "compare.csv", "compare.png"),
+    "kappa": RESULT_FILES + ("kappa.csv", "kappa.json", "kappa-phono3py.hdf5", "kappa.png"),
+    "qha": RESULT_FILES + ("qha.csv", "e-v.csv", "qha.png"),
 }
 #: files a failed run leaves for the user (not a result: they neither block a re-run nor outlive a success)
 PARTIAL_FILES: dict[str, tuple[str, ...]] = {"phonons": ("relaxed_unconverged.extxyz",)}
@@ -390,6 +392,13 @@ def write_result(result, out: Path, plot: bool = True) -> list[Path]:
 
             plot_committee(result, out / "band_dos.png")
             written.append(out / "band_dos.png")
+        elif result.kind == "qha":
+            written.append(out / "qha.png")  # drawn by the result itself (QuasiHarmonic._write_files)
+        elif result.kind == "kappa":
+            from .plot import plot_kappa
+
+            plot_kappa(result, out / "kappa.png")
+            written.append(out / "kappa.png")
         elif result.kind == "crystal":
             from .plot import plot_band_dos
 

@@ -102,3 +102,47 @@ def plot_molecule_modes(result, path: Path) -> Path:
     ax.set_title(f"{result.structure.cell_formula} normal modes — {_engine_name(result.engine)}", fontsize=10)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return Path(path)
+
+
+def plot_kappa(result, path: Path, temperature_k: float = 300.0) -> Path:
+    """κ(T) on log axes, cumulative κ vs frequency and vs mean free path, linewidths vs frequency of a
+    :class:`~atomvib.anharmonic.conductivity.ThermalConductivity` (four panels)."""
+    t = temperature_k if np.any(np.isclose(result.temperatures_k, temperature_k)) else float(result.temperatures_k[0])
+    fig = new_figure(figsize=(16, 3.8))
+    ax_t, ax_c, ax_m, ax_g = fig.subplots(1, 4, gridspec_kw={"wspace": 0.32})
+    temps = result.temperatures_k
+    ok = temps > 0
+    labels = {0: "xx", 1: "yy", 2: "zz"}
+    k = result.kappa_w_per_mk
+    distinct = [i for i in range(3) if i == 0 or not np.allclose(k[ok, i], k[ok, 0], rtol=1e-3)]
+    for i in distinct:
+        ax_t.loglog(temps[ok], k[ok, i], "o-", ms=3, lw=1.5, label=f"κ_{labels[i]}" if len(distinct) > 1 else "κ")
+    if result.kappa_coherent_w_per_mk is not None:
+        ax_t.loglog(temps[ok], result.kappa_coherent_w_per_mk[ok, :3].mean(axis=1), "--", lw=1.2,
+                    label="coherences κ_C")
+    ax_t.set_xlabel("Temperature (K)")
+    ax_t.set_ylabel("κ (W/m·K)")
+    ax_t.legend(fontsize=8)
+    ax_t.set_title(f"{result.structure.formula} — {result.method.upper()}, mesh {'x'.join(map(str, result.mesh))}",
+                   fontsize=10)
+    f, cf = result.cumulative_kappa("frequency", t)
+    ax_c.plot(f, cf, color="C0", lw=1.5)
+    ax_c.set_xlabel("Frequency (THz)")
+    ax_c.set_ylabel(f"cumulative κ at {t:g} K (W/m·K)")
+    mfp, cm = result.cumulative_kappa("mfp", t)
+    mfp_nm = mfp / 10.0  # Å → nm
+    total = cm[-1] if len(cm) else 0.0
+    # from where the first 0.1 % of κ is reached: modes with no speed (acoustic at Γ) have no meaningful path
+    start = int(np.searchsorted(cm, 1e-3 * total)) if total > 0 else 0
+    ax_m.semilogx(mfp_nm[start:], cm[start:], color="C3", lw=1.5)
+    ax_m.set_xlabel("Mean free path (nm)")
+    ax_m.set_ylabel(f"cumulative κ at {t:g} K (W/m·K)")
+    it = int(np.argmin(np.abs(temps - t)))
+    w = result.linewidths_thz[it]
+    freq = np.broadcast_to(result.frequencies_thz, w.shape)
+    pos = (w > 0) & (freq > 1e-3)
+    ax_g.semilogy(freq[pos], w[pos], ".", ms=3, color="k")
+    ax_g.set_xlabel("Frequency (THz)")
+    ax_g.set_ylabel(f"Linewidth 2Γ at {t:g} K (THz)")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return Path(path)

@@ -56,11 +56,15 @@ KINDS: dict[str, str] = {
     "fit": "atomvib.spectra.compare:FitResult",
     "spectrum_1d": "atomvib.spectra.measured:Spectrum1D",
     "sqe_map": "atomvib.spectra.measured:SQEMap",
+    "qha": "atomvib.harmonic.qha:QuasiHarmonic",
+    "force_constants_3": "atomvib.anharmonic.force_constants3:AnharmonicForceConstants",
+    "kappa": "atomvib.anharmonic.conductivity:ThermalConductivity",
 }
 #: value types that appear inside results (saved as part of one)
 VALUE_TYPES: dict[str, str] = {
     "structure": "atomvib.structure:Structure",
     "phonon_settings": "atomvib.settings:PhononSettings",
+    "kappa_settings": "atomvib.settings:KappaSettings",
     "engine_info": "atomvib.engines.base:EngineInfo",
     "nac": "atomvib.harmonic.force_constants:NacParams",
     "dos": "atomvib.harmonic.crystal:Dos",
@@ -69,6 +73,7 @@ VALUE_TYPES: dict[str, str] = {
     "thermal": "atomvib.harmonic.thermal:Thermal",
     "relaxation": "atomvib.relax:Relaxation",
     "similarity": "atomvib.spectra.compare:Similarity",
+    "qha_settings": "atomvib.harmonic.qha:QhaSettings",
 }
 _ALL = {**KINDS, **VALUE_TYPES}
 _RESERVED = ("__kind__", "__array__", "__tuple__", "__float__", "__items__", "__complex__")

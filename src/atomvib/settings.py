@@ -150,6 +150,139 @@ class PhononSettings:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+#: temperatures of a κ(T) curve by default, K (phono3py's own default is 300 K alone)
+DEFAULT_KAPPA_TEMPERATURES_K: tuple[float, ...] = tuple(float(t) for t in np.arange(50.0, 1001.0, 50.0))
+KAPPA_METHODS = ("rta", "lbte", "wigner")
+FC_CALCULATORS = ("traditional", "symfc")
+
+
+@dataclass(frozen=True)
+class KappaSettings:
+    """Settings of the thermal-conductivity workflow (``atomvib kappa``), beside :class:`PhononSettings`
+    (engine, relaxation, symmetry tolerance), which it shares with ``atomvib phonons``.
+
+    Attributes
+    ----------
+    method : str
+        "rta" (relaxation-time approximation), "lbte" (full linearised Boltzmann equation, direct solution) or
+        "wigner" (RTA populations plus the coherences' κ_C of the Wigner transport equation).
+    temperatures_k : tuple of float
+        Temperatures of κ(T), K.
+    mesh : tuple of 3 ints or None
+        q-point sampling mesh; None → from ``mesh_density``.
+    mesh_density : float
+        Automatic mesh: phonopy's length convention, ``n_i = max(1, round(length·|b_i|))`` (Å; 60 Å gives Si's
+        19×19×19).
+    fc3_supercell : tuple of 9 ints or None
+        Supercell of the third-order force constants (row-major 3×3 on the primitive cell); None → automatic.
+    fc3_min_length_a : float
+        Automatic fc3 supercell: smallest perpendicular width, Å (8 Å gives phono3py's own choices for the shared
+        examples: Si conventional 2×2×2, AlN 3×3×2).
+    fc2_supercell : tuple of 9 ints or None
+        A separate (larger) supercell for the second-order force constants; None → ``fc2_min_length_a``.
+    fc2_min_length_a : float or None
+        Automatic fc2 supercell width, Å; None → the fc3 supercell.
+    displacement_a : float
+        Finite-displacement amplitude, Å (phono3py's default 0.03 Å).
+    cutoff_pair_a : float or None
+        Skip displaced pairs farther apart than this, Å (their fc3 is set to zero): fewer cells for large ones.
+    fc_calculator : str
+        "traditional" (phono3py's finite differences of the symmetry-reduced pairs) or "symfc" (symfc's fit to
+        random displacements of every atom: far fewer cells for low-symmetry or large cells).
+    n_snapshots : int or None
+        symfc: number of randomly displaced supercells; None → phono3py's estimate for the fc3 basis.
+    isotope : bool
+        Add isotope scattering with the natural abundances.
+    boundary_mfp_um : float or None
+        Boundary scattering mean free path, µm (grain size); None → none.
+    allow_imaginary : bool
+        Compute κ although the harmonic phonons have imaginary modes (phono3py then ignores those modes);
+        otherwise refused.
+    max_force_hours : float
+        Refuse a force stage estimated to take longer than this (hours, from the time of one supercell).
+    max_memory_gb : float or None
+        LBTE: refuse a collision matrix larger than this; None → 80 % of the memory available now.
+    seed : int
+        Random displacements (symfc).
+    """
+
+    method: str = "rta"
+    temperatures_k: tuple[float, ...] = field(default=DEFAULT_KAPPA_TEMPERATURES_K)
+    mesh: tuple[int, ...] | None = None
+    mesh_density: float = 60.0
+    fc3_supercell: tuple[int, ...] | None = None
+    fc3_min_length_a: float = 8.0
+    fc2_supercell: tuple[int, ...] | None = None
+    fc2_min_length_a: float | None = None
+    displacement_a: float = 0.03
+    cutoff_pair_a: float | None = None
+    fc_calculator: str = "traditional"
+    n_snapshots: int | None = None
+    isotope: bool = False
+    boundary_mfp_um: float | None = None
+    allow_imaginary: bool = False
+    max_force_hours: float = 12.0
+    max_memory_gb: float | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        method = str(self.method).lower()
+        if method not in KAPPA_METHODS:
+            raise InputError(f"unknown κ method {self.method!r}", fix=f"use one of {', '.join(KAPPA_METHODS)} (--method)")
+        object.__setattr__(self, "method", method)
+        calc = str(self.fc_calculator).lower()
+        if calc not in FC_CALCULATORS:
+            raise InputError(f"unknown force-constant calculator {self.fc_calculator!r}",
+                             fix=f"use one of {', '.join(FC_CALCULATORS)} (--fc-calculator)")
+        object.__setattr__(self, "fc_calculator", calc)
+        object.__setattr__(self, "temperatures_k", _temperature_tuple(self.temperatures_k))
+        if self.mesh is not None:
+            try:
+                m = tuple(int(x) for x in np.asarray(self.mesh, dtype=float).ravel()) \
+                    if np.all(np.asarray(self.mesh, dtype=float) == np.round(np.asarray(self.mesh, dtype=float))) else ()
+            except (TypeError, ValueError):
+                m = ()
+            if len(m) != 3 or min(m) < 1 or max(m) > 200:
+                raise InputError(f"mesh {self.mesh!r} is not 3 integers between 1 and 200",
+                                 fix="give e.g. --mesh 19 19 19, or leave it out for --mesh-density")
+            object.__setattr__(self, "mesh", m)
+        _positive("mesh_density", self.mesh_density, "--mesh-density", "a phonopy length such as 60 Å")
+        if self.mesh_density > MAX_MESH_DENSITY:
+            raise InputError(f"mesh density {self.mesh_density:g} Å is above {MAX_MESH_DENSITY:g} Å",
+                             fix="use a phonopy length between 20 and 150 Å (--mesh-density 60)")
+        for name in ("fc3_supercell", "fc2_supercell"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _supercell_matrix(getattr(self, name)))
+        _positive("fc3_min_length_a", self.fc3_min_length_a, "--min-length", "a width such as 8 Å")
+        if self.fc2_min_length_a is not None:
+            _positive("fc2_min_length_a", self.fc2_min_length_a, "--fc2-min-length", "a width such as 12 Å")
+        if not (_finite(self.displacement_a) and 1e-3 <= self.displacement_a <= 0.2):
+            raise InputError(f"displacement {self.displacement_a} Å is outside 0.001–0.2 Å",
+                             fix="use phono3py's 0.03 Å (--displacement 0.03)")
+        if self.cutoff_pair_a is not None:
+            _positive("cutoff_pair_a", self.cutoff_pair_a, "--cutoff-pair", "a distance such as 5 Å")
+        if self.n_snapshots is not None:
+            object.__setattr__(self, "n_snapshots", _count(
+                "n_snapshots", self.n_snapshots, 1, "--snapshots", "a number of random supercells such as 100"))
+        if self.boundary_mfp_um is not None:
+            _positive("boundary_mfp_um", self.boundary_mfp_um, "--boundary-mfp", "a grain size such as 1 µm")
+        _positive("max_force_hours", self.max_force_hours, "--max-hours", "a limit such as 12 (hours)")
+        if self.max_memory_gb is not None:
+            _positive("max_memory_gb", self.max_memory_gb, "--max-memory", "a limit in GB such as 16")
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form of the settings."""
+        d = dataclasses.asdict(self)
+        for k in ("temperatures_k", "mesh", "fc3_supercell", "fc2_supercell"):
+            if d[k] is not None:
+                d[k] = list(d[k])
+        return d
+
+    def digest(self) -> str:
+        """SHA-256 (16 hex chars) of the settings."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
 # ------------------------------------------------------------------------------------------ checks
 def _finite(x) -> bool:
     try:

@@ -56,6 +56,7 @@ class ForceCheckpoint:
         if self.path is None or not self.done:
             return
         idx = np.array(sorted(self.done))
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # a checkpoint folder that does not exist yet
         tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npz")
         extra = {}
         if len(self.dipoles) == len(self.done):
@@ -143,7 +144,7 @@ def phonons(
         A structure (any ASE format), or ``phonopy_disp.yaml``/``phonopy_params.yaml`` to analyse
         forces the user already has (then ``forces`` names FORCE_SETS unless the yaml holds them).
     engine : str or Engine, optional
-        Engine spec (``atomvib engines``); default SevenNet-0 for crystals, GFN2-xTB for molecules.
+        Engine spec (``atomvib engines``); default SevenNet-l3i5 (``sevennet:7net-l3i5``) for crystals, GFN2-xTB for molecules.
     settings : PhononSettings, optional
         All workflow settings; keyword ``overrides`` replace single fields.
     forces, born : path, optional
@@ -548,3 +549,167 @@ def _molecule(structure, eng, settings, checkpoint_dir, progress: Progress, iden
 
 
 __all__ = ["phonons", "phonons_from_phonopy", "load_phonons", "read_phonopy_files", "AtomvibError"]
+
+
+# --------------------------------------------------------------------------------------- κ (phono3py)
+def _split_overrides(overrides: dict, settings: PhononSettings, kappa_settings):
+    """Keyword overrides routed to the settings object that has the field (KappaSettings first)."""
+    from .settings import KappaSettings
+
+    ks = kappa_settings or KappaSettings()
+    kfields = {f.name for f in dataclasses.fields(KappaSettings)}
+    pfields = {f.name for f in dataclasses.fields(PhononSettings)}
+    kw_k = {k: v for k, v in overrides.items() if k in kfields}
+    kw_p = {k: v for k, v in overrides.items() if k in pfields and k not in kfields}
+    unknown = set(overrides) - kfields - pfields
+    if unknown:
+        raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+    return (dataclasses.replace(settings, **kw_p) if kw_p else settings,
+            dataclasses.replace(ks, **kw_k) if kw_k else ks)
+
+
+def kappa(
+    inp,
+    engine: str | Engine | None = None,
+    settings: PhononSettings | None = None,
+    kappa_settings=None,
+    *,
+    forces: str | Path | None = None,
+    fc2_forces: str | Path | None = None,
+    born: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool | Progress = False,
+    fmt: str | None = None,
+    **overrides,
+):
+    """Lattice thermal conductivity of a crystal: relaxation, fc2 and fc3 from the engine's forces on phono3py's
+    displaced supercells, κ(T) with phono3py.
+
+    Parameters
+    ----------
+    inp : path, ase.Atoms or Structure
+        A crystal structure, or ``phono3py_disp.yaml`` (with ``forces`` FORCES_FC3, ``fc2_forces`` FORCES_FC2
+        where the yaml has a separate fc2 supercell) or ``phono3py_params.yaml`` (forces inside): DFT forces the
+        user already has; then no engine runs.
+    engine : str or Engine, optional
+        Engine spec; default: the crystal default (``atomvib engines``).
+    settings : PhononSettings, optional
+        Engine and relaxation settings (shared with :func:`phonons`).
+    kappa_settings : KappaSettings, optional
+        Method, mesh, temperatures, supercells, displacements. Keyword ``overrides`` replace single fields of
+        either settings object.
+    born : path, optional
+        BORN file: Born charges and dielectric tensor for the LO–TO splitting of the harmonic part.
+    checkpoint_dir : path, optional
+        Forces computed so far are kept there (``forces_checkpoint.npz``; fc2 cells under ``fc2/``), keyed by the
+        displaced cells and the engine: an interrupted run resumes, a re-run with another mesh, method or
+        temperature grid computes no force.
+
+    Returns
+    -------
+    ThermalConductivity
+    """
+    from .anharmonic.conductivity import conductivity
+    from .anharmonic.displacements3 import plan_fc3
+    from .anharmonic.phono3py_files import read_phono3py_files
+    from .errors import ResourceError
+
+    configure_threads(blas_only=True)
+    progress = as_progress(progress)
+    settings = settings or PhononSettings()
+    if engine is not None and not isinstance(engine, Engine):
+        overrides.setdefault("engine", engine)
+    settings, ks = _split_overrides(overrides, settings, kappa_settings)
+    if isinstance(inp, str | Path) and Path(inp).suffix.lower() in PHONOPY_INPUT_SUFFIXES + (".xz", ".lzma", ".gz"):
+        import phono3py
+
+        from .engines.base import EngineInfo
+
+        with progress.stage("reading phono3py files, building fc2 and fc3"):
+            fc, n_disp = read_phono3py_files(inp, forces, fc2_forces, born, ks.fc_calculator)
+        info = EngineInfo(
+            name="phono3py-files", version=phono3py.__version__, model=str(Path(inp).resolve()),
+            model_sha256=_sha256(inp),
+            settings={"forces": str(Path(forces).resolve()) if forces else None, "forces_sha256": _sha256(forces),
+                      "fc2_forces": str(Path(fc2_forces).resolve()) if fc2_forces else None,
+                      "fc2_forces_sha256": _sha256(fc2_forces),
+                      "born": str(Path(born).resolve()) if born else None, "born_sha256": _sha256(born)},
+        )  # fmt: skip
+        return conductivity(fc, ks, engine=info, n_displacements=n_disp, progress=progress)
+    if forces is not None or fc2_forces is not None:
+        raise InputError("--forces/--fc2-forces go with phono3py_disp.yaml (they hold no structure of their own)",
+                         fix="give phono3py_disp.yaml as the input, or drop --forces to compute the forces")
+    structure = load_input(inp, fmt=fmt)
+    if structure.is_molecule:
+        raise InputError(f"{structure.source or 'the input'} is a molecule (no periodic cell): lattice thermal "
+                         "conductivity is a property of crystals", fix="give a crystal structure (CIF, POSCAR, ...)")
+    spec = settings.engine or default_engine_spec(False)
+    with progress.stage(f"loading engine {spec if not isinstance(engine, Engine) else engine.info.name}"):
+        eng = engine if isinstance(engine, Engine) else get_engine(spec)
+        eng.check(structure)
+        engine_identity(eng)
+    if settings.primitive:
+        structure = structure.primitive(settings.symprec)
+    timings: dict[str, float] = {}
+    structure, relaxation = _relax(structure, eng, settings, timings, progress, checkpoint_dir)
+    with progress.stage("planning displacements (phono3py)"):
+        plan = plan_fc3(structure, ks, symprec=settings.symprec)
+    n3, n2 = plan.n_displacements, plan.n_fc2_displacements
+    # one call on the perfect supercell: its residual forces are subtracted (phono3py's practice for DFT), and its
+    # time gives the estimate that refuses a force stage longer than allowed before any of it runs
+    t0 = time.perf_counter()
+    residual = eng.evaluate([plan.perfect_supercell()])[0].forces
+    t_call = time.perf_counter() - t0
+    estimate_h = t_call * (n3 + n2 * plan.n_fc2_supercell_atoms / plan.n_supercell_atoms) / 3600.0
+    if estimate_h > ks.max_force_hours:
+        raise ResourceError(
+            f"{n3 + n2} displaced supercells of {plan.n_supercell_atoms} atoms: ≈ {estimate_h:.1f} h of force calls "
+            f"here ({t_call:.2f} s each), more than --max-hours {ks.max_force_hours:g}",
+            fix="use --cutoff-pair 4 (fewer pairs), --fc-calculator symfc (fewer, random cells), a smaller "
+            "--supercell, or raise --max-hours",
+        )
+    progress.message(f"{n3} fc3 supercells ({plan.n_supercell_atoms} atoms)"
+                     + (f" + {n2} fc2 supercells ({plan.n_fc2_supercell_atoms} atoms)" if n2 else "")
+                     + f": ≈ {estimate_h * 60:.1f} min of force calls ({t_call:.2f} s each)")
+    t0 = time.perf_counter()
+    key = forces_key(plan.digest() + ":fc3", eng)
+    f3 = evaluate_forces(eng, plan.supercells(), key, checkpoint_dir, progress,
+                         desc=f"forces of {n3} fc3 supercells ({plan.n_supercell_atoms} atoms)")
+    f3 = f3 - residual[None]
+    f2 = None
+    if n2:
+        sub = Path(checkpoint_dir) / "fc2" if checkpoint_dir else None
+        cells2 = plan.fc2_supercells()
+        f2 = evaluate_forces(eng, cells2, forces_key(plan.digest() + ":fc2", eng), sub, progress,
+                             desc=f"forces of {n2} fc2 supercells ({plan.n_fc2_supercell_atoms} atoms)")
+        f2 = f2 - eng.evaluate([plan.perfect_supercell(fc2=True)])[0].forces[None]
+    timings["forces"] = time.perf_counter() - t0
+    nac = None
+    if born is not None:
+        nac = _read_born_phono3py(born, plan)
+    with progress.stage("fc2 and fc3 (phono3py)"):
+        t0 = time.perf_counter()
+        fc = plan.force_constants(f3, f2, nac=nac)
+        timings["force_constants"] = time.perf_counter() - t0
+    return conductivity(fc, ks, engine=eng.info, structure=structure, relaxation=relaxation,
+                        n_displacements=n3 + n2, timings=timings, progress=progress)
+
+
+def _read_born_phono3py(born, plan):
+    """NAC parameters from a BORN file for the primitive cell of a κ plan."""
+    from phonopy.file_IO import parse_BORN
+
+    from .harmonic.force_constants import NacParams
+
+    p = Path(born)
+    if not p.is_file():
+        raise InputError(f"{born}: no such BORN file", fix="check the path")
+    ph3 = plan._phono3py()
+    try:
+        d = parse_BORN(ph3.phonon_primitive, symprec=ph3.symmetry.tolerance, filename=str(p))
+    except Exception as exc:  # phonopy raises several types for malformed files
+        raise InputError(f"{born}: cannot read BORN file ({exc})", fix="check it matches the primitive cell") from None
+    from phonopy.physical_units import get_calculator_physical_units
+
+    d.setdefault("factor", get_calculator_physical_units(None).nac_factor)  # phono3py needs it set (eV, Å units)
+    return NacParams.from_phonopy(d)

@@ -295,6 +295,8 @@ def _run_task(
         "omega_max_thz": res.omega_max_thz,
         "has_imaginary": res.has_imaginary,
         "energy_ev": res.energy_ev,
+        "kappa_300k_w_per_mk": res.kappa_300k_w_per_mk,
+        "thermal_expansion_300k_per_k": res.thermal_expansion_300k_per_k,
         "summary": res.summary,
         "result_dir": str(out),
     }
@@ -463,7 +465,8 @@ class _Bar:
 
 
 def _store_fields(res: dict) -> dict:
-    return {k: res.get(k) for k in ("error", "seconds", "omega_max_thz", "has_imaginary", "energy_ev")} | {
+    return {k: res.get(k) for k in ("error", "seconds", "omega_max_thz", "has_imaginary", "energy_ev",
+                                    "kappa_300k_w_per_mk", "thermal_expansion_300k_per_k")} | {
         "error": res.get("error") or "",
         "result_dir": res.get("result_dir") or "",
         "summary_json": res.get("summary") or {},

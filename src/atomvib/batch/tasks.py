@@ -1,7 +1,9 @@
 """The batch task registry: a task is a small function ``fn(structure, ctx) -> TaskOutput``.
 
 ``relax``, ``phonons``, ``ins`` (VISION spectrum, order 3, 5 K, from the upstream phonons result or
-its own) and ``predict`` (the shipped direct DOS predictor) are built in; other modules plug in by
+its own), ``predict`` (the shipped direct DOS predictor) and ``kappa`` (lattice thermal conductivity with
+phono3py, the default :class:`~atomvib.settings.KappaSettings`) and ``qha`` (quasi-harmonic thermal expansion) are
+built in; other modules plug in by
 name with :func:`register_task`.
 
 Tasks run inside Dask worker processes. The engine comes from :func:`atomvib.engines.get_engine`,
@@ -28,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+
+import numpy as np
 
 from ..settings import PhononSettings
 
@@ -162,6 +166,10 @@ class TaskOutput:
     has_imaginary : bool or None
     energy_ev : float or None
         Total energy of the cell, eV (None where the task computes none).
+    kappa_300k_w_per_mk : float or None
+        Lattice thermal conductivity at 300 K, trace average, W/(m·K) (``kappa``).
+    thermal_expansion_300k_per_k : float or None
+        Volumetric thermal expansion at 300 K, 1/K (``qha``).
     summary : dict
         JSON-able details stored in the database (``summary_json``).
     """
@@ -170,6 +178,8 @@ class TaskOutput:
     omega_max_thz: float | None = None
     has_imaginary: bool | None = None
     energy_ev: float | None = None
+    kappa_300k_w_per_mk: float | None = None
+    thermal_expansion_300k_per_k: float | None = None
     summary: dict = field(default_factory=dict)
 
 
@@ -414,7 +424,64 @@ def _predict(structure, ctx: TaskContext) -> TaskOutput:
     return TaskOutput(structure=structure, summary=summary)
 
 
+def kappa_task_settings():
+    """The settings of the batch ``kappa`` task: atomvib kappa's defaults (RTA, mesh density 60 Å, 50–1000 K);
+    other settings: ``atomvib kappa`` itself."""
+    from ..settings import KappaSettings
+
+    return KappaSettings()
+
+
+def _plan_kappa(settings, chain: Chain, engine_id: str) -> Step:
+    d = _h("kappa", chain.structure, _fields(settings, CELL_FIELDS + ("relax",)),
+           _fields(settings, RELAX_FIELDS) if settings.relax else {}, engine_id, kappa_task_settings().digest())
+    return Step(d, Chain(_h("kappa-structure", d), "", d))
+
+
+def _kappa(structure, ctx: TaskContext) -> TaskOutput:
+    """Lattice thermal conductivity (:func:`kappa_task_settings`) saved as a result; κ(300 K) queryable."""
+    from ..workflow import kappa
+
+    ckpt = ctx.checkpoint_dir or ctx.out_dir
+    _mkdir(Path(ckpt))
+    result = kappa(structure, settings=ctx.settings, kappa_settings=kappa_task_settings(), checkpoint_dir=ckpt,
+                   progress=False)
+    _save(result, ctx.out_dir)
+    s = result.summary()
+    keep = {k: s[k] for k in ("method", "mesh", "n_displacements", "temperature_K", "kappa_W_per_mK",
+                              "kappa_average_W_per_mK", "fc3_supercell_matrix", "timings_s") if k in s}
+    k300 = float(result.kappa_at(300.0)[:3].mean()) if np.any(np.isclose(result.temperatures_k, 300.0)) else None
+    return TaskOutput(structure=result.structure, kappa_300k_w_per_mk=k300, summary=keep,
+                      omega_max_thz=float(np.max(result.frequencies_thz)))
+
+
+def _plan_qha(settings, chain: Chain, engine_id: str) -> Step:
+    from ..harmonic.qha import QhaSettings
+
+    d = _h("qha", chain.structure, settings.digest(), engine_id, QhaSettings().to_dict())
+    return Step(d, Chain(_h("qha-structure", d), "", d))
+
+
+def _qha(structure, ctx: TaskContext) -> TaskOutput:
+    """Quasi-harmonic thermal properties (default QhaSettings) saved as a result; α(300 K) queryable."""
+    from ..harmonic.qha import quasi_harmonic
+
+    ckpt = Path(ctx.checkpoint_dir or ctx.out_dir) / "qha_checkpoints"
+    _mkdir(ckpt)
+    result = quasi_harmonic(structure, settings=ctx.settings, checkpoint_dir=ckpt, progress=False)
+    _save(result, ctx.out_dir)
+    s = result.summary()
+    alpha = None
+    if result.temperatures_k[0] <= 300.0 <= result.t_max_k:
+        alpha = result.at(300.0)["thermal_expansion_volumetric_per_K"]
+    keep = {k: s[k] for k in ("static_eos", "volume_0K_A3", "zero_point_expansion", "truncation") if k in s}
+    return TaskOutput(structure=result.structure, thermal_expansion_300k_per_k=alpha,
+                      energy_ev=float(np.min(result.energies_ev)), summary=keep)
+
+
 register_task("relax", _relax, settings_fields=RELAX_FIELDS, planner=_plan_relax)
+register_task("qha", _qha, planner=_plan_qha)
+register_task("kappa", _kappa, planner=_plan_kappa)
 register_task("phonons", _phonons, planner=_plan_phonons)
 register_task("ins", _ins, planner=_plan_ins)
 register_task(

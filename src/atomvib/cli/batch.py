@@ -43,7 +43,8 @@ DB_EPILOG = """examples:
   atomvib db export --format json --db postgresql+psycopg://me@db/atomvib
 
 CSV columns: structure_hash, formula, source, engine, engine_version, task, status (done|failed|running|pending),
-error, omega_max_thz, has_imaginary, energy_ev, seconds, attempts, settings_digest, key, result_dir, ...,
+error, omega_max_thz, has_imaginary, energy_ev, kappa_300k_w_per_mk (kappa task, W/m-K),
+thermal_expansion_300k_per_k (qha task, 1/K), seconds, attempts, settings_digest, key, result_dir, ...,
 finished (ISO 8601, UTC). Values a row does not have (omega_max_thz of an ins or predict row) are blank."""
 
 
@@ -70,7 +71,8 @@ def add_parser(sub):
         "--tasks",
         default="phonons",
         metavar="LIST",
-        help="comma-separated tasks in order: relax,phonons[,ins,predict] (default phonons)",
+        help="comma-separated tasks in order: relax,phonons[,ins,predict,kappa,qha] (default phonons; kappa, qha: "
+        "atomvib kappa's and atomvib qha's defaults, κ(300 K) and α(300 K) in the database)",
     )
     _add_db_option(p)
     p.add_argument(
@@ -259,6 +261,12 @@ def _list_text(df) -> str:
             "error",
         ]
     ].copy()
+    # κ(300 K) and α(300 K) where some row has them (kappa, qha tasks)
+    for col, label, fmt in (("kappa_300k_w_per_mk", "kappa_300K", "{:.2f}"),
+                            ("thermal_expansion_300k_per_k", "alpha_300K", "{:.2e}")):
+        if col in df and df[col].notna().any():
+            view.insert(list(view.columns).index("seconds"), label,
+                        ["-" if _missing(v) else fmt.format(v) for v in df[col]])
     view["engine"] = [_engine_label(e, t) for e, t in zip(view["engine"], view["task"])]
     view["omega_max_thz"] = ["-" if _missing(v) else f"{v:.3f}" for v in view["omega_max_thz"]]
     view["has_imaginary"] = ["-" if _missing(v) else ("yes" if v else "no") for v in view["has_imaginary"]]

@@ -6,13 +6,7 @@ from ..settings import PhononSettings, temperature_grid
 
 
 def add_phonon_options(p) -> None:
-    g = p.add_argument_group("force engine and relaxation")
-    g.add_argument("--engine", "-e", help="force engine (see `atomvib engines`); default sevennet for crystals, xtb for molecules")
-    add_trust_flag(g)
-    g.add_argument("--no-relax", action="store_true", help="keep the input geometry (no relaxation)")
-    g.add_argument("--fix-cell", action="store_true", help="relax positions only, keep the cell")
-    g.add_argument("--fmax", type=float, default=1e-3, metavar="EV_PER_A", help="relaxation force threshold in eV/Å (default 1e-3)")
-    g.add_argument("--relax-steps", type=int, default=300, metavar="N", help="maximum relaxation steps (default 300)")
+    add_engine_options(p)
     g = p.add_argument_group("harmonic phonons")
     g.add_argument("--supercell", type=int, nargs="+", metavar="N",
                    help="supercell of the conventional/input cell: 3 integers or a 3×3 matrix (9 integers); default: automatic")
@@ -30,6 +24,30 @@ def add_phonon_options(p) -> None:
     g.add_argument("--tmax", type=float, default=1000.0, metavar="K", help="highest temperature of thermal.csv (default 1000)")
     g.add_argument("--tstep", type=float, default=10.0, metavar="K", help="temperature step of thermal.csv (default 10)")
     g.add_argument("--max-supercell-atoms", type=int, default=2000, metavar="N", help="refuse larger supercells (default 2000)")
+
+
+def add_engine_options(p, crystal_only: bool = False) -> None:
+    """Engine and relaxation options (shared by phonons, kappa, qha)."""
+    g = p.add_argument_group("force engine and relaxation")
+    g.add_argument("--engine", "-e", help="force engine (see `atomvib engines`); default sevennet:7net-l3i5 for crystals, xtb for molecules")
+    add_trust_flag(g)
+    g.add_argument("--no-relax", action="store_true", help="keep the input geometry (no relaxation)")
+    g.add_argument("--fix-cell", action="store_true", help="relax positions only, keep the cell")
+    g.add_argument("--fmax", type=float, default=1e-3, metavar="EV_PER_A", help="relaxation force threshold in eV/Å (default 1e-3)")
+    g.add_argument("--relax-steps", type=int, default=300, metavar="N", help="maximum relaxation steps (default 300)")
+    if crystal_only:
+        g.add_argument("--no-primitive", action="store_true", help="do not reduce the crystal to its primitive cell first")
+        g.add_argument("--symprec", type=float, default=1e-3, metavar="A", help="symmetry tolerance in Å (default 1e-3)")
+
+
+def engine_settings_from_args(args) -> PhononSettings:
+    """PhononSettings from the options of :func:`add_engine_options` (the rest at their defaults)."""
+    apply_trust_flag(args)
+    return PhononSettings(
+        engine=args.engine, relax=not args.no_relax, relax_cell=not args.fix_cell, fmax_ev_per_a=args.fmax,
+        relax_steps=args.relax_steps, primitive=not getattr(args, "no_primitive", False),
+        symprec=getattr(args, "symprec", 1e-3),
+    )
 
 
 TRUST_HELP = ("load the model file of --engine sevennet:PATH, chgnet:PATH or mace:PATH although that unpickles it, "

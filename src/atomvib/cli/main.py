@@ -23,6 +23,8 @@ COMMANDS = {
     "predict": "predict",
     "train": "predict",
     "finetune": "finetune",
+    "kappa": "kappa",
+    "qha": "qha",
     "batch": "batch",
     "db": "batch",
 }

@@ -46,6 +46,9 @@ TESTED_VERSIONS: dict[str, dict[str, tuple[str, str]]] = {
     # harmonic/displacements.py: phonopy.cui.load_helper.produce_force_constants, exactly what phonopy.load
     # does (tested 4.10.0); the public Phonopy methods are the fallback
     "phonopy-load-helper": {"phonopy": ("4.0", "5")},
+    # anharmonic/: phono3py.cui.load's dataset readers and compute_force_constants_from_datasets, exactly what
+    # phono3py.load does (tested 4.10.0); the public Phono3py.produce_fc3/produce_fc2 are the fallback
+    "phono3py-load-helper": {"phono3py": ("4.10", "5")},
 }
 
 #: a fast path must reproduce the stock forces on the probe cell to this (eV/Å): float32 round-off

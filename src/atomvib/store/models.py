@@ -91,6 +91,10 @@ class CalculationRow(Base):
     omega_max_thz: Mapped[float | None] = mapped_column(Float, nullable=True)
     has_imaginary: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     energy_ev: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: lattice thermal conductivity at 300 K, trace average (``kappa`` task), W/(m·K)
+    kappa_300k_w_per_mk: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: volumetric thermal expansion coefficient at 300 K (``qha`` task), 1/K
+    thermal_expansion_300k_per_k: Mapped[float | None] = mapped_column(Float, nullable=True)
     result_dir: Mapped[str] = mapped_column(Text, default="")
     summary_json: Mapped[str] = mapped_column(Text, default="{}")
     atomvib_version: Mapped[str] = mapped_column(String(40), default="")
