@@ -1141,6 +1141,15 @@ Stretches are within 10 % of the fundamentals except the CO2 antisymmetric stret
 which is +8.2 % from the experimental harmonic ω_e = 2397 cm⁻¹: GFN2-xTB's C=O bond is
 1.144 Å (experiment 1.160 Å).
 
+## 5. Beyond the harmonic approximation: κ and QHA
+
+Lattice thermal conductivity (`atomvib kappa`): on phono3py's own DFT examples atomvib reproduces phono3py's κ
+on the same files (Si-PBEsol RTA 11³ at 300/600 K, LBTE and Wigner 7³; AlN-LDA with NAC and a separate fc2
+supercell) to 1e-3 relative and phono3py's documented 109.1 / 124.4 W/m-K (11³ / 19³) for Si
+(`tests/test_kappa.py`). MLIP κ against DFT and experiment (Si, AlN, MgO, NaCl), the symmetric relative error and
+the convergence of the defaults: [kappa_validation.md](kappa_validation.md). Quasi-harmonic thermal expansion of
+Si, Cu and Al against experiment: [qha.md](qha.md).
+
 ## Sources
 - Petretto et al., Sci. Data 5, 180065 (2018), CC-BY-4.0 (DFPT phonons, PBEsol).
 - phonopy `example/` force sets (VASP), BSD-3-Clause.

@@ -256,3 +256,18 @@ def test_untested_phono3py_falls_back_to_its_public_api(si_dft, monkeypatch):
         fb = atomvib.kappa(d / "phono3py_disp.yaml", forces=d / "FORCES_FC3", mesh=(11, 11, 11),
                            temperatures_k=(300.0, 600.0))
     np.testing.assert_allclose(fb.kappa_w_per_mk[:, :3], r.kappa_w_per_mk[:, :3], rtol=1e-3)
+
+
+def test_phono3py_params_yaml_with_forces_inside(p3ex, tmp_path):
+    """phono3py_params.yaml (displacements and forces in one file, as phono3py writes it) gives the same κ."""
+    import phono3py
+
+    d = p3ex / "Si-PBEsol"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ph3 = phono3py.load(str(d / "phono3py_disp.yaml"), forces_fc3_filename=str(d / "FORCES_FC3"),
+                            produce_fc=False, log_level=0)
+        ph3.save(str(tmp_path / "phono3py_params.yaml"))
+    r = atomvib.kappa(tmp_path / "phono3py_params.yaml", mesh=(5, 5, 5), temperatures_k=(300.0,))
+    ref = _phono3py_kappa(d / "phono3py_disp.yaml", [5, 5, 5], [300.0], forces3=d / "FORCES_FC3")
+    np.testing.assert_allclose(r.kappa_w_per_mk, ref, rtol=1e-3, atol=1e-6)

@@ -551,6 +551,23 @@ def _molecule(structure, eng, settings, checkpoint_dir, progress: Progress, iden
 __all__ = ["phonons", "phonons_from_phonopy", "load_phonons", "read_phonopy_files", "AtomvibError"]
 
 
+def crystal_and_engine(inp, engine, settings: PhononSettings, progress: Progress, fmt=None, why: str = ""):
+    """(structure, engine) of a calculation that needs a crystal: the input read (a molecule refused with ``why``),
+    the engine loaded once and checked against it, the structure reduced to its primitive cell if asked."""
+    structure = load_input(inp, fmt=fmt)
+    if structure.is_molecule:
+        raise InputError(f"{structure.source or 'the input'} is a molecule (no periodic cell): {why or 'a crystal is needed'}",
+                         fix="give a crystal structure (CIF, POSCAR, ...); for a molecule use `atomvib phonons`")
+    spec = settings.engine or default_engine_spec(False)
+    with progress.stage(f"loading engine {spec if not isinstance(engine, Engine) else engine.info.name}"):
+        eng = engine if isinstance(engine, Engine) else get_engine(spec)
+        eng.check(structure)
+        engine_identity(eng)
+    if settings.primitive:
+        structure = structure.primitive(settings.symprec)
+    return structure, eng
+
+
 # --------------------------------------------------------------------------------------- κ (phono3py)
 def _split_overrides(overrides: dict, settings: PhononSettings, kappa_settings):
     """Keyword overrides routed to the settings object that has the field (KappaSettings first)."""
@@ -639,17 +656,8 @@ def kappa(
     if forces is not None or fc2_forces is not None:
         raise InputError("--forces/--fc2-forces go with phono3py_disp.yaml (they hold no structure of their own)",
                          fix="give phono3py_disp.yaml as the input, or drop --forces to compute the forces")
-    structure = load_input(inp, fmt=fmt)
-    if structure.is_molecule:
-        raise InputError(f"{structure.source or 'the input'} is a molecule (no periodic cell): lattice thermal "
-                         "conductivity is a property of crystals", fix="give a crystal structure (CIF, POSCAR, ...)")
-    spec = settings.engine or default_engine_spec(False)
-    with progress.stage(f"loading engine {spec if not isinstance(engine, Engine) else engine.info.name}"):
-        eng = engine if isinstance(engine, Engine) else get_engine(spec)
-        eng.check(structure)
-        engine_identity(eng)
-    if settings.primitive:
-        structure = structure.primitive(settings.symprec)
+    structure, eng = crystal_and_engine(inp, engine, settings, progress, fmt,
+                                        "lattice thermal conductivity is a property of crystals")
     timings: dict[str, float] = {}
     structure, relaxation = _relax(structure, eng, settings, timings, progress, checkpoint_dir)
     with progress.stage("planning displacements (phono3py)"):

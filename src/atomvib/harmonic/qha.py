@@ -417,10 +417,10 @@ def quasi_harmonic(
     -------
     QuasiHarmonic
     """
-    from ..engines import Engine, default_engine_spec, get_engine
+    from ..engines import Engine
     from ..progress import as_progress
     from ..runtime import configure_threads
-    from ..workflow import _relax, engine_identity, load_input
+    from ..workflow import _relax, crystal_and_engine
 
     configure_threads(blas_only=True)
     progress = as_progress(progress)
@@ -441,19 +441,9 @@ def quasi_harmonic(
         raise InputError(f"the QHA needs at least {MIN_TEMPERATURES} ascending temperatures, got {temps.size}",
                          fix="give a grid such as --tmax 1000 --tstep 10")
 
-    structure = load_input(inp, fmt=fmt)
-    if structure.is_molecule:
-        raise InputError(f"{structure.source or 'the input'} is a molecule (no cell): the QHA needs a crystal",
-                         fix="give a crystal structure (CIF, POSCAR); for a molecule use `atomvib phonons`")
-    spec = settings.engine or default_engine_spec(False)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    with progress.stage(f"loading engine {spec if not isinstance(engine, Engine) else engine.info.name}"):
-        eng = engine if isinstance(engine, Engine) else get_engine(spec)
-        eng.check(structure)
-        engine_identity(eng)
-    if settings.primitive:
-        structure = structure.primitive(settings.symprec)
+    structure, eng = crystal_and_engine(inp, engine, settings, progress, fmt, "the QHA needs a crystal")
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
 
     # 1. the static relaxation (cell and positions, symmetry kept): V0
