@@ -4,7 +4,7 @@ into docs/benchmarks.md. Run after any benchmark: ``python scripts/collect_bench
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["phonons", "kappa", "finetune", "spectra", "ir_raman", "compare", "predict", "batch"]
+ORDER = ["phonons", "kappa", "md", "finetune", "spectra", "ir_raman", "compare", "predict", "batch"]
 
 HEADER = """# Benchmarks
 
@@ -17,6 +17,7 @@ in `benchmarks/`, then `python scripts/collect_benchmarks.py`.
 |---|---|---|
 | [Phonons](#phonons) | `benchmarks/phonons.py` | plain phonopy + ASE calculator loop |
 | [Thermal conductivity](#kappa) | `benchmarks/kappa.py` | plain phono3py + ASE calculator loop; phono3py itself on DFT files |
+| [Molecular dynamics](#md) | `benchmarks/md.py` | ASE MD with the engine's stock ASE calculator |
 | [Fine-tuning](#finetune) | `benchmarks/finetune.py` | the base model's phonons against DFT |
 | [INS and DOS](#spectra) | `benchmarks/spectra.py` | Euphonic |
 | [IR and Raman](#ir-raman) | `benchmarks/ir_raman.py` | ASE `Infrared` |
@@ -28,6 +29,7 @@ in `benchmarks/`, then `python scripts/collect_benchmarks.py`.
 ANCHORS = {
     "phonons": "phonons",
     "kappa": "kappa",
+    "md": "md",
     "finetune": "finetune",
     "spectra": "spectra",
     "ir_raman": "ir-raman",

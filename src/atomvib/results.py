@@ -59,6 +59,9 @@ KINDS: dict[str, str] = {
     "qha": "atomvib.harmonic.qha:QuasiHarmonic",
     "force_constants_3": "atomvib.anharmonic.force_constants3:AnharmonicForceConstants",
     "kappa": "atomvib.anharmonic.conductivity:ThermalConductivity",
+    "md_trajectory": "atomvib.dynamics.md:MDTrajectory",
+    "md_dos": "atomvib.dynamics.vacf:VibrationalDos",
+    "effective_phonons": "atomvib.dynamics.tdep:EffectivePhonons",
 }
 #: value types that appear inside results (saved as part of one)
 VALUE_TYPES: dict[str, str] = {
@@ -74,6 +77,7 @@ VALUE_TYPES: dict[str, str] = {
     "relaxation": "atomvib.relax:Relaxation",
     "similarity": "atomvib.spectra.compare:Similarity",
     "qha_settings": "atomvib.harmonic.qha:QhaSettings",
+    "md_settings": "atomvib.dynamics.settings:MDSettings",
 }
 _ALL = {**KINDS, **VALUE_TYPES}
 _RESERVED = ("__kind__", "__array__", "__tuple__", "__float__", "__items__", "__complex__")

@@ -67,6 +67,17 @@ THZ_TO_K: float = H_EV_S * 1e12 / KB_EV_PER_K
 EV_TO_KJ_PER_MOL: float = EV_J * AVOGADRO / 1000.0
 #: 1 eV/Å³ (stress, pressure) in GPa
 EV_PER_A3_TO_GPA: float = EV_J * 1e30 / 1e9
+#: one femtosecond in ASE's time unit Å·sqrt(amu/eV) (ASE's integrators take their timestep in it); a velocity
+#: in Å per ASE time unit times FS_TO_ASE_TIME is in Å/fs
+FS_TO_ASE_TIME: float = 1e-15 / (1e-10 * np.sqrt(AMU_KG / EV_J))
+#: one femtosecond in picoseconds
+FS_TO_PS: float = 1e-3
+#: one frequency unit 1/fs in THz
+PER_FS_TO_THZ: float = 1e3
+#: seconds per day (MD throughput in ns/day)
+SECONDS_PER_DAY: float = 86400.0
+#: one picosecond in nanoseconds
+PS_TO_NS: float = 1e-3
 
 #: sqrt(eV / (Å² amu)) in angular frequency rad/s, divided by 2π and 1e12 gives THz:
 #: the factor that turns eigenvalues of the mass-weighted force-constant matrix (eV/Å²/amu)

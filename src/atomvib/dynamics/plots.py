@@ -1,0 +1,86 @@
+"""Figures of MD results: the VACF DOS beside the harmonic DOS, the effective-phonon dispersion beside the
+harmonic one. matplotlib only inside the functions, no pyplot (as :mod:`atomvib.plot`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _per_atom(dos, natoms_prim: int):
+    """phonopy's DOS (∫ = 3 n_prim) per atom (∫ = 3)."""
+    return np.asarray(dos.total) / max(1, natoms_prim)
+
+
+def plot_md_dos(vdos, path, harmonic=None, reference=None, title: str | None = None) -> Path:
+    """VACF DOS (total and per element) with, where given, the harmonic DOS of the same engine on its full q-mesh
+    (``harmonic``: CrystalPhonons) and the harmonic spectrum of the MD cell's own modes with the same line shape
+    (``reference``: array on ``vdos.frequencies_thz``)."""
+    from ..plot import new_figure
+
+    fig = new_figure(figsize=(7, 4.2))
+    ax = fig.subplots()
+    x = vdos.frequencies_thz
+    ax.plot(x, vdos.total, color="k", lw=1.5, label=f"MD (VACF), {vdos.temperature_k:.0f} K")
+    if len(vdos.partial) > 1:
+        for k, (el, g) in enumerate(sorted(vdos.partial.items())):
+            ax.plot(x, g, lw=1.0, color=f"C{k + 2}", label=f"MD {el}")
+    if vdos.quantum_factor is not None:
+        ax.plot(x, vdos.corrected(), color="0.5", lw=1.0, ls=":", label="MD × quantum correction")
+    if reference is not None:
+        ax.plot(x, reference, color="C1", lw=1.2, ls="--", label="harmonic, modes of the MD cell, same width")
+    if harmonic is not None:
+        d = harmonic.dos()
+        ax.plot(d.frequencies_thz, _per_atom(d, harmonic.primitive.natoms), color="C0", lw=1.0, alpha=0.8,
+                label="harmonic, full q-mesh")
+    ax.set_xlabel("Frequency (THz)")
+    ax.set_ylabel("DOS (states/THz per atom)")
+    top = x[np.flatnonzero(vdos.total > 1e-2 * vdos.total.max())[-1]] if vdos.total.max() > 0 else x[-1]
+    ax.set_xlim(0, min(x[-1], 1.15 * top + 3 * vdos.sigma_thz))
+    ax.set_ylim(0, None)
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"vibrational DOS from the velocity autocorrelation (σ = {vdos.sigma_thz:g} THz)", fontsize=10)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return Path(path)
+
+
+def plot_effective_dispersion(eff, path, harmonic=None, title: str | None = None) -> Path:
+    """Dispersion and DOS of effective phonons (``EffectivePhonons``), the harmonic ones (same band path) dashed."""
+    from ..plot import new_figure
+
+    bands, dos = eff.band_structure(), eff.dos()
+    fig = new_figure(figsize=(9, 4.5))
+    ax, axd = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 1], "wspace": 0.05})
+    start = 0
+    for end in bands.segment_ends:
+        ax.plot(bands.distances[start:end], bands.frequencies_thz[start:end], color="C3", lw=1.3)
+        start = end
+    ax.plot([], [], color="C3", lw=1.3, label=f"effective, {eff.temperature_k:.0f} K")
+    if harmonic is not None and harmonic.band_structure().frequencies_thz.shape == bands.frequencies_thz.shape:
+        hb = harmonic.band_structure()
+        start = 0
+        for end in hb.segment_ends:
+            ax.plot(bands.distances[start:end], hb.frequencies_thz[start:end], color="C0", lw=1.0, ls="--")
+            start = end
+        ax.plot([], [], color="C0", lw=1.0, ls="--", label="harmonic (0 K)")
+        hd = harmonic.dos()
+        axd.plot(hd.total, hd.frequencies_thz, color="C0", lw=1.0, ls="--")
+    for d, _lab in bands.labels:
+        ax.axvline(d, color="0.7", lw=0.6)
+    ax.set_xticks([d for d, _ in bands.labels])
+    ax.set_xticklabels([lab.replace("GAMMA", "Γ") for _, lab in bands.labels])
+    ax.set_xlim(bands.distances[0], bands.distances[-1])
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_ylabel("Frequency (THz)")
+    ax.legend(fontsize=8, loc="lower right")
+    axd.plot(dos.total, dos.frequencies_thz, color="C3", lw=1.2)
+    axd.set_xlabel("DOS (states/THz)")
+    axd.set_xlim(0, None)
+    prim = eff.primitive
+    ax.set_title(title or f"{prim.formula}: effective phonons from MD ({eff.n_frames} frames, force residual "
+                 f"{100 * eff.force_residual:.1f} %)", fontsize=10)
+    if eff.has_imaginary:
+        ax.text(0.01, 0.02, "imaginary modes (unstable)", transform=ax.transAxes, color="C3", fontsize=9)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return Path(path)

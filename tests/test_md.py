@@ -1,0 +1,349 @@
+"""`atomvib md` (issue 14): MD through an atomvib engine with ASE's integrators, resumable trajectories, the VACF
+DOS and effective (TDEP) force constants, validated against the harmonic result of the same engine (EMT, Al).
+
+Statistical statements (fixed seeds, so every number below is reproducible):
+- NVT: ⟨T⟩ over the production lies within 3 standard errors (8 block means) of the target, and the spread of the
+  kinetic temperature is the canonical one, T·sqrt(2/(3N−3)), within 25 %.
+- NVE (1 fs): |energy drift| < 1e-5 eV/atom/ps.
+- 20 K: the VACF DOS against the harmonic spectrum of the MD cell's own modes (same Gaussian width, the Langevin
+  line shape of the run's friction): highest peak within 1 %, overlap ∫min(ĝ₁, ĝ₂) ≥ 0.95 (both normalised to
+  unit area); the effective force constants against the harmonic ones: ω_max within 1 %, DOS overlap ≥ 0.95.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import bulk, molecule
+from ase.io import read, write
+
+import atomvib
+import atomvib.engines
+import atomvib.results
+from atomvib.dynamics import MDSettings, MDTrajectory, effective_phonons, read_trajectory, run_md, vacf_dos
+from atomvib.dynamics.tdep import EffectivePhonons
+from atomvib.dynamics.vacf import (
+    VibrationalDos,
+    commensurate_frequencies,
+    dos_overlap,
+    harmonic_md_spectrum,
+    highest_peak,
+)
+from atomvib.errors import InputError, OutputExistsError
+from atomvib.harmonic.crystal import CrystalPhonons
+from atomvib.settings import PhononSettings
+
+AL = bulk("Al", "fcc", a=4.05)
+SC = (3, 3, 3)  # 27 atoms
+
+
+def _settings(**kw):
+    base = dict(engine="emt", supercell=SC, relax=False, write_every=5)
+    base.update(kw)
+    return MDSettings(**base)
+
+
+# ------------------------------------------------------------------------------------------ runs shared by tests
+@pytest.fixture(scope="module")
+def nvt300():
+    s = _settings(temperature_k=300.0, timestep_fs=2.0, steps=2000, equilibration_steps=300, friction_per_ps=10.0)
+    return run_md(AL, settings=s)
+
+
+@pytest.fixture(scope="module")
+def low_t(tmp_path_factory):
+    """20 K, Langevin 1/ps, 4 fs, 20 ps of production, frames every 8 fs; relaxed (the harmonic reference is too)."""
+    out = tmp_path_factory.mktemp("lowT") / "traj.extxyz"
+    s = MDSettings(engine="emt", supercell=SC, temperature_k=20.0, timestep_fs=4.0, steps=5000,
+                   equilibration_steps=300, write_every=2, friction_per_ps=1.0)
+    return run_md(AL, settings=s, out=out)
+
+
+@pytest.fixture(scope="module")
+def harmonic():
+    return atomvib.phonons(AL, engine="emt", supercell=SC, mesh_density=40, dos_sigma_thz=0.1)
+
+
+# ------------------------------------------------------------------------------------------ thermostat, integrator
+def test_langevin_nvt_reaches_the_temperature(nvt300):
+    s = nvt300.statistics()
+    t = nvt300.select(True).temperature_k
+    blocks = t[: len(t) // 8 * 8].reshape(8, -1).mean(axis=1)
+    sem = blocks.std(ddof=1) / np.sqrt(8)
+    assert 0 < sem < 15
+    assert abs(s["temperature_mean_K"] - 300.0) < 3 * sem, (s, sem)
+    canonical = 300.0 * np.sqrt(2.0 / (3 * nvt300.natoms - 3))
+    assert s["temperature_std_K"] == pytest.approx(canonical, rel=0.25)
+    perf = nvt300.timings
+    assert perf["steps_run"] == 2300 and perf["steps_per_s"] > 0
+    assert perf["atom_steps_per_s"] == pytest.approx(27 * perf["steps_per_s"])
+    assert perf["ns_per_day"] == pytest.approx(perf["steps_per_s"] * 2.0 * 86400 * 1e-6)
+    # one engine call per step (and one for the start): the forces of a step are reused by the next
+    assert perf["engine_calls_this_session"] == 2301
+
+
+def test_nve_conserves_energy():
+    s = _settings(temperature_k=300.0, timestep_fs=1.0, steps=1000, equilibration_steps=200, ensemble="nve")
+    tr = run_md(AL, settings=s)
+    st = tr.statistics()
+    assert abs(st["energy_drift_ev_per_atom_per_ps"]) < 1e-5, st
+    assert st["energy_std_ev_per_atom"] < 1e-4
+    assert 200 < st["temperature_mean_K"] < 400
+
+
+# ------------------------------------------------------------------------------------------ resume
+def _interrupted_then_resumed(monkeypatch, s, out, n_steps):
+    """Kill the run (KeyboardInterrupt, as Ctrl-C) at its ``n_steps``-th force check, then run it again."""
+    import atomvib.dynamics.md as md
+
+    real, calls = md._check_finite, {"n": 0}
+
+    def check(*args):
+        calls["n"] += 1
+        if calls["n"] > n_steps:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(md, "_check_finite", check)
+    with pytest.raises(KeyboardInterrupt):
+        run_md(AL, settings=s, out=out)
+    monkeypatch.undo()
+    done = read(out, index=":")
+    assert 0 < len(done) < s.total_steps // s.write_every + 1  # what it did is kept
+    return run_md(AL, settings=s, out=out)
+
+
+@pytest.mark.parametrize("kw", [{"ensemble": "nve"}, {"ensemble": "nvt"}, {"thermostat": "nose-hoover"},
+                                {"ensemble": "npt"}], ids=["nve", "langevin", "nose-hoover", "npt"])
+def test_resume_continues_the_same_trajectory(tmp_path, monkeypatch, kw):
+    """Killed after 37 steps and resumed: frame by frame the trajectory of an uninterrupted run (to 1e-10;
+    for Langevin too, as the thermostat is re-seeded from (seed, step) at every frame; Nosé–Hoover and MTK with
+    their chain and barostat variables restored). A second resumed run of the same settings agrees with the
+    first (deterministic continuation)."""
+    s = _settings(temperature_k=300.0, timestep_fs=2.0, steps=60, equilibration_steps=20, **kw)
+    whole = run_md(AL, settings=s, out=tmp_path / "whole.extxyz")
+    resumed = _interrupted_then_resumed(monkeypatch, s, tmp_path / "resumed.extxyz", 37)
+    again = _interrupted_then_resumed(monkeypatch, s, tmp_path / "again.extxyz", 53)
+    for other in (resumed, again):
+        assert np.array_equal(other.steps, whole.steps) and other.n_frames == 17
+        for name in ("positions", "velocities", "forces", "potential_energy_ev", "cells"):
+            np.testing.assert_allclose(getattr(other, name), getattr(whole, name), rtol=0, atol=1e-10)
+    # the full-precision state at the end is the same too
+    from atomvib.dynamics.md import _read_checkpoint, checkpoint_path
+
+    a, b = (_read_checkpoint(checkpoint_path(tmp_path / f)) for f in ("whole.extxyz", "resumed.extxyz"))
+    assert a["step"] == b["step"] == 80
+    np.testing.assert_allclose(b["positions"], a["positions"], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(b["momenta"], a["momenta"], rtol=0, atol=1e-10)
+    # extending the run (more steps, same run otherwise) continues it
+    longer = run_md(AL, settings=_settings(**{**s.to_dict(), "steps": 70, "supercell": SC}),
+                    out=tmp_path / "resumed.extxyz")
+    assert longer.n_frames == 19 and np.array_equal(longer.positions[:17], whole.positions)
+
+
+def test_another_run_in_the_same_file_is_refused(tmp_path):
+    out = tmp_path / "t.extxyz"
+    run_md(AL, settings=_settings(temperature_k=100.0, steps=10, equilibration_steps=0), out=out)
+    with pytest.raises(OutputExistsError, match="another run"):
+        run_md(AL, settings=_settings(temperature_k=200.0, steps=10, equilibration_steps=0), out=out)
+    t = run_md(AL, settings=_settings(temperature_k=200.0, steps=10, equilibration_steps=0), out=out, force=True)
+    assert t.n_frames == 3 and t.settings.temperature_k == 200.0
+
+
+# ------------------------------------------------------------------------------------------ low-T validation
+def test_low_temperature_vacf_dos_is_the_harmonic_one(low_t, harmonic):
+    d = vacf_dos(low_t, sigma_thz=0.25)
+    assert d.temperature_k == pytest.approx(20.0, rel=0.1)
+    assert d.frequencies_thz[0] == 0 and np.trapezoid(d.total, d.frequencies_thz) == pytest.approx(3.0)
+    modes = commensurate_frequencies(harmonic, np.diag(SC))
+    assert modes.size == 81
+    ref = harmonic_md_spectrum(modes, d.frequencies_thz, d.sigma_thz, low_t.settings.friction_per_ps)
+    peak_ref = highest_peak(d.frequencies_thz, ref)
+    assert d.omega_max_thz == pytest.approx(peak_ref, rel=0.01)
+    overlap = dos_overlap(d.frequencies_thz, d.total, d.frequencies_thz, ref)
+    assert overlap >= 0.95, overlap
+    # the same trajectory read back from the file (8 decimals) gives the same DOS
+    back = read_trajectory(low_t.source)
+    assert back.n_frames == low_t.n_frames and np.array_equal(back.production, low_t.production)
+    d2 = vacf_dos(back, sigma_thz=0.25)
+    np.testing.assert_allclose(d2.total, d.total, atol=1e-5 * d.total.max())
+
+
+def test_low_temperature_effective_force_constants_are_the_harmonic_ones(low_t, harmonic):
+    ps = PhononSettings(mesh_density=40, dos_sigma_thz=0.1)
+    eff = effective_phonons(low_t, settings=ps)
+    assert isinstance(eff, CrystalPhonons) and eff.n_frames == 2501
+    assert eff.temperature_k == pytest.approx(20.0, rel=0.1) and eff.target_temperature_k == 20.0
+    assert not eff.has_imaginary
+    assert eff.omega_max_thz == pytest.approx(harmonic.omega_max_thz, rel=0.01)
+    # the relative force error is EMT's anharmonicity (∝ u ∝ √T: 1.9 % at 2 K, 6 % at 20 K), not the fit:
+    # the harmonic force constants leave the same residual on these frames
+    assert 0 < eff.force_residual < 0.1
+    overlap = dos_overlap(eff.dos().frequencies_thz, eff.dos().total, harmonic.dos().frequencies_thz,
+                          harmonic.dos().total)
+    assert overlap >= 0.95, overlap
+    # thermal properties at T come with it, per mole of primitive cells as for harmonic phonons
+    assert eff.thermal([300.0]).entropy_j_per_k_per_mol[0] == pytest.approx(
+        harmonic.thermal([300.0]).entropy_j_per_k_per_mol[0], rel=0.01)
+
+
+# ------------------------------------------------------------------------------------------ results on disk
+def test_results_save_and_load(low_t, tmp_path):
+    low_t.save(tmp_path / "traj")
+    back = atomvib.load(tmp_path / "traj")
+    assert isinstance(back, MDTrajectory) and back == low_t and back.settings == low_t.settings
+    d = vacf_dos(low_t, sigma_thz=0.5, quantum_correction=True)
+    d.save(tmp_path / "dos")
+    db = atomvib.load(tmp_path / "dos")
+    assert isinstance(db, VibrationalDos) and db == d
+    assert np.all(d.quantum_factor >= 1.0) and d.quantum_factor[0] == 1.0
+    assert (tmp_path / "dos" / "dos.csv").is_file()
+    eff = effective_phonons(low_t, settings=PhononSettings(mesh_density=20))
+    eff.save(tmp_path / "eff")
+    eb = atomvib.load(tmp_path / "eff")
+    assert isinstance(eb, EffectivePhonons) and eb == eff and eb.force_residual == eff.force_residual
+    assert atomvib.results.read_summary(tmp_path / "eff")["effective_force_constants"]["n_frames"] == eff.n_frames
+
+
+def test_a_trajectory_from_elsewhere(low_t, tmp_path):
+    """A file without velocities (positions and forces only, as XDATCAR/vasprun give): velocities from finite
+    differences with the time between frames; atoms shuffled and wrapped: still mapped onto the sites."""
+    t = low_t.select(True, stride=1)
+    frames = []
+    rng = np.random.default_rng(1)
+    perm = rng.permutation(t.natoms)
+    for i in range(200):
+        a = t.structure.to_ase()[perm]
+        a.positions = t.positions[i][perm]
+        a.wrap()
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        a.calc = SinglePointCalculator(a, forces=t.forces[i][perm], energy=float(t.potential_energy_ev[i]))
+        frames.append(a)
+    write(tmp_path / "plain.extxyz", frames)
+    tr = read_trajectory(tmp_path / "plain.extxyz", timestep_fs=t.frame_interval_fs)
+    v_true = t.velocities[1:199][:, perm]
+    v_fd = tr.velocities[1:199]
+    # central differences over 8 fs: (2πν·8 fs)²/6 ≈ 2 % at 7 THz, plus the Langevin kicks between frames
+    assert np.sqrt(np.mean((v_fd - v_true) ** 2)) < 0.08 * np.sqrt(np.mean(v_true**2))
+    eff = effective_phonons(tmp_path / "plain.extxyz", AL, settings=PhononSettings(mesh_density=20))
+    assert eff.omega_max_thz == pytest.approx(8.48, rel=0.02)
+    # the atoms of another crystal do not match
+    with pytest.raises(InputError, match="do not"):
+        effective_phonons(tr, bulk("Al", "fcc", a=4.05, cubic=True), supercell_matrix=(1, 1, 1))
+    # no velocities and no time between frames: the DOS says what it needs
+    with pytest.raises(InputError, match="no velocities"):
+        vacf_dos(read_trajectory(tmp_path / "plain.extxyz"))
+
+
+# ------------------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"temperature_k": 0.0}, "temperature"),
+        ({"temperature_k": -5.0}, "temperature"),
+        ({"temperature_k": float("nan")}, "temperature"),
+        ({"timestep_fs": 20.0}, "timestep"),
+        ({"timestep_fs": 0.0}, "timestep"),
+        ({"ensemble": "nph"}, "ensemble"),
+        ({"ensemble": "npt", "thermostat": "langevin"}, "barostat"),
+        ({"write_every": 0}, "write-every"),
+        ({"steps": -1}, "steps"),
+    ],
+)
+def test_bad_settings_are_one_line(kw, match):
+    with pytest.raises(InputError, match=match) as e:
+        MDSettings(**kw)
+    assert "\n" not in str(e.value) and e.value.fix
+
+
+def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
+    from atomvib.cli.main import main
+
+    write(tmp_path / "water.xyz", molecule("H2O"))
+    write(tmp_path / "Al.cif", AL)
+    cases = [
+        ["md", str(tmp_path / "Al.cif"), "-e", "emt", "--temperature", "0"],
+        ["md", str(tmp_path / "Al.cif"), "-e", "emt", "--temperature", "300", "--timestep", "50"],
+        ["md", str(tmp_path / "water.xyz"), "-e", "emt", "--temperature", "300", "--ensemble", "npt"],
+    ]
+    for argv in cases:
+        assert main(argv + ["--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "fix:" in err, err
+    assert "molecule" in err and "NPT" in err
+
+
+def test_a_blow_up_stops_keeps_the_trajectory_and_names_a_timestep(tmp_path):
+    out = tmp_path / "w.extxyz"
+    s = MDSettings(engine="emt", temperature_k=300.0, timestep_fs=2.0, steps=300, equilibration_steps=0,
+                   write_every=2, relax=False)
+    with pytest.raises(InputError, match="blew up") as e:
+        run_md(molecule("H2O"), settings=s, out=out)
+    assert "--timestep 1" in str(e.value) and "\n" not in str(e.value)
+    kept = read(out, index=":")
+    assert len(kept) >= 2 and all(np.isfinite(a.get_forces()).all() for a in kept)
+
+
+def test_non_finite_forces_stop_the_run(tmp_path, monkeypatch):
+    eng = atomvib.engines.get_engine("emt")
+    real = eng.evaluate
+    calls = {"n": 0}
+
+    def nan_after_20(atoms_list, progress=None):
+        calls["n"] += 1
+        out = real(atoms_list, progress)
+        if calls["n"] > 20:
+            from atomvib.engines.base import Evaluation
+
+            return [Evaluation(energy=out[0].energy, forces=out[0].forces * np.nan)]
+        return out
+
+    monkeypatch.setattr(eng, "evaluate", nan_after_20)
+    with pytest.raises(InputError, match="not finite"):
+        run_md(AL, engine=eng, settings=_settings(temperature_k=300.0, steps=50, equilibration_steps=0),
+               out=tmp_path / "t.extxyz")
+    assert len(read(tmp_path / "t.extxyz", index=":")) == 4  # steps 0, 5, 10, 15
+
+
+# ------------------------------------------------------------------------------------------ the command
+def test_cli_md_dos_tdep(tmp_path, capsys):
+    from atomvib.cli.main import main
+
+    write(tmp_path / "Al.cif", AL)
+    out = tmp_path / "run"
+    argv = ["md", str(tmp_path / "Al.cif"), "-e", "emt", "--temperature", "300", "--time", "1.2", "--timestep", "2",
+            "--supercell", "3", "3", "3", "--equilibration", "100", "--write-every", "2", "--dos", "--dos-sigma", "1.2",
+            "--tdep", "--mesh-density", "20", "--out", str(out), "-q"]
+    assert main(argv) == 0
+    for f in ("summary.json", "trajectory.extxyz", "dos/md_dos.png", "dos/dos.csv", "tdep/md_dispersion.png",
+              "tdep/phonopy.yaml", "harmonic/summary.json"):
+        assert (out / f).is_file(), f
+    s = atomvib.results.read_summary(out)
+    assert s["kind"] == "md_trajectory" and s["production"]["n_frames"] == 301
+    assert {"steps_per_s", "ns_per_day", "atom_steps_per_s"} <= set(s["performance"])
+    assert isinstance(atomvib.load(out / "tdep"), EffectivePhonons)
+    # the same command again: nothing left to run, the results are written again
+    assert main(argv) == 0
+    assert atomvib.load(out).n_frames == 351
+    # the trajectory analysed as a file someone brings (INPUT: the structure it was run from)
+    user = tmp_path / "user"
+    assert main(["md", str(tmp_path / "Al.cif"), "--trajectory", str(out / "trajectory.extxyz"), "--dos",
+                 "--dos-sigma", "1.2", "--tdep", "--mesh-density", "20", "--no-plot", "--out", str(user), "-q"]) == 0
+    assert atomvib.load(user / "tdep").n_frames == 301
+
+
+# ------------------------------------------------------------------------------------------ slow: anharmonic case
+@pytest.mark.slow
+def test_bcc_copper_unstable_at_0K_is_stabilised_at_1000K():
+    """EMT bcc Cu: imaginary harmonic modes at N (the bcc→close-packed path); at 1000 K in the fixed cubic cell
+    the atoms stay on the bcc sites on average and the effective phonons are real (dynamical stabilisation, as
+    in bcc Zr/Ti). At 10 K the atoms slide off the sites and the fit stays unstable."""
+    cu = bulk("Cu", "bcc", a=2.87)
+    h = atomvib.phonons(cu, engine="emt", mesh_density=30)
+    assert h.has_imaginary and h.instability.label == "N"
+    for temp, stable in ((10.0, False), (1000.0, True)):
+        s = MDSettings(engine="emt", temperature_k=temp, timestep_fs=2.0, steps=1500, equilibration_steps=500,
+                       write_every=10, friction_per_ps=2.0)
+        eff = effective_phonons(run_md(cu, settings=s), settings=PhononSettings(mesh_density=30))
+        assert eff.has_imaginary is not stable, (temp, eff.min_frequency_thz)
