@@ -25,8 +25,10 @@ COMMANDS = {
     "finetune": "finetune",
     "kappa": "kappa",
     "qha": "qha",
+    "md": "md",
     "batch": "batch",
     "db": "batch",
+    "serve": "serve",
 }
 
 
