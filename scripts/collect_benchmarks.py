@@ -4,7 +4,7 @@ into docs/benchmarks.md. Run after any benchmark: ``python scripts/collect_bench
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["phonons", "kappa", "md", "finetune", "spectra", "ir_raman", "compare", "predict", "batch"]
+ORDER = ["phonons", "kappa", "md", "finetune", "spectra", "ir_raman", "compare", "predict", "batch", "web"]
 
 HEADER = """# Benchmarks
 
@@ -24,6 +24,7 @@ in `benchmarks/`, then `python scripts/collect_benchmarks.py`.
 | [Compare and fit](#compare) | `benchmarks/compare.py` | scipy `curve_fit` glue |
 | [Direct predictor](#predictor) | `benchmarks/predict.py` | `atomvib phonons` with CHGNet |
 | [Batch](#batch) | `benchmarks/batch.py` | a plain loop |
+| [Web app](#web) | `benchmarks/web_speed.py` | the issue's targets (no reference tool) |
 """
 
 ANCHORS = {
@@ -36,6 +37,7 @@ ANCHORS = {
     "compare": "compare",
     "predict": "predictor",
     "batch": "batch",
+    "web": "web",
 }
 
 
