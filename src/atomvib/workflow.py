@@ -661,7 +661,8 @@ def kappa(
     timings: dict[str, float] = {}
     structure, relaxation = _relax(structure, eng, settings, timings, progress, checkpoint_dir)
     with progress.stage("planning displacements (phono3py)"):
-        plan = plan_fc3(structure, ks, symprec=settings.symprec)
+        structure, p3_symprec = _phono3py_symmetry(structure, settings.symprec)
+        plan = plan_fc3(structure, ks, symprec=p3_symprec)
     n3, n2 = plan.n_displacements, plan.n_fc2_displacements
     # one call on the perfect supercell: its residual forces are subtracted (phono3py's practice for DFT), and its
     # time gives the estimate that refuses a force stage longer than allowed before any of it runs
@@ -701,6 +702,26 @@ def kappa(
         timings["force_constants"] = time.perf_counter() - t0
     return conductivity(fc, ks, engine=eng.info, structure=structure, relaxation=relaxation,
                         n_displacements=n3 + n2, timings=timings, progress=progress)
+
+
+#: symmetry tolerance of the phono3py objects (Å): phono3py's default. phono3py finds the site symmetry of each
+#: displacement with the same tolerance, so a loose one (atomvib's 1e-3 Å) takes a 0.01 Å displacement in an 11 Å
+#: supercell (9e-4 fractional) for invariant under operations that move it: fc3 came out wrong, κ of Si 75 % low
+#: (measured; docs/kappa_validation.md). Harmonic phonopy is not affected (tested equal at 1e-3 and 1e-5).
+PHONO3PY_SYMPREC = 1e-5
+
+
+def _phono3py_symmetry(structure: Structure, symprec: float) -> tuple[Structure, float]:
+    """(structure, tolerance) for phono3py: the structure as it is where its space group at phono3py's tight
+    tolerance is the one found at ``symprec``; otherwise symmetrised at ``symprec`` first (ASE's refine_symmetry:
+    positions and cell moved by at most ~``symprec``), so that the tight tolerance finds the full symmetry."""
+    if structure.spacegroup(PHONO3PY_SYMPREC) == structure.spacegroup(symprec):
+        return structure, PHONO3PY_SYMPREC
+    from ase.spacegroup.symmetrize import refine_symmetry
+
+    atoms = structure.to_ase()
+    refine_symmetry(atoms, symprec=symprec)
+    return Structure.from_ase(atoms, source=structure.source), PHONO3PY_SYMPREC
 
 
 def _read_born_phono3py(born, plan):

@@ -71,6 +71,8 @@ class ThermalConductivity(Result):
     n_displacements : int
         Supercells whose forces made fc3 (and fc2).
     timings : dict
+    gamma_isotope_thz : ndarray, shape (nq, nb), THz, or None
+        Isotope scattering rate (``settings.isotope``), added to ``gamma_thz`` in the lifetimes.
     """
 
     force_constants: AnharmonicForceConstants
@@ -94,6 +96,7 @@ class ThermalConductivity(Result):
     relaxation: dict | None = None
     n_displacements: int = 0
     timings: dict = field(default_factory=dict)
+    gamma_isotope_thz: np.ndarray | None = None
 
     kind = "kappa"
 
@@ -123,16 +126,24 @@ class ThermalConductivity(Result):
         return self.kappa_w_per_mk[self._t_index(temperature_k)]
 
     @property
+    def gamma_total_thz(self) -> np.ndarray:
+        """Γ of every scattering process included (phonon–phonon, isotopes), shape (nT, nq, nb), THz."""
+        if self.gamma_isotope_thz is None:
+            return self.gamma_thz
+        return self.gamma_thz + self.gamma_isotope_thz[None]
+
+    @property
     def lifetimes_ps(self) -> np.ndarray:
-        """Phonon lifetimes τ = 1/(4πΓ), shape (nT, nq, nb), ps (inf where Γ = 0)."""
+        """Phonon lifetimes τ = 1/(4πΓ) with every scattering process included, shape (nT, nq, nb), ps (inf where
+        Γ = 0)."""
+        g = self.gamma_total_thz
         with np.errstate(divide="ignore"):
-            return np.where(self.gamma_thz > 0, 1.0 / (4.0 * np.pi * np.where(self.gamma_thz > 0, self.gamma_thz, 1.0)),
-                            np.inf)
+            return np.where(g > 0, 1.0 / (4.0 * np.pi * np.where(g > 0, g, 1.0)), np.inf)
 
     @property
     def linewidths_thz(self) -> np.ndarray:
-        """Full width at half maximum 2Γ, shape (nT, nq, nb), THz."""
-        return 2.0 * self.gamma_thz
+        """Full width at half maximum 2Γ (every scattering process included), shape (nT, nq, nb), THz."""
+        return 2.0 * self.gamma_total_thz
 
     @property
     def mean_free_paths_a(self) -> np.ndarray:
@@ -235,6 +246,8 @@ class ThermalConductivity(Result):
             w.create_dataset("kappa", data=self.kappa_w_per_mk)
             w.create_dataset("mode_kappa", data=self.mode_kappa_w_per_mk, compression="gzip")
             w.create_dataset("gamma", data=self.gamma_thz, compression="gzip")
+            if self.gamma_isotope_thz is not None:
+                w.create_dataset("gamma_isotope", data=self.gamma_isotope_thz, compression="gzip")
             w.create_dataset("qpoint", data=self.qpoints)
             w.create_dataset("weight", data=np.asarray(self.weights, dtype="intc"))
             mfp = self.mean_free_paths_a
@@ -372,6 +385,8 @@ def conductivity(fc: AnharmonicForceConstants, settings: KappaSettings | None = 
     if settings.method == "lbte":
         mode_kappa = mode_kappa[:, :nq]
     gamma = np.array(tc.gamma[0], float)[:, :nq]
+    gi = getattr(tc, "gamma_isotope", None) if settings.isotope else None
+    gamma_iso = np.array(gi[0], float)[:nq] if gi is not None else None
     ign = getattr(tc, "number_of_ignored_phonon_modes", None)  # RTA only
     ignored = (np.array(ign[0], dtype=np.int64) if ign is not None
                else np.full(len(settings.temperatures_k), -1, dtype=np.int64))
@@ -393,7 +408,7 @@ def conductivity(fc: AnharmonicForceConstants, settings: KappaSettings | None = 
         mode_heat_capacities_ev_per_k=np.array(tc.mode_heat_capacities, float), mode_kappa_w_per_mk=mode_kappa,
         gruneisen=grun, n_ignored_modes=ignored,
         structure=structure, engine=engine, relaxation=relaxation, n_displacements=int(n_displacements),
-        timings=timings,
+        timings=timings, gamma_isotope_thz=gamma_iso,
     )  # fmt: skip
 
 
