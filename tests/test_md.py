@@ -203,6 +203,10 @@ def test_results_save_and_load(low_t, tmp_path):
     eb = atomvib.load(tmp_path / "eff")
     assert isinstance(eb, EffectivePhonons) and eb == eff and eb.force_residual == eff.force_residual
     assert atomvib.results.read_summary(tmp_path / "eff")["effective_force_constants"]["n_frames"] == eff.n_frames
+    # a crystal's IR spectrum needs Born charges: refused before computing, as for any crystal result
+    from atomvib.cli.main import main
+
+    assert main(["ir", str(tmp_path / "eff"), "--out", str(tmp_path / "ir")]) == 2
 
 
 def test_a_trajectory_from_elsewhere(low_t, tmp_path):

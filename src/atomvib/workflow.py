@@ -658,6 +658,12 @@ def kappa(
                          fix="give phono3py_disp.yaml as the input, or drop --forces to compute the forces")
     structure, eng = crystal_and_engine(inp, engine, settings, progress, fmt,
                                         "lattice thermal conductivity is a property of crystals")
+    if eng.info.name == "chgnet":
+        msg = ("CHGNet's third-order force constants depend on the displacement amplitude (its force differences change "
+               "10–17× between 0.005 and 0.05 Å; docs/kappa_validation.md: Si κ 3.5 W/m-K against 124 in DFT): "
+               "use the default engine for κ")
+        warnings.warn(msg, UserWarning, stacklevel=2)
+        progress.message("warning: " + msg)
     timings: dict[str, float] = {}
     structure, relaxation = _relax(structure, eng, settings, timings, progress, checkpoint_dir)
     with progress.stage("planning displacements (phono3py)"):

@@ -139,7 +139,7 @@ def _check_before_computing(inp: Path, args) -> None:
         from ..structure import read_structure
 
         kind, has_born = read_structure(inp, fmt=getattr(args, "format", None)).kind, False
-    if kind not in ("crystal", "force_constants"):
+    if kind not in ("crystal", "force_constants", "effective_phonons"):  # every result a crystal's spectrum comes from
         return
     if args.optical == "raman":
         from ..spectra.raman import crystal_raman_error
