@@ -27,15 +27,22 @@ def _engine_name(info) -> str:
     return str(getattr(info, "name", "") or "")
 
 
+def draw_bands(ax, bands, frequencies_thz=None, **style) -> None:
+    """Branches of a band path on ``ax``, one line per path segment (no line across a jump between segments);
+    ``frequencies_thz`` (nq, nb) on the same path replaces the path's own."""
+    f = bands.frequencies_thz if frequencies_thz is None else frequencies_thz
+    start = 0
+    for end in bands.segment_ends:
+        ax.plot(bands.distances[start:end], f[start:end], **style)
+        start = end
+
+
 def plot_band_dos(result, path: Path, title: str | None = None) -> Path:
     """Dispersion (left) and total/partial DOS (right) of a crystal result, THz."""
     bands, dos = result.band_structure(), result.dos()
     fig = new_figure(figsize=(9, 4.5))
     ax, axd = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 1], "wspace": 0.05})
-    start = 0
-    for end in bands.segment_ends:
-        ax.plot(bands.distances[start:end], bands.frequencies_thz[start:end], color="C0", lw=1.2)
-        start = end
+    draw_bands(ax, bands, color="C0", lw=1.2)
     for d, _lab in bands.labels:
         ax.axvline(d, color="0.7", lw=0.6)
     ax.set_xticks([d for d, _ in bands.labels])

@@ -266,6 +266,12 @@ def _crystal(structure, eng, settings, born, checkpoint_dir, progress: Progress)
 
 def read_born(born, plan_or_phonopy):
     """NAC parameters from a BORN file for the primitive cell of a plan or phonopy object."""
+    ph = plan_or_phonopy._phonopy() if hasattr(plan_or_phonopy, "_phonopy") else plan_or_phonopy
+    return _parse_born(born, ph.primitive, ph.symmetry.tolerance)
+
+
+def _parse_born(born, primitive, symprec: float, factor: float | None = None):
+    """NacParams of a BORN file for ``primitive`` (``factor``: set the unit factor, which phono3py needs given)."""
     from phonopy.file_IO import parse_BORN
 
     from .harmonic.force_constants import NacParams
@@ -273,11 +279,12 @@ def read_born(born, plan_or_phonopy):
     p = Path(born)
     if not p.is_file():
         raise InputError(f"{born}: no such BORN file", fix="check the path")
-    ph = plan_or_phonopy._phonopy() if hasattr(plan_or_phonopy, "_phonopy") else plan_or_phonopy
     try:
-        d = parse_BORN(ph.primitive, symprec=ph.symmetry.tolerance, filename=str(p))
+        d = parse_BORN(primitive, symprec=symprec, filename=str(p))
     except Exception as exc:  # phonopy raises several types for malformed files
         raise InputError(f"{born}: cannot read BORN file ({exc})", fix="check it matches the primitive cell") from None
+    if factor is not None:
+        d.setdefault("factor", factor)
     return NacParams.from_phonopy(d)
 
 
@@ -731,20 +738,10 @@ def _phono3py_symmetry(structure: Structure, symprec: float) -> tuple[Structure,
 
 
 def _read_born_phono3py(born, plan):
-    """NAC parameters from a BORN file for the primitive cell of a κ plan."""
-    from phonopy.file_IO import parse_BORN
-
-    from .harmonic.force_constants import NacParams
-
-    p = Path(born)
-    if not p.is_file():
-        raise InputError(f"{born}: no such BORN file", fix="check the path")
-    ph3 = plan._phono3py()
-    try:
-        d = parse_BORN(ph3.phonon_primitive, symprec=ph3.symmetry.tolerance, filename=str(p))
-    except Exception as exc:  # phonopy raises several types for malformed files
-        raise InputError(f"{born}: cannot read BORN file ({exc})", fix="check it matches the primitive cell") from None
+    """NAC parameters from a BORN file for the phonon primitive cell of a κ plan (the unit factor set: phono3py,
+    unlike phonopy, does not default it)."""
     from phonopy.physical_units import get_calculator_physical_units
 
-    d.setdefault("factor", get_calculator_physical_units(None).nac_factor)  # phono3py needs it set (eV, Å units)
-    return NacParams.from_phonopy(d)
+    ph3 = plan._phono3py()
+    return _parse_born(born, ph3.phonon_primitive, ph3.symmetry.tolerance,
+                       factor=get_calculator_physical_units(None).nac_factor)

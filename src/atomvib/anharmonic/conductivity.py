@@ -289,7 +289,7 @@ def available_memory_bytes() -> int | None:
     return None
 
 
-def _check_lbte_memory(ph3, fc, settings: KappaSettings, mesh) -> None:
+def _check_lbte_memory(ph3, settings: KappaSettings, mesh) -> None:
     limit = settings.max_memory_gb * 1e9 if settings.max_memory_gb is not None else None
     if limit is None:
         avail = available_memory_bytes()
@@ -303,11 +303,11 @@ def _check_lbte_memory(ph3, fc, settings: KappaSettings, mesh) -> None:
     fits = None
     for f in np.linspace(0.95, 0.2, 16):
         trial = tuple(int(x) for x in np.maximum(1, np.round(m * f)))
-        probe = fc.phono3py()
-        probe.mesh_numbers = trial
-        if 2 * collision_matrix_bytes(probe, len(settings.temperatures_k)) <= limit:
+        ph3.mesh_numbers = trial  # only the grid is looked at; the caller's mesh is set back below
+        if 2 * collision_matrix_bytes(ph3, len(settings.temperatures_k)) <= limit:
             fits = trial
             break
+    ph3.mesh_numbers = mesh
     raise ResourceError(
         f"LBTE on the {'x'.join(map(str, mesh))} mesh needs {need / 1e9:.1f} GB for its collision matrix "
         f"({len(settings.temperatures_k)} temperatures), more than the {limit / 1e9:.1f} GB allowed",
@@ -354,7 +354,7 @@ def conductivity(fc: AnharmonicForceConstants, settings: KappaSettings | None = 
         if fmin < -0.1:
             progress.message(f"imaginary modes down to {fmin:.2f} THz: phono3py leaves them out (--allow-imaginary)")
         if settings.method == "lbte":
-            _check_lbte_memory(ph3, fc, settings, mesh)
+            _check_lbte_memory(ph3, settings, mesh)
         kw = {}
         if settings.isotope:
             kw["is_isotope"] = True

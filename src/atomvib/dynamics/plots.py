@@ -47,22 +47,15 @@ def plot_md_dos(vdos, path, harmonic=None, reference=None, title: str | None = N
 
 def plot_effective_dispersion(eff, path, harmonic=None, title: str | None = None) -> Path:
     """Dispersion and DOS of effective phonons (``EffectivePhonons``), the harmonic ones (same band path) dashed."""
-    from ..plot import new_figure
+    from ..plot import draw_bands, new_figure
 
     bands, dos = eff.band_structure(), eff.dos()
     fig = new_figure(figsize=(9, 4.5))
     ax, axd = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 1], "wspace": 0.05})
-    start = 0
-    for end in bands.segment_ends:
-        ax.plot(bands.distances[start:end], bands.frequencies_thz[start:end], color="C3", lw=1.3)
-        start = end
+    draw_bands(ax, bands, color="C3", lw=1.3)
     ax.plot([], [], color="C3", lw=1.3, label=f"effective, {eff.temperature_k:.0f} K")
     if harmonic is not None and harmonic.band_structure().frequencies_thz.shape == bands.frequencies_thz.shape:
-        hb = harmonic.band_structure()
-        start = 0
-        for end in hb.segment_ends:
-            ax.plot(bands.distances[start:end], hb.frequencies_thz[start:end], color="C0", lw=1.0, ls="--")
-            start = end
+        draw_bands(ax, bands, harmonic.band_structure().frequencies_thz, color="C0", lw=1.0, ls="--")
         ax.plot([], [], color="C0", lw=1.0, ls="--", label="harmonic (0 K)")
         hd = harmonic.dos()
         axd.plot(hd.total, hd.frequencies_thz, color="C0", lw=1.0, ls="--")
