@@ -553,3 +553,33 @@ def test_qha_task_stores_thermal_expansion_at_300k(tmp_path, inproc):
     q = atomvib.load(row["result_dir"])
     a300 = q.at(300.0)["thermal_expansion_volumetric_per_K"]
     assert row["thermal_expansion_300k_per_k"] == pytest.approx(a300) and 3e-5 < a300 < 1e-4  # EMT Cu: 3×20.8e-6
+
+
+def test_md_then_tdep_tasks(tmp_path, inproc, capsys):
+    """md writes its trajectory as a file the row references; tdep fits it (ω_max, has_imaginary in the store);
+    a rerun computes nothing; another temperature is another row; the CLI's --md-* options reach the tasks."""
+    from atomvib.dynamics.settings import MDSettings
+
+    write(tmp_path / "Al.cif", bulk("Al", "fcc", a=4.05))
+    db = tmp_path / "md.db"
+    md = MDSettings(temperature_k=200.0, timestep_fs=4.0, steps=300, equilibration_steps=100, write_every=2,
+                    supercell=(2, 2, 2))
+    s = run_batch([tmp_path / "Al.cif"], tasks=["md", "tdep"], settings=FAST, db=db, client=inproc,
+                  task_options={"md": md, "tdep": md})
+    assert (s.done, s.failed) == (2, 0)
+    store = Store(db)
+    df = store.calculations().set_index("task")
+    row = store.get_calculation(df.loc["md", "key"])
+    traj = Path(json.loads(row.summary_json)["trajectory"])
+    assert traj.is_file() and traj.parent == Path(df.loc["md", "result_dir"])
+    assert 8.0 < df.loc["tdep", "omega_max_thz"] < 10.0 and not df.loc["tdep", "has_imaginary"]
+    assert json.loads(row.settings_json)["task_options"]["temperature_k"] == 200.0
+    again = run_batch([tmp_path / "Al.cif"], tasks=["md", "tdep"], settings=FAST, db=db, client=inproc,
+                      task_options={"md": md, "tdep": md})
+    assert again.done == 0 and again.already_done == 2
+    hot = dataclasses.replace(md, temperature_k=400.0)
+    third = run_batch([tmp_path / "Al.cif"], tasks=["md"], settings=FAST, db=db, client=inproc,
+                      task_options={"md": hot})
+    assert third.done == 1 and len(Store(db).calculations()) == 3
+    rc = main(["batch", str(tmp_path / "Al.cif"), "--tasks", "md", "--md-time", "-1", "--db", str(db), *FAST_CLI])
+    assert rc == 2 and "--md-time" in capsys.readouterr().err

@@ -168,7 +168,8 @@ def test_force_removes_only_stale_files_of_the_same_command(work, tmp_path, caps
     assert not (out / "ins.png").exists()
     # a direct-geometry map, then an indirect spectrum again: the map file goes
     assert main([str(a) for a in [*base, "--no-plot", "--force", "-i", "arcs", "--ei", "40"]]) == 0
-    assert (out / "ins_map.h5").is_file() and not (out / "ins.csv").exists()
+    # ins.csv is now the map's |Q| cut (issue 16), not the stale VISION spectrum
+    assert (out / "ins_map.h5").is_file() and "q_range_ainv=" in (out / "ins.csv").read_text().splitlines()[0]
     assert type(atomvib.load(out)).__name__ == "InsMap"
     assert main([str(a) for a in [*base, "--no-plot", "--force"]]) == 0
     assert not (out / "ins_map.h5").exists() and (out / "ins.csv").is_file()

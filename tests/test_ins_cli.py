@@ -91,6 +91,12 @@ def test_arcs_map_h5(mgo, tmp_path, capsys):
         assert f["energy_mev"][-1] < 90.5
         assert f.attrs["instrument"] == "arcs"
     assert np.isnan(z).any() and np.nanmin(z) >= 0
+    # the 1D cut for `atomvib compare`: compare's default |Q| range, covered points only, said in the first line
+    head, cols = (tmp_path / "a" / "ins.csv").read_text().splitlines()[:2]
+    assert head.startswith("# atomvib ins: ARCS powder map at Ei 100 meV") and "q_range_ainv=3,9" in head
+    assert cols == "energy_meV,intensity,n_q_points"
+    cut = np.loadtxt(tmp_path / "a" / "ins.csv", delimiter=",", skiprows=2)
+    assert 0 < cut[:, 2].min() and cut[:, 2].max() == 61 and np.all(cut[:, 1] >= 0)
 
 
 @pytest.mark.parametrize(

@@ -351,3 +351,196 @@ def test_bcc_copper_unstable_at_0K_is_stabilised_at_1000K():
                        write_every=10, friction_per_ps=2.0)
         eff = effective_phonons(run_md(cu, settings=s), settings=PhononSettings(mesh_density=30))
         assert eff.has_imaginary is not stable, (temp, eff.min_frequency_thz)
+
+
+# ------------------------------------------------------------------------------------------ mode line shapes
+def test_mode_spectra_at_low_temperature_are_the_harmonic_lines(low_t, harmonic, tmp_path):
+    """20 K. NVE: each mode at a commensurate q is one undamped oscillator, so its line peaks at the harmonic
+    frequency (0.5 %) with the window's Gaussian width (FWHM 2.355σ, 5 %). Langevin 1/ps (the shared run): the
+    line of a degenerate pair peaks there within 2 % (one damped oscillator observed over 20 coherence times:
+    statistical error ≈ FWHM/√40 ≈ 0.05 THz = 1 %) with the Voigt width of window and friction,
+    0.5346·f_L + sqrt(0.2166·f_L² + f_G²) (Olivero & Longbothum 1977), within 25 %."""
+    from atomvib.dynamics.modes import ModeSpectra, mode_spectra
+
+    f_g = 2 * np.sqrt(2 * np.log(2)) * 0.1
+    s = MDSettings(engine="emt", supercell=SC, temperature_k=20.0, timestep_fs=4.0, steps=5000,
+                   equilibration_steps=300, write_every=2, ensemble="nve")
+    nve = run_md(AL, settings=s)
+    m = mode_spectra(nve, harmonic, (1 / 3, 0, 1 / 3), sigma_thz=0.1)
+    np.testing.assert_allclose(m.peak_frequencies_thz, m.harmonic_frequencies_thz, rtol=0.005)
+    np.testing.assert_allclose(m.fwhm_thz, f_g, rtol=0.05)
+    np.testing.assert_allclose(np.sum(m.spectra, axis=1) * (m.frequencies_thz[1] - m.frequencies_thz[0]), 1.0, rtol=1e-9)
+    lv = mode_spectra(low_t, harmonic, (1 / 3, 0, 1 / 3), sigma_thz=0.1)
+    f_l = low_t.settings.friction_per_ps / (2 * np.pi)
+    voigt = 0.5346 * f_l + np.sqrt(0.2166 * f_l ** 2 + f_g ** 2)
+    pair = [i for i in range(3) if abs(lv.harmonic_frequencies_thz[i] - lv.harmonic_frequencies_thz[0]) < 1e-6]
+    assert len(pair) == 2
+    peak, width = lv.line(pair)
+    assert peak == pytest.approx(lv.harmonic_frequencies_thz[0], rel=0.02)
+    assert width == pytest.approx(voigt, rel=0.25)
+    # at Γ the acoustic modes are the fixed centre of mass: no line
+    g = mode_spectra(low_t, harmonic, (0, 0, 0), sigma_thz=0.1)
+    assert np.all(np.isnan(g.peak_frequencies_thz))
+    with pytest.raises(InputError, match="not commensurate"):
+        mode_spectra(low_t, harmonic, (0.5, 0, 0.5), sigma_thz=0.1)
+    m.save(tmp_path / "modes")
+    back = atomvib.load(tmp_path / "modes")
+    assert isinstance(back, ModeSpectra) and back == m and (tmp_path / "modes" / "mode_spectra.csv").is_file()
+
+
+# ------------------------------------------------------------------------------------------ harmonic sampling
+def test_harmonic_sampling_at_low_temperature_is_the_harmonic_result(harmonic, tmp_path):
+    """Classical sampling at 20 K: converged in a few iterations; ω_max within 1 % and DOS overlap ≥ 0.95 of the
+    harmonic phonons (as the MD fit at 20 K)."""
+    from atomvib.dynamics.sampling import SamplingSettings, sampled_phonons
+
+    eff = sampled_phonons(AL, settings=_settings(temperature_k=20.0, relax=True), sampling=SamplingSettings(statistics="classical"),
+                          phonon_settings=PhononSettings(mesh_density=40, dos_sigma_thz=0.1, primitive=False))
+    assert isinstance(eff, EffectivePhonons) and eff.method == "harmonic sampling"
+    assert eff.sampling["converged"] and len(eff.sampling["iterations"]) <= 4
+    assert eff.omega_max_thz == pytest.approx(harmonic.omega_max_thz, rel=0.01)
+    overlap = dos_overlap(eff.dos().frequencies_thz, eff.dos().total, harmonic.dos().frequencies_thz,
+                          harmonic.dos().total)
+    assert overlap >= 0.95, overlap
+    # quantum amplitudes at 20 K are the zero-point ones: larger than the classical k_BT/(mω²)
+    q = sampled_phonons(AL, settings=_settings(temperature_k=20.0, relax=True), harmonic=harmonic,
+                        sampling=SamplingSettings(statistics="quantum", max_iterations=1))
+    assert q.displacement_rms_a > 1.5 * eff.displacement_rms_a
+    eff.save(tmp_path / "s")
+    back = atomvib.load(tmp_path / "s")
+    assert back == eff and back.sampling["iterations"] == eff.sampling["iterations"]
+
+
+def test_harmonic_sampling_stabilises_bcc_copper_at_1000K():
+    """EMT bcc Cu (imaginary at N at 0 K): classical sampling at 1000 K gives real effective phonons, at 10 K
+    not (the same answer as MD, test_bcc_copper_unstable_at_0K_is_stabilised_at_1000K), in seconds."""
+    from atomvib.dynamics.sampling import SamplingSettings, sampled_phonons
+
+    cu = bulk("Cu", "bcc", a=2.87)
+    for temp, stable in ((10.0, False), (1000.0, True)):
+        eff = sampled_phonons(cu, settings=_settings(temperature_k=temp, relax=True), sampling=SamplingSettings(statistics="classical"),
+                              phonon_settings=PhononSettings(mesh_density=30, primitive=False))
+        assert eff.sampling["converged"]
+        assert eff.has_imaginary is not stable, (temp, eff.min_frequency_thz)
+        assert eff.sampling["notes"]  # the 0 K phonons are unstable: said
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(n_snapshots=1), "--snapshots"), (dict(mixing=0.0), "--mixing"), (dict(mixing=1.5), "--mixing"),
+    (dict(statistics="boltzmann"), "statistics"), (dict(tolerance_thz=-1), "--tolerance"),
+])
+def test_bad_sampling_settings_are_one_line(kw, match):
+    from atomvib.dynamics.sampling import SamplingSettings
+
+    with pytest.raises(InputError, match=match):
+        SamplingSettings(**kw)
+
+
+def test_cli_sampling_and_modes(tmp_path, capsys):
+    from atomvib.cli.main import main
+
+    write(tmp_path / "Al.cif", AL)
+    out = tmp_path / "s"
+    assert main(["md", str(tmp_path / "Al.cif"), "-e", "emt", "-T", "300", "--sampling", "--supercell", "3", "3", "3",
+                 "--statistics", "classical", "--mesh-density", "20", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "by harmonic sampling" in text and "converged" in text
+    for f in ("sampling/summary.json", "sampling/convergence.png", "sampling/band_dos.png", "sampling/phonopy.yaml"):
+        assert (out / f).is_file(), f
+    s = atomvib.results.read_summary(out / "sampling")["effective_force_constants"]
+    assert s["method"].startswith("self-consistent harmonic sampling") and s["sampling"]["converged"]
+    run = tmp_path / "run"
+    assert main(["md", str(tmp_path / "Al.cif"), "-e", "emt", "-T", "100", "--time", "7", "--timestep", "4",
+                 "--supercell", "3", "3", "3", "--ensemble", "nve", "--equilibration", "200", "--write-every", "2",
+                 "--modes", "0.3333333333", "0", "0.3333333333", "--mode-sigma", "0.2", "--mesh-density", "20",
+                 "--out", str(run)]) == 0
+    assert "harmonic → peak" in capsys.readouterr().out
+    assert (run / "modes" / "modes.png").is_file() and (run / "modes" / "mode_spectra.csv").is_file()
+    assert main(["md", str(tmp_path / "Al.cif"), "-e", "emt", "-T", "100", "--sampling", "--snapshots", "1",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "--snapshots" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ IR from the dipole
+class _HarmonicDipoleEngine(atomvib.engines.base.Engine):
+    """A harmonic molecule (springs along the bonds of a bent triatomic, Hessian at the start geometry) with a
+    dipole linear in the positions (fixed charges): classical MD of it has IR bands that integrate exactly, in
+    expectation, to the harmonic intensities K|Σ_i q_i u_ik|²."""
+
+    periodic = False
+
+    def __init__(self, x0, hessian, charges):
+        super().__init__()
+        self.x0, self.h, self.q = np.asarray(x0), np.asarray(hessian), np.asarray(charges)
+
+    @property
+    def info(self):
+        return atomvib.engines.base.EngineInfo(name="toy-harmonic-dipole", version="1")
+
+    def _make_calculator(self):  # loaded for the engine's identity; the forces come from evaluate
+        return object()
+
+    def evaluate(self, atoms_list, progress=None):
+        out = []
+        for a in atoms_list:
+            u = (a.get_positions() - self.x0).ravel()
+            f = -(self.h @ u).reshape(-1, 3)
+            e = 0.5 * float(u @ self.h @ u)
+            out.append(atomvib.engines.base.Evaluation(energy=e, forces=f, dipole=self.q @ a.get_positions()))
+        return out
+
+
+def _toy_molecule():
+    """Bent triatomic (water-like geometry, masses 16/1/1), Hessian of two bond springs (k = 30 eV/Å²), an
+    angle-like spring between the two H (k = 3 eV/Å²) and a weak tether of every atom to its site (0.05 eV/Å²:
+    a purely quadratic energy has no rotations, and free zero modes would random-walk the dipole), charges
+    −0.6/+0.3/+0.3 e."""
+    from ase import Atoms
+
+    a = Atoms("OH2", positions=[[0, 0, 0.12], [0, 0.76, -0.47], [0, -0.76, -0.47]])
+    x0 = a.get_positions()
+    n = len(a)
+    h = np.zeros((3 * n, 3 * n))
+    for i, j, k in ((0, 1, 30.0), (0, 2, 30.0), (1, 2, 3.0)):
+        d = x0[j] - x0[i]
+        e = d / np.linalg.norm(d)
+        blk = k * np.outer(e, e)
+        for p, q, sgn in ((i, i, 1), (j, j, 1), (i, j, -1), (j, i, -1)):
+            h[3 * p:3 * p + 3, 3 * q:3 * q + 3] += sgn * blk
+    h += 0.05 * np.eye(3 * n)
+    return a, x0, h, np.array([-0.6, 0.3, 0.3])
+
+
+def test_dipole_ir_of_a_harmonic_molecule_integrates_to_the_harmonic_intensities(tmp_path):
+    """Langevin MD (50 K, 0.5 fs, 40 ps, friction 5/ps) of the toy: every band peaks at its normal-mode frequency
+    (within 0.5 % + one grid step) and integrates (between the midpoints to its neighbours) to K|∂μ/∂Q|² of that
+    mode (km/mol, as `atomvib ir`) within 20 % — one mode's kinetic energy averaged over ~200 friction times has a
+    statistical error of 1/√200 ≈ 7 % — and the three together within 10 %."""
+    from atomvib import units
+    from atomvib.dynamics.dipole import DipoleSpectrum, dipole_ir
+
+    a, x0, h, q = _toy_molecule()
+    m = np.repeat(a.get_masses(), 3)
+    w2, vec = np.linalg.eigh(h / np.sqrt(np.outer(m, m)))
+    vib = np.argsort(w2)[-3:]  # the 3 vibrations (the 6 others: the tethered translations and rotations)
+    nu_cm1 = np.sqrt(w2[vib]) / (2 * np.pi) * units.FS_TO_ASE_TIME / units.FS_TO_PS * units.THZ_TO_CM1
+    u = (vec[:, vib] / np.sqrt(m)[:, None]).T.reshape(3, -1, 3)  # (mode, atom, xyz) in Å/√amu
+    harmonic = units.KM_PER_MOL_PER_E2_AMU * np.sum(np.einsum("i,kia->ka", q, u) ** 2, axis=1)
+    eng = _HarmonicDipoleEngine(x0, h, q)
+    s = MDSettings(temperature_k=50.0, timestep_fs=0.5, steps=80000, equilibration_steps=2000, write_every=2,
+                   friction_per_ps=5.0, relax=False)
+    traj = run_md(a, eng, settings=s)
+    assert traj.dipoles is not None and traj.dipoles.shape == (traj.n_frames, 3)
+    ir = dipole_ir(traj, sigma_cm1=10.0)
+    step = ir.wavenumbers_cm1[1] - ir.wavenumbers_cm1[0]
+    edges = np.concatenate([[nu_cm1[0] - 300], 0.5 * (nu_cm1[1:] + nu_cm1[:-1]), [nu_cm1[-1] + 300]])
+    for k, (nu, ref) in enumerate(zip(nu_cm1, harmonic)):
+        assert abs(ir.peak(edges[k], edges[k + 1]) - nu) <= 0.005 * nu + step
+        assert ir.band(edges[k], edges[k + 1]) == pytest.approx(ref, rel=0.20), (nu, ir.band(edges[k], edges[k + 1]), ref)
+    assert ir.band(edges[0], edges[-1]) == pytest.approx(harmonic.sum(), rel=0.10)
+    ir.save(tmp_path / "ir")
+    back = atomvib.load(tmp_path / "ir")
+    assert isinstance(back, DipoleSpectrum) and back == ir and (tmp_path / "ir" / "ir_md.csv").is_file()
+    # a trajectory without dipoles is refused in one line
+    with pytest.raises(InputError, match="no dipoles"):
+        dipole_ir(run_md(AL, settings=_settings(temperature_k=50.0, steps=20, equilibration_steps=0)))

@@ -79,7 +79,7 @@ def test_molecule_hash_is_orientation_and_order_invariant():
 def test_fresh_database_is_at_head_and_reopens(tmp_path):
     db = tmp_path / "a.db"
     s = Store(db)
-    assert s.revision() == Store.head_revision() == "0002"
+    assert s.revision() == Store.head_revision() == "0003"
     Store(db)  # a second open is a no-op upgrade
     con = sqlite3.connect(db)
     tables = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
@@ -108,9 +108,85 @@ def test_database_of_the_first_schema_is_upgraded_keeping_its_rows(tmp_path):
     cols = {r[1] for r in sqlite3.connect(db).execute("pragma table_info(calculations)")}
     assert "kappa_300k_w_per_mk" not in cols
     s2 = Store(db)
-    assert s2.revision() == "0002"
+    assert s2.revision() == Store.head_revision()
     df = s2.calculations()
     assert list(df["key"]) == ["k00001"] and df["kappa_300k_w_per_mk"].isna().all()
+
+
+def test_progress_columns_migration_and_writes(tmp_path):
+    """0003 adds the progress columns to a 0002 database (rows kept); only the run that holds a running row writes
+    its progress; a new claim clears it; another connection reads it."""
+    from alembic import command
+    from alembic.config import Config
+
+    import atomvib.store.db as dbmod
+
+    db = tmp_path / "p.db"
+    s = Store(db)
+    s.plan([_calc(1), _calc(2)])
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(dbmod.__file__).parent / "migrations"))
+    with s.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+    cols = {r[1] for r in sqlite3.connect(db).execute("pragma table_info(calculations)")}
+    assert "progress_done" not in cols and "kappa_300k_w_per_mk" in cols
+    s = Store(db)
+    assert s.revision() == "0003" and list(s.calculations()["key"]) == ["k00001", "k00002"]
+    run = s.start_run("test")
+    assert s.claim(["k00001"], run) == ["k00001"]
+    report = {"stage": "forces of 12 displaced cells", "unit": "calc", "done": 5, "total": 12, "eta_s": 7.5,
+              "updated": 1000.0}
+    assert s.set_progress(run, {"k00001": report, "k00002": report}) == 1  # k00002 is not running
+    assert s.set_progress("another-run", {"k00001": {**report, "done": 99}}) == 0
+    other = Store(db)  # another process's view
+    assert other.progress(["k00001", "k00002"]) == {"k00001": {"status": "running", **report}}
+    s.finish("k00001", run, "failed", error="x")
+    assert other.progress(["k00001"])["k00001"]["status"] == "failed"  # kept afterwards: how far it got
+    s.end_run(run)
+    run2 = s.start_run("again")
+    assert s.claim(["k00001"], run2, retry_failed=True) == ["k00001"]
+    assert other.progress(["k00001"]) == {}  # a new attempt starts without the old one's progress
+    s.close()
+    other.close()
+
+
+def test_worker_progress_reports_are_rate_limited(tmp_path):
+    """A task's counted stages (Progress bars, silent or not) reach the progress file at most once a second."""
+    import time
+
+    from atomvib.batch.runner import PROGRESS_FILE, read_progress, reporting_progress
+    from atomvib.progress import Progress
+
+    calls = []
+    with reporting_progress(tmp_path, every=0.5) as rep:
+        real = rep._update.__func__
+
+        def counted(self, stage, force=False):
+            before = self.last_write
+            real(self, stage, force)
+            if self.last_write != before:
+                calls.append(stage.done)
+
+        rep._update = counted.__get__(rep)
+        bar = Progress(enabled=False).bar(10, "forces of 10 displaced cells")
+        assert read_progress(tmp_path)["done"] == 0  # the stage and its total at once
+        for _ in range(5):
+            bar(1)
+        assert read_progress(tmp_path)["done"] == 0  # within the interval: not written
+        time.sleep(0.55)
+        bar(1)
+        r = read_progress(tmp_path)
+        assert r["done"] == 6 and r["total"] == 10 and r["unit"] == "calc" and r["eta_s"] is not None
+        bar.close()
+        with Progress(enabled=False).stage("not counted"):
+            pass
+    assert calls == [0, 6]
+    assert not (tmp_path / PROGRESS_FILE).exists()  # removed when the task ends
+    b = Progress(enabled=False).bar(3, "outside a task")  # no report: the library's own bar, untouched
+    b(1)
+    b.close()
+    assert not (tmp_path / PROGRESS_FILE).exists()
 
 
 def _calc(i, h="h0"):

@@ -303,6 +303,94 @@ def test_broken_cif_shows_the_error(server, browser, tmp_path):
     _shot(drv, "error")
 
 
+def test_job_list_polls_and_shows_progress(server, browser):
+    """The job list asks for /api/jobs every 2 s without reloading the page and draws a running job's progress
+    (displacements done / total, ETA) as a bar. The answers are stood in for in the page (a real job of this size
+    ends before a poll could see it); test_web.py checks that the server's answers carry the store's progress."""
+    base, _ = server
+    drv = browser
+    drv.get(f"{base}/jobs")
+    drv.execute_script("""
+      window.atomvibMarker = "same page";
+      window.atomvibProgress = {done: 3, total: 12, unit: "calc", eta_s: 42, stage: "forces of 12 displaced cells"};
+      const real = window.fetch;
+      window.fetch = function (url, opts) {
+        if (String(url) !== "/api/jobs") return real(url, opts);
+        const job = {id: "f".repeat(32), name: "slow.cif", formula: "Al2", natoms: 2, engine: "emt",
+                     created: Date.now() / 1000, status: "running", key: "0123456789abcdef", elapsed: 30,
+                     error: "", progress: window.atomvibProgress};
+        return Promise.resolve(new Response(JSON.stringify({jobs: [job]}),
+                                            {headers: {"content-type": "application/json"}}));
+      };""")
+    # read in one script: the table is drawn again on every poll (an element found before may be gone after)
+    read = """const c = document.querySelector("#jobs tbody tr[data-status='running'] td.progress-cell");
+              return c && {done: c.dataset.done, total: c.dataset.total, text: c.textContent,
+                           value: c.querySelector("progress").value};"""
+    _wait(drv, lambda d: d.execute_script(read), 10, "the progress bar")
+    cell = drv.execute_script(read)
+    assert cell["done"] == "3" and cell["total"] == "12" and cell["value"] == 3
+    assert "3 / 12 displacements" in cell["text"] and "ETA 42 s" in cell["text"]
+    drv.execute_script("window.atomvibProgress = {done: 9, total: 12, unit: 'calc', eta_s: 75, stage: 'forces'}")
+    _wait(drv, lambda d: (d.execute_script(read) or {}).get("done") == "9", 10, "the next poll")
+    assert "ETA 1 min 15 s" in drv.execute_script(read)["text"]
+    assert drv.execute_script("return window.atomvibMarker") == "same page"  # updated in place, not reloaded
+    assert not _js_errors(drv)
+
+
+def test_molecule_modes_ir_and_raman(server, browser, tmp_path):
+    """Water through the pages: the default engine for a molecule (xtb), the normal modes table, a mode animated,
+    IR broadened again on a parameter change, Raman computed on the app's workers when asked."""
+    from selenium.webdriver.common.by import By
+
+    from atomvib.engines import list_engines
+
+    if not any(e["name"] == "xtb" and e["usable"] for e in list_engines()):
+        pytest.skip("no molecule engine with dipoles here (xtb needs tblite)")
+    base, _ = server
+    drv = browser
+    water = tmp_path / "water.xyz"
+    water.write_text("3\nwater\nO 0 0 0.119\nH 0 0.763 -0.477\nH 0 -0.763 -0.477\n")
+    _upload(drv, base, water)
+    _wait(drv, lambda d: _by_id(d, "s-formula").text == "H2O", 60, "the structure facts")
+    assert _by_id(drv, "s-kind").text == "molecule"
+    eng = _by_id(drv, "engine")
+    eng.clear()
+    eng.send_keys("xtb")
+    _by_id(drv, "submit").click()
+    _wait(drv, lambda d: d.current_url.endswith("/jobs"), 30, "the job list")
+    row = "//table[@id='jobs']/tbody/tr[td[2]='water.xyz'][@data-status='{}']"
+    _wait(drv, lambda d: d.find_elements(By.XPATH, row.format("done")) or d.find_elements(
+        By.XPATH, row.format("failed")), 120, "the water job")
+    assert not drv.find_elements(By.XPATH, row.format("failed"))
+    key = drv.find_element(By.XPATH, row.format("done")).get_attribute("data-key")
+    drv.get(f"{base}/results/{key}")
+    _wait(drv, lambda d: _by_id(d, "status").get_attribute("data-state") == "done", 60, "the modes")
+    rows = drv.find_elements(By.CSS_SELECTOR, "#modes-table tbody tr")
+    assert len(rows) == 3 and float(rows[0].find_elements(By.TAG_NAME, "td")[2].text) > 50  # the bend: strong IR
+    rows[1].find_element(By.TAG_NAME, "button").click()
+    _wait(drv, lambda d: _by_id(d, "mode-label").get_attribute("data-mode") == "1", 30, "the animated mode")
+    assert "mode 2" in _by_id(drv, "mode-label").text
+    _shot(drv, "molecule")
+    drv.get(f"{base}/results/{key}/spectra")
+    _wait(drv, lambda d: _by_id(d, "ir-status").get_attribute("data-state") == "done", 60, "the IR spectrum")
+    _wait(drv, lambda d: _by_id(d, "raman-status").get_attribute("data-state") in ("none", "done"), 30, "Raman state")
+    first = drv.execute_script("return document.getElementById('ir').data[0].y.slice()")
+    fwhm = _by_id(drv, "fwhm")
+    fwhm.clear()
+    fwhm.send_keys("40")
+    drv.execute_script("document.getElementById('fwhm').dispatchEvent(new Event('change', {bubbles: true}))")
+    _wait(drv, lambda d: max(d.execute_script("return document.getElementById('ir').data[0].y")) < 0.5 * max(first),
+          30, "the IR spectrum broadened again")
+    if _by_id(drv, "raman-status").get_attribute("data-state") == "none":
+        _by_id(drv, "raman-start").click()
+    _wait(drv, lambda d: _by_id(d, "raman-status").get_attribute("data-state") in ("done", "failed"), 120, "Raman")
+    assert _by_id(drv, "raman-status").get_attribute("data-state") == "done", _by_id(drv, "raman-status").text
+    assert "3643" in _by_id(drv, "raman-status").text  # strongest Raman band: the symmetric stretch
+    assert drv.execute_script("return document.getElementById('raman').data.length") == 2  # curve + sticks
+    _shot(drv, "ir_raman")
+    assert not _js_errors(drv)
+
+
 def test_zz_write_timings():
     if SHOTS and TIMINGS:
         (Path(SHOTS) / "web_timings.json").write_text(json.dumps({k: round(v, 1) for k, v in TIMINGS.items()}, indent=2))

@@ -8,8 +8,25 @@ terminal. ``Progress(enabled=False)`` is silent (API default, batch workers, tes
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from contextlib import contextmanager
+
+#: per thread: a function ``wrap(bar, total, desc, unit) -> bar`` every bar opened in that thread passes through
+_LISTENER = threading.local()
+
+
+@contextmanager
+def bar_listener(wrap):
+    """While the block runs, every :meth:`Progress.bar` opened in this thread (silent ones too) is handed to
+    ``wrap(bar, total, desc, unit)``, whose return value the caller gets: how the batch runner counts the
+    progress of library calls made with ``progress=False``. Other threads are untouched; listeners nest."""
+    previous = getattr(_LISTENER, "wrap", None)
+    _LISTENER.wrap = wrap
+    try:
+        yield
+    finally:
+        _LISTENER.wrap = previous
 
 
 class Progress:
@@ -52,7 +69,9 @@ class Progress:
 
     def bar(self, total: int | None, desc: str, unit: str = "calc"):
         """A tqdm bar (or a no-op stand-in when disabled); call it with the count done, close it at the end."""
-        return _Bar(total, desc, unit, self.enabled and (total is None or total > 0), self._out)
+        b = _Bar(total, desc, unit, self.enabled and (total is None or total > 0), self._out)
+        wrap = getattr(_LISTENER, "wrap", None)
+        return b if wrap is None else wrap(b, total, desc, unit)
 
 
 class _Bar:

@@ -61,6 +61,8 @@ KINDS: dict[str, str] = {
     "kappa": "atomvib.anharmonic.conductivity:ThermalConductivity",
     "md_trajectory": "atomvib.dynamics.md:MDTrajectory",
     "md_dos": "atomvib.dynamics.vacf:VibrationalDos",
+    "mode_spectra": "atomvib.dynamics.modes:ModeSpectra",
+    "md_ir": "atomvib.dynamics.dipole:DipoleSpectrum",
     "effective_phonons": "atomvib.dynamics.tdep:EffectivePhonons",
 }
 #: value types that appear inside results (saved as part of one)

@@ -68,6 +68,11 @@ class PhononSettings:
         Modes below ``-imaginary_tol_thz`` count as imaginary (numerical noise near Γ is above it).
     max_supercell_atoms : int
         Refuse supercells larger than this (memory guard).
+    isotopes : tuple of (str, int) pairs
+        Isotope masses, applied after the forces (which do not depend on them): ``(("H", 2),)`` deuterates every
+        H, ``(("5:O", 18),)`` site 5 (counted from 0, and checked to be O). A dict ``{"H": 2}`` or ``"H=2"``
+        strings are accepted and normalised (:func:`atomvib.harmonic.isotopes.normalise_isotopes`); ``()``: the
+        natural masses (or those the input file sets).
     """
 
     engine: str | None = None
@@ -88,6 +93,7 @@ class PhononSettings:
     summary_temperature_k: float | None = None
     imaginary_tol_thz: float = 0.1
     max_supercell_atoms: int = 2000
+    isotopes: tuple = ()
 
     def __post_init__(self):
         # every numeric option is checked here, once, for the API, the CLI and the batch runner alike
@@ -129,6 +135,9 @@ class PhononSettings:
             )
         object.__setattr__(self, "max_supercell_atoms", _count(
             "max_supercell_atoms", self.max_supercell_atoms, 1, "--max-supercell-atoms", "a limit such as 2000"))
+        from .harmonic.isotopes import normalise_isotopes
+
+        object.__setattr__(self, "isotopes", normalise_isotopes(self.isotopes))
 
     def summary_temperature(self, kind: str) -> float:
         """The temperature (K) reported for a ``kind`` ("crystal" or "molecule") result."""
@@ -142,10 +151,17 @@ class PhononSettings:
         d["temperatures_k"] = list(self.temperatures_k)
         if self.supercell is not None:
             d["supercell"] = list(self.supercell)
+        # {"H": 2, "5:O": 18}, in the order they apply; only when set, so that the dict (and every digest made of
+        # it: settings, batch rows, database keys) of settings without isotopes is that of earlier versions
+        if self.isotopes:
+            d["isotopes"] = dict(self.isotopes)
+        else:
+            d.pop("isotopes")
         return d
 
     def digest(self, exclude: tuple[str, ...] = ("engine",)) -> str:
-        """SHA-256 (16 hex chars) of the settings that change the physics; ``engine`` is keyed separately."""
+        """SHA-256 (16 hex chars) of the settings that change the physics; ``engine`` is keyed separately
+        (``isotopes`` only when set: see :meth:`to_dict`)."""
         d = {k: v for k, v in self.to_dict().items() if k not in exclude}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

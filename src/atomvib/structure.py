@@ -112,6 +112,14 @@ class Structure:
             info=dict(self.info),
         )
 
+    def with_masses(self, masses) -> Structure:
+        """A copy with other atomic masses (amu, shape (natoms,)): isotopes (:mod:`atomvib.harmonic.isotopes`)."""
+        m = np.asarray(masses, dtype=float)
+        if m.shape != (self.natoms,) or not np.all(np.isfinite(m)) or np.any(m <= 0):
+            raise InputError(f"masses must be {self.natoms} finite positive numbers (amu)", fix="give one mass per atom")
+        return Structure(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc, masses=m,
+                         source=self.source, info=dict(self.info))
+
     # ---- facts ----------------------------------------------------------------------------
     @property
     def natoms(self) -> int:

@@ -7,7 +7,9 @@ results (:class:`~atomvib.harmonic.crystal.CrystalPhonons` or
 Forces computed so far are checkpointed to ``checkpoint_dir/forces_checkpoint.npz``, keyed by a hash
 of only what determines them (the displaced cells, the engine's identity and kernel path), so an
 interrupted run resumes where it stopped, a re-run with another mesh or temperature grid reuses every
-displaced cell, and forces from different inputs are never mixed.
+displaced cell, and forces from different inputs are never mixed. Isotope masses
+(``PhononSettings.isotopes``) are applied after the forces, to the force constants or the Hessian, so the key is
+that of the natural-mass structure and a re-run with other isotopes evaluates no force either.
 """
 
 from __future__ import annotations
@@ -146,7 +148,8 @@ def phonons(
     engine : str or Engine, optional
         Engine spec (``atomvib engines``); default SevenNet-l3i5 (``sevennet:7net-l3i5``) for crystals, GFN2-xTB for molecules.
     settings : PhononSettings, optional
-        All workflow settings; keyword ``overrides`` replace single fields.
+        All workflow settings; keyword ``overrides`` replace single fields (e.g. ``isotopes={"H": 2}``:
+        deuterium masses on every H, see :mod:`atomvib.harmonic.isotopes`).
     forces, born : path, optional
         FORCE_SETS and BORN files (for a phonopy yaml input; ``born`` also works with an engine).
     checkpoint_dir : path, optional
@@ -176,6 +179,9 @@ def phonons(
     structure = load_input(inp, fmt=fmt)
     if structure.is_molecule and born is not None:
         raise InputError("--born applies to crystals", fix="drop --born for a molecule")
+    if settings.isotopes:  # sites and symmetry checked before any force is computed
+        _isotope_check(structure if structure.is_molecule or not settings.primitive
+                       else structure.primitive(settings.symprec), settings)
     spec = settings.engine or default_engine_spec(structure.is_molecule)
     with progress.stage(f"loading engine {spec if not isinstance(engine, Engine) else engine.info.name}"):
         eng = engine if isinstance(engine, Engine) else get_engine(spec)
@@ -186,6 +192,13 @@ def phonons(
     if settings.primitive:
         structure = structure.primitive(settings.symprec)
     return _crystal(structure, eng, settings, born, checkpoint_dir, progress)
+
+
+def _isotope_check(structure: Structure, settings: PhononSettings) -> None:
+    """Refuse isotope labels that do not fit ``structure`` (the cell the phonons are computed in)."""
+    from .harmonic.isotopes import apply_isotopes
+
+    apply_isotopes(structure, settings.isotopes, symprec=None if structure.is_molecule else settings.symprec)
 
 
 def _relax(structure, eng, settings, timings, progress: Progress, checkpoint_dir=None):
@@ -256,12 +269,25 @@ def _crystal(structure, eng, settings, born, checkpoint_dir, progress: Progress)
     t0 = time.perf_counter()
     with progress.stage("analysing (force constants, mesh, DOS, band path, thermal)"):
         fc = plan.force_constants(forces, nac=nac)
+        if settings.isotopes:
+            # masses enter only the dynamical matrix: the forces (and their checkpoint key) are the natural ones
+            fc, structure = _isotope_fc(fc, structure, settings)
         result = analyse_crystal(
             fc, settings, structure=structure, engine=eng.info, n_displacements=plan.n_displacements,
             relaxation=relaxation, timings=timings,
         )
     timings["analysis"] = time.perf_counter() - t0
     return result
+
+
+def _isotope_fc(fc, structure: Structure, settings: PhononSettings):
+    """(force constants, structure) with the masses of ``settings.isotopes`` (sites of ``fc.unitcell``)."""
+    from .harmonic.isotopes import with_isotopes
+
+    fc = with_isotopes(fc, settings.isotopes)
+    if structure.natoms == fc.unitcell.natoms and np.array_equal(structure.numbers, fc.unitcell.numbers):
+        structure = structure.with_masses(fc.unitcell.masses)
+    return fc, structure
 
 
 def read_born(born, plan_or_phonopy):
@@ -305,6 +331,8 @@ def phonons_from_phonopy(yaml_path, forces=None, born=None, settings: PhononSett
     settings = settings or PhononSettings()
     with progress.stage("reading phonopy files, building force constants"):
         fc, n_disp = read_phonopy_files(yaml_path, forces, born, settings, fmt=fmt)
+    if settings.isotopes:
+        fc, _ = _isotope_fc(fc, fc.unitcell, settings)
     engine = EngineInfo(
         name="phonopy-files", version=phonopy.__version__, model=str(Path(yaml_path).resolve()),
         model_sha256=_sha256(yaml_path),
@@ -547,6 +575,11 @@ def _molecule(structure, eng, settings, checkpoint_dir, progress: Progress, iden
     apt = dipole_derivatives_from_dipoles(dipoles, step) if dipoles is not None else None
     energy = eng.evaluate([structure.to_ase()])[0].energy
     hess = hessian_from_forces(forces[0::2], forces[1::2], step)
+    if settings.isotopes:
+        # masses enter only the mass-weighted Hessian: the forces (and their checkpoint key) are the natural ones
+        from .harmonic.isotopes import apply_isotopes
+
+        structure = apply_isotopes(structure, settings.isotopes)
     freqs, modes = normal_modes(structure, hess)
     return MoleculeVibrations(
         structure=structure, hessian=hess, frequencies_cm1=freqs, modes=modes, energy_ev=energy,

@@ -8,6 +8,12 @@ failed with its message) as soon as it arrives, so an interrupted batch loses no
 
 The driver process is the only writer to the database: workers only compute and write result files.
 That keeps SQLite safe (one process, WAL) and lets workers run where the database is not reachable.
+
+Progress of a running calculation takes the same road: every counted stage a task opens (each
+:meth:`atomvib.progress.Progress.bar`: the displaced cells' forces, relaxation steps) is also counted into
+:data:`PROGRESS_FILE` in its result directory by the worker, at most once a second, and the driver copies
+what changed into the row (``progress_*`` columns, :meth:`atomvib.store.Store.set_progress`) at most once a
+second, so any process reading the store (``atomvib serve``'s job list) sees done / total and an ETA.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -48,6 +55,10 @@ STRUCTURE_SUFFIXES = {
 STRUCTURE_NAMES = ("POSCAR", "CONTCAR")
 #: written by the worker next to a finished result: the row the driver records (see _finished_on_disk)
 ROW_FILE = ".batch_row.json"
+#: written by the worker while a task runs: its counted stage (the driver copies it into the row); removed at the end
+PROGRESS_FILE = ".batch_progress.json"
+#: at most one progress report per this many seconds (worker → file, and driver → store)
+PROGRESS_EVERY_S = 1.0
 THREAD_ENV = {
     "ATOMVIB_THREADS": "1",
     "OMP_NUM_THREADS": "1",
@@ -230,7 +241,8 @@ def load_upstream(task: str, result_dir: Path | None):
 
 
 def run_task(
-    task: str, structure, engine: str, settings: PhononSettings, out_dir: str, checkpoint_dir: str | None = None
+    task: str, structure, engine: str, settings: PhononSettings, out_dir: str, checkpoint_dir: str | None = None,
+    options=None,
 ) -> dict:
     """Run one task in a worker; never raises for a computation failure (returns status failed).
 
@@ -239,11 +251,12 @@ def run_task(
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _run_task(task, structure, engine, settings, out_dir, checkpoint_dir)
+        return _run_task(task, structure, engine, settings, out_dir, checkpoint_dir, options)
 
 
 def _run_task(
-    task: str, structure, engine: str, settings: PhononSettings, out_dir: str, checkpoint_dir: str | None = None
+    task: str, structure, engine: str, settings: PhononSettings, out_dir: str, checkpoint_dir: str | None = None,
+    options=None,
 ) -> dict:
     """The body of :func:`run_task`.
 
@@ -280,8 +293,10 @@ def _run_task(
             upstream_dir=upstream_dir,
             upstream_result=upstream_result,
             checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
+            options=options if options is not None else spec.default_options(),
         )
-        res = spec.fn(structure, ctx)
+        with reporting_progress(out):
+            res = spec.fn(structure, ctx)
     except AtomvibError as exc:
         return _failed(task, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
     except Exception as exc:  # a bug or a library failure: keep the batch going, keep the traceback
@@ -302,6 +317,105 @@ def _run_task(
     }
     _write_row_file(out, done)
     return done
+
+
+# -- progress of a running task (worker side) ---------------------------------------------------------
+
+
+
+class ProgressReport:
+    """The counted stages of one running task, written to ``out_dir/PROGRESS_FILE`` at most every ``every`` s.
+
+    A report holds the stage last counted: its description, unit, done, total, the ETA from the rate since its
+    first count (a resumed stage starts from its checkpoint's count, not from zero) and the Unix time.
+    """
+
+    def __init__(self, out_dir, every: float = PROGRESS_EVERY_S):
+        self.path = Path(out_dir) / PROGRESS_FILE
+        self.every = float(every)
+        self.lock = threading.Lock()
+        self.last_write = -1e300
+        self.dirty = False
+        self.state: dict | None = None
+
+    def wrap(self, bar, total, desc: str, unit: str):
+        """A bar that counts into this report as well as into ``bar``."""
+        return _CountedBar(bar, self, total, desc, unit)
+
+    def _update(self, stage: _CountedBar, force: bool = False) -> None:
+        now = time.monotonic()
+        with self.lock:
+            eta = None
+            if stage.first is not None and stage.total:
+                n0, t0 = stage.first
+                rate = (stage.done - n0) / (now - t0) if now > t0 else 0.0
+                if rate > 0:
+                    eta = max(0.0, (stage.total - stage.done) / rate)
+            self.state = {"stage": stage.desc, "unit": stage.unit, "done": stage.done,
+                          "total": stage.total, "eta_s": eta, "updated": time.time()}
+            self.dirty = True
+            if not force and now - self.last_write < self.every:
+                return
+            self.last_write = now
+            self.dirty = False
+            state = dict(self.state)
+        tmp = self.path.with_name(f".{PROGRESS_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            tmp.write_text(json.dumps(state))
+            tmp.replace(self.path)
+        except OSError:  # cosmetic: a full disk or a vanished directory must not fail the task
+            tmp.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class _CountedBar:
+    """A :class:`atomvib.progress._Bar` that also counts into a :class:`ProgressReport`."""
+
+    def __init__(self, bar, report: ProgressReport, total, desc: str, unit: str):
+        self.bar, self.report = bar, report
+        self.total = int(total) if total is not None else None
+        self.desc, self.unit = str(desc).strip(), str(unit)
+        self.done = 0
+        self.first = None  # (count, monotonic time) of the first call: the rate is measured from there
+        report._update(self, force=report.state is None)
+
+    def __call__(self, n: int = 1, **postfix):
+        self.bar(n, **postfix)
+        self.done += int(n)
+        if self.first is None:
+            self.first = (self.done, time.monotonic())
+        self.report._update(self)
+
+    def close(self):
+        self.bar.close()
+
+    def __getattr__(self, name):  # anything else a caller asks of its bar
+        return getattr(self.bar, name)
+
+
+@contextlib.contextmanager
+def reporting_progress(out_dir, every: float = PROGRESS_EVERY_S):
+    """While the block runs in this thread, the counted stages it opens are reported to ``out_dir/PROGRESS_FILE``
+    (removed at the end)."""
+    from ..progress import bar_listener
+
+    report = ProgressReport(out_dir, every)
+    try:
+        with bar_listener(report.wrap):
+            yield report
+    finally:
+        report.remove()
+
+
+def read_progress(out_dir) -> dict | None:
+    """The progress a worker last wrote for the task of ``out_dir`` (None when there is none)."""
+    try:
+        d = json.loads((Path(out_dir) / PROGRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
 
 
 # -- cluster ----------------------------------------------------------------------------------------
@@ -513,6 +627,7 @@ def run_batch(
     progress: bool = False,
     quiet: bool = False,
     command: str | None = None,
+    task_options: dict | None = None,
 ) -> BatchSummary:
     """Run ``tasks`` on every structure of ``inputs`` and record everything in the store.
 
@@ -540,6 +655,9 @@ def run_batch(
         Progress bar on stderr.
     quiet : bool
         Keep Dask's own log lines (a worker that died, ...) off stderr while the batch runs.
+    task_options : dict, optional
+        Settings of the tasks that take their own (task name → settings object: ``md`` and ``tdep`` take an
+        :class:`~atomvib.dynamics.settings.MDSettings`); they enter the task's digest and its database row.
 
     Raises
     ------
@@ -555,6 +673,7 @@ def run_batch(
     t_start = time.perf_counter()
     settings = settings or PhononSettings()
     specs = discover_tasks()
+    task_options = dict(task_options or {})
     tasks = [t.strip() for t in tasks if t.strip()]
     unknown = [t for t in tasks if t not in specs]
     if unknown or not tasks:
@@ -597,7 +716,8 @@ def run_batch(
             if t != "relax" and "relax" in tasks[:i]:
                 tset = dataclasses.replace(tset, relax=False)  # already relaxed upstream
             task_spec = specs[t]
-            step = task_spec.step(tset, state, engine_id if task_spec.uses_engine else "")
+            opts = task_options.get(t) if task_spec.options_type is not None else None
+            step = task_spec.step(tset, state, engine_id if task_spec.uses_engine else "", opts)
             row_engine, row_version = task_spec.row_engine() if task_spec.row_engine else (spec, version)
             key = _sha(h, t, row_engine, row_version, step.digest)
             calcs.append(
@@ -608,7 +728,8 @@ def run_batch(
                     "engine": row_engine,
                     "engine_version": row_version,
                     "settings_digest": step.digest,
-                    "settings_json": json.dumps(tset.to_dict()),
+                    "settings_json": json.dumps(
+                        {**tset.to_dict(), **({"task_options": opts.to_dict()} if opts is not None else {})}),
                     "source": s.source,
                 }
             )
@@ -655,7 +776,8 @@ def run_batch(
         with _quiet_dask_logs(quiet):
             try:
                 claimed = store.claim(keys, run_id, retry_failed)
-                drv = _Driver(store, run_id, results_dir, chains, structures, keys, claimed, retries, new_client)
+                drv = _Driver(store, run_id, results_dir, chains, structures, keys, claimed, retries, new_client,
+                              task_options)
                 if drv.held:
                     print(drv.waiting_message(), file=sys.stderr, flush=True)
                 drv.bar = bar = _Bar(len(drv.claimed), progress)
@@ -712,8 +834,10 @@ class _Driver:
     """One run's chains: submits what it claimed, records results as they arrive, and waits for the rows
     another live run holds (taking them up if that run dies or gives them back)."""
 
-    def __init__(self, store, run_id, results_dir, chains, structures, keys, claimed, retries, new_client):
+    def __init__(self, store, run_id, results_dir, chains, structures, keys, claimed, retries, new_client,
+                 task_options=None):
         self.store, self.run_id, self.results_dir = store, run_id, Path(results_dir)
+        self.task_options = dict(task_options or {})
         self.chains, self.retries, self.new_client = chains, retries, new_client
         self.client = self.ac = None
         self.bar = _Bar(0, False)
@@ -725,6 +849,8 @@ class _Driver:
         self.held_at_start = len(self.held)
         self.futures: dict = {}  # future → key, until recorded
         self.submitted: dict[str, tuple[Path, Path | None]] = {}  # key → (result dir, checkpoint dir)
+        self.dask_keys: dict[str, str] = {}  # Dask task key → calculation key, until recorded
+        self.progress_seen: dict[str, int] = {}  # key → mtime (ns) of the progress file last copied
         self.done = self.failed = self.recovered = self.by_other = 0
         self.unrecorded = 0  # finished results that could not be recorded (the database failed)
         # per structure: [hash, index of the next task, what the next task starts from]
@@ -754,12 +880,14 @@ class _Driver:
             tset,
             str(out_dir),
             str(ckpt) if ckpt else None,
+            self.task_options.get(t),
             key=f"atomvib-{t}-{key}-{self.run_id}",
             pure=False,
             retries=self.retries,
         )
         self.futures[fut] = key
         self.submitted[key] = (out_dir, ckpt)
+        self.dask_keys[str(fut.key)] = key
         if self.ac is None:
             from distributed import as_completed
 
@@ -808,8 +936,35 @@ class _Driver:
         self.held -= new | elsewhere
         self.bar.add(len(new))
 
+    def _copy_progress(self, processing: dict) -> None:
+        """Copy what changed in the progress files of this run's executing tasks into their rows (one write)."""
+        reports = {}
+        for tasks in processing.values():
+            for dk in tasks:
+                key = self.dask_keys.get(str(dk))
+                if key is None or key not in self.submitted:
+                    continue
+                path = self.submitted[key][0] / PROGRESS_FILE
+                try:
+                    mtime = path.stat().st_mtime_ns
+                except OSError:
+                    continue
+                if self.progress_seen.get(key) == mtime:
+                    continue
+                report = read_progress(path.parent)
+                if report is not None:
+                    self.progress_seen[key] = mtime
+                    reports[key] = report
+        if reports:
+            try:
+                self.store.set_progress(self.run_id, reports)
+            except AtomvibError:  # progress is cosmetic: a failing database stops the batch at the next record
+                pass
+
     def _record(self, fut) -> None:
         key = self.futures.pop(fut)
+        self.dask_keys.pop(str(fut.key), None)
+        self.progress_seen.pop(key, None)
         try:
             res = fut.result()
         except Exception as exc:  # KilledWorker after too many deaths, or a pickling error
@@ -835,13 +990,13 @@ class _Driver:
             if ready:
                 continue
             now = time.monotonic()
-            if self.futures and now - last_poll > 1.0:
+            if self.futures and now - last_poll > PROGRESS_EVERY_S:
                 try:
                     # 'processing' includes tasks queued on a worker: cap by its threads to count executing ones
                     nthreads = self.client.nthreads()
-                    self.bar.update(
-                        running=sum(min(len(v), nthreads.get(w, 1)) for w, v in self.client.processing().items())
-                    )
+                    processing = self.client.processing()
+                    self.bar.update(running=sum(min(len(v), nthreads.get(w, 1)) for w, v in processing.items()))
+                    self._copy_progress(processing)
                 except Exception:  # scheduler momentarily unreachable: the count is cosmetic
                     pass
                 last_poll = now
@@ -941,6 +1096,8 @@ def _prune_empty(dirs, top: Path | None) -> None:
     """Remove the directories among ``dirs`` (then ``top``) that are empty: a failed calculation leaves none."""
     for d in sorted(set(dirs), key=lambda p: len(p.parts), reverse=True) + ([top] if top else []):
         try:
+            if [p.name for p in d.iterdir()] == [PROGRESS_FILE]:  # left by a worker that was killed mid-task
+                (d / PROGRESS_FILE).unlink()
             d.rmdir()  # only ever removes an empty directory
         except OSError:
             pass

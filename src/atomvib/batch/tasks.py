@@ -143,6 +143,8 @@ class TaskContext:
         Force checkpoint directory shared by every calculation with the same force constants (same
         structure, engine identity, relax and displacement settings): a re-run with another mesh or
         temperature grid evaluates no force. None: ``out_dir``, removed after success.
+    options : object or None
+        The task's own settings (``md``, ``tdep``: an MDSettings), for tasks that declare ``options_type``.
     """
 
     engine: str
@@ -151,6 +153,7 @@ class TaskContext:
     upstream_dir: Path | None = None
     upstream_result: object = None
     checkpoint_dir: Path | None = None
+    options: object = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -198,6 +201,9 @@ class TaskSpec:
         on (the built-ins); None: the digest chains the whole upstream digest (safe for plug-ins).
     row_engine : callable or None
         ``() -> (engine, engine_version)`` recorded on the row for tasks without a force engine.
+    options_type : callable or None
+        For tasks with settings of their own: the settings class (called without arguments for the defaults);
+        the planner then receives the options as a fourth argument.
     """
 
     name: str
@@ -206,6 +212,11 @@ class TaskSpec:
     uses_engine: bool = True
     planner: Callable | None = None
     row_engine: Callable | None = None
+    options_type: Callable | None = None
+
+    def default_options(self):
+        """The task's default settings (None for tasks without settings of their own)."""
+        return self.options_type() if self.options_type is not None else None
 
     def digest(self, settings: PhononSettings, upstream: str = "", engine_id: str = "") -> str:
         """Settings digest of this task (16 hex chars), chained with the digest of the task before it."""
@@ -219,9 +230,11 @@ class TaskSpec:
             return base
         return hashlib.sha256(f"{base}|after:{upstream}".encode()).hexdigest()[:16]
 
-    def step(self, settings: PhononSettings, chain: Chain, engine_id: str) -> Step:
+    def step(self, settings: PhononSettings, chain: Chain, engine_id: str, options=None) -> Step:
         """Plan this task after ``chain``: its digest and the chain it hands on."""
         if self.planner is not None:
+            if self.options_type is not None:
+                return self.planner(settings, chain, engine_id, options if options is not None else self.default_options())
             return self.planner(settings, chain, engine_id)
         d = self.digest(settings, f"{chain.upstream}|{chain.structure}", engine_id)
         # a plug-in may hand on another structure: what follows depends on this task's digest
@@ -274,13 +287,14 @@ def register_task(
     uses_engine: bool = True,
     planner: Callable | None = None,
     row_engine: Callable | None = None,
+    options_type: Callable | None = None,
 ) -> None:
     """Make ``fn(structure, ctx: TaskContext) -> TaskOutput`` available as ``--tasks name``.
 
     ``settings_fields`` (None = all but the engine) and ``uses_engine`` say what changes its result;
     see :class:`TaskSpec` for ``planner`` and ``row_engine``.
     """
-    TASKS[name] = TaskSpec(name, fn, settings_fields, uses_engine, planner, row_engine)
+    TASKS[name] = TaskSpec(name, fn, settings_fields, uses_engine, planner, row_engine, options_type)
 
 
 def _save(result, out_dir: Path) -> None:
@@ -479,7 +493,72 @@ def _qha(structure, ctx: TaskContext) -> TaskOutput:
                       energy_ev=float(np.min(result.energies_ev)), summary=keep)
 
 
+def md_task_settings():
+    """The default settings of the batch ``md``/``tdep`` tasks: :class:`MDSettings` at 300 K (1 fs, 500 + 1000
+    steps); ``atomvib batch --md-temperature/--md-time/--md-timestep`` set others."""
+    from ..dynamics.settings import MDSettings
+
+    return MDSettings()
+
+
+def _plan_md(settings, chain: Chain, engine_id: str, options) -> Step:
+    # the MD relaxes and builds its own cell from the structure it gets (the relax settings: MDSettings')
+    d = _h("md", chain.structure, options.digest(exclude=("engine",)), engine_id)
+    return Step(d, Chain(chain.structure, "", d))
+
+
+def _plan_tdep(settings, chain: Chain, engine_id: str, options) -> Step:
+    d = _h("tdep", chain.upstream, _fields(settings, ("mesh_density", "symprec")), options.digest(exclude=("engine",)))
+    return Step(d, Chain(chain.structure, "", d))
+
+
+def _md_settings(ctx: TaskContext, structure):
+    import dataclasses as dc
+
+    return dc.replace(ctx.options or md_task_settings(), engine=ctx.engine, relax=ctx.settings.relax)
+
+
+def _md(structure, ctx: TaskContext) -> TaskOutput:
+    """MD at the options' temperature; ``trajectory.extxyz`` in the task's directory, referenced from the row."""
+    from ..dynamics.md import run_md
+
+    s = _md_settings(ctx, structure)
+    traj = run_md(structure, settings=s, out=ctx.out_dir / "trajectory.extxyz", force=True)
+    _save(traj, ctx.out_dir)
+    st = traj.statistics()
+    summary = {"trajectory": str(ctx.out_dir / "trajectory.extxyz"), "frames": traj.n_frames,
+               "temperature_K": s.temperature_k, "ensemble": s.ensemble, "timestep_fs": s.timestep_fs,
+               **{k: st[k] for k in ("temperature_mean_K", "temperature_std_K", "time_ps",
+                                     "energy_drift_ev_per_atom_per_ps") if k in st},
+               "performance": dict(traj.timings)}
+    return TaskOutput(structure=structure, summary=summary)
+
+
+def _tdep(structure, ctx: TaskContext) -> TaskOutput:
+    """Effective phonons fitted to the upstream ``md`` task's trajectory (the task needs ``md`` before it)."""
+    from ..dynamics.md import MDTrajectory
+    from ..dynamics.tdep import effective_phonons
+    from ..errors import InputError
+    from ..settings import PhononSettings as _PS
+
+    traj = ctx.upstream_result
+    if traj is None and ctx.upstream_dir is not None and (Path(ctx.upstream_dir) / "result.json").is_file():
+        from ..results import load
+
+        traj = load(ctx.upstream_dir)
+    if not isinstance(traj, MDTrajectory):
+        raise InputError("the tdep task fits the trajectory of an md task", fix="give --tasks md,tdep")
+    eff = effective_phonons(traj, settings=_PS(mesh_density=ctx.settings.mesh_density, symprec=traj.settings.symprec
+                                               if traj.settings else ctx.settings.symprec))
+    _save(eff, ctx.out_dir)
+    s = eff.summary()["effective_force_constants"]
+    return TaskOutput(structure=structure, omega_max_thz=float(eff.omega_max_thz), has_imaginary=bool(eff.has_imaginary),
+                      summary={**s, "min_frequency_THz": float(eff.min_frequency_thz)})
+
+
 register_task("relax", _relax, settings_fields=RELAX_FIELDS, planner=_plan_relax)
+register_task("md", _md, planner=_plan_md, options_type=md_task_settings)
+register_task("tdep", _tdep, planner=_plan_tdep, options_type=md_task_settings)
 register_task("qha", _qha, planner=_plan_qha)
 register_task("kappa", _kappa, planner=_plan_kappa)
 register_task("phonons", _phonons, planner=_plan_phonons)

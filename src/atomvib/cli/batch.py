@@ -71,9 +71,17 @@ def add_parser(sub):
         "--tasks",
         default="phonons",
         metavar="LIST",
-        help="comma-separated tasks in order: relax,phonons[,ins,predict,kappa,qha] (default phonons; kappa, qha: "
-        "atomvib kappa's and atomvib qha's defaults, κ(300 K) and α(300 K) in the database)",
+        help="comma-separated tasks in order: relax,phonons[,ins,predict,kappa,qha] or md[,tdep] (default phonons; "
+        "kappa, qha: atomvib kappa's and atomvib qha's defaults, κ(300 K) and α(300 K) in the database; md: "
+        "NVT Langevin at --md-temperature, the trajectory a file in the row's result directory; tdep: effective "
+        "phonons fitted to it, ω_max and has_imaginary in the database)",
     )
+    g = p.add_argument_group("md and tdep tasks")
+    g.add_argument("--md-temperature", type=float, default=300.0, metavar="K", help="MD temperature, K (default 300)")
+    g.add_argument("--md-time", type=float, default=1.0, metavar="PS", help="MD production time, ps (default 1)")
+    g.add_argument("--md-timestep", type=float, default=1.0, metavar="FS", help="MD timestep, fs (default 1)")
+    g.add_argument("--md-equilibration", type=int, default=500, metavar="N",
+                   help="thermostatted steps before the production (default 500)")
     _add_db_option(p)
     p.add_argument(
         "--results",
@@ -173,6 +181,7 @@ def run(args) -> int:
         progress=not args.quiet,
         quiet=args.quiet,
         command=" ".join(["atomvib", *getattr(args, "argv", [])]) or None,
+        task_options=_task_options(args),
     )
     print(summary.describe())
     return 1 if summary.failed or summary.n_unreadable else 0
@@ -373,3 +382,21 @@ def _show(args) -> int:
                 if k in summ:
                     print(f"    {k}: {summ[k]}")
     return 0
+
+
+def _task_options(args) -> dict:
+    """The md/tdep tasks' MDSettings from the --md-* options (checked here: one line for a bad number)."""
+    from .. import units
+    from ..dynamics.settings import MDSettings
+    from ..errors import InputError
+
+    tasks = {t.strip() for t in args.tasks.split(",")}
+    if not tasks & {"md", "tdep"}:
+        return {}
+    if not (args.md_time == args.md_time and 0 < args.md_time < 1e6):
+        raise InputError(f"--md-time must be a positive time in ps, got {args.md_time!r}", fix="give e.g. --md-time 5")
+    dt = MDSettings(timestep_fs=args.md_timestep).timestep_fs
+    md = MDSettings(temperature_k=args.md_temperature, timestep_fs=dt, equilibration_steps=args.md_equilibration,
+                    steps=int(round(args.md_time / units.FS_TO_PS / dt)), symprec=args.symprec)
+    return {"md": md, "tdep": md}
+

@@ -24,6 +24,38 @@ def add_phonon_options(p) -> None:
     g.add_argument("--tmax", type=float, default=1000.0, metavar="K", help="highest temperature of thermal.csv (default 1000)")
     g.add_argument("--tstep", type=float, default=10.0, metavar="K", help="temperature step of thermal.csv (default 10)")
     g.add_argument("--max-supercell-atoms", type=int, default=2000, metavar="N", help="refuse larger supercells (default 2000)")
+    add_isotope_option(g)
+
+
+ISOTOPE_HELP = ("isotope masses (repeatable): H=2 every H, 5=18 site 5 (counted from 0), 5:O=18 site 5 checked to be O; "
+                "applied in order, to the force constants: no force is computed again (docs/isotopes.md)")
+
+
+def add_isotope_option(group) -> None:
+    """``--isotope TARGET=A`` (repeatable); :func:`isotopes_from_args` reads it."""
+    group.add_argument("--isotope", action="append", metavar="TARGET=A", help=ISOTOPE_HELP)
+
+
+def isotopes_from_args(args) -> tuple:
+    """The normalised ``--isotope`` specification (``()`` for none); one-line errors for bad ones."""
+    from ..harmonic.isotopes import normalise_isotopes
+
+    return normalise_isotopes(getattr(args, "isotope", None) or ())
+
+
+def with_isotope_masses(source, isotopes):
+    """The phonon source of a spectrum with ``isotopes`` applied (no force evaluated): a crystal's force constants
+    (all a spectrum needs: the dispersion, DOS and thermal analysis are not redone), a molecule's modes, or every
+    member of a committee; ``source`` itself without isotopes."""
+    if not isotopes:
+        return source
+    from ..harmonic.crystal import CrystalPhonons
+    from ..harmonic.isotopes import refuse_fitted, with_isotopes
+
+    if isinstance(source, CrystalPhonons):
+        refuse_fitted(source)
+        return with_isotopes(source.force_constants, isotopes)
+    return with_isotopes(source, isotopes)
 
 
 def add_engine_options(p, crystal_only: bool = False) -> None:
@@ -90,4 +122,5 @@ def settings_from_args(args) -> PhononSettings:
         temperatures_k=tuple(temps),
         summary_temperature_k=args.temperature,
         max_supercell_atoms=args.max_supercell_atoms,
+        isotopes=isotopes_from_args(args),
     )

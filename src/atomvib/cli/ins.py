@@ -11,20 +11,31 @@ import numpy as np
 EPILOG = """examples:
   atomvib ins NaCl_atomvib --instrument vision --out nacl_ins           # from an `atomvib phonons` result
   atomvib ins NaCl_atomvib --instrument tosca --order 5 --temperature 20 --out tosca
+  atomvib ins water_atomvib --instrument vision --emax 500 --out water_vision   # an isolated molecule
   atomvib ins MgO_atomvib --instrument arcs --ei 100 --out mgo_arcs     # direct geometry: S(|Q|,E) map
+  atomvib ins al --instrument arcs --ei 80 --temperature 300 --q-range 3 9 --out al_arcs   # map + cut
   atomvib ins MgO_atomvib --instrument generic --ei 60 --resolution 1.5 --angles 5 90 --out gen
   atomvib ins phonopy_disp.yaml --forces FORCE_SETS --born BORN --instrument vision --out v
   atomvib ins Al.cif --engine emt --instrument arcs --ei 50 --out al    # runs `atomvib phonons` first
+  atomvib ins water_atomvib --isotope H=2 --out d2o_vision   # D2O from the H2O force constants (no forces)
 
 instruments: vision, tosca (indirect geometry: 1D spectrum per bank, backward and forward);
              arcs, sequoia, maps, mari, merlin, generic (direct geometry: --ei needed, 2D map)
+INPUT may be a crystal or an isolated molecule (`atomvib phonons molecule.xyz`): the molecule's
+3N-6 (linear 3N-5) normal modes are one Γ point of the same incoherent model (no --mesh).
 
 outputs (in DIR):
   ins.csv       indirect: energy_meV, intensity (backward bank), intensity_forward, one column per
                 element and per phonon order (backward bank); intensities in 1/eV per total
                 scattering cross-section of the cell (OCLIMAX's normalisation)
-  ins_map.h5    direct: q_ainv, energy_mev, intensity (nq × ne, 1/eV, NaN outside the detectors)
-  ins.json      settings, mean-square displacements per element (Å²), cross-sections (barn)
+                direct: the map averaged over --q-range (covered points only): energy_meV,
+                intensity, n_q_points; its first line (#) says the |Q| range, Ei and temperature
+  ins_map.h5    direct: q_ainv, energy_mev, intensity (nq × ne, 1/eV, NaN outside the detectors);
+                `atomvib compare DIR measured.h5` (or ins_map.h5 itself) fits it to a measured map
+  ins.json      settings, mean-square displacements per element (Å²), cross-sections (barn), isotopes
+isotopes: --isotope H=2 (or SITE=A, SITE:ELEMENT=A) recomputes the modes with those masses from the
+  saved force constants and takes the isotope's Sears (1992) cross-section (columns then say 2H);
+  an isotope without tabulated neutron data is refused (docs/isotopes.md lists them)
   summary.json, result.json, arrays.npz   the spectrum (backward bank) or map as a result: atomvib.load(DIR)
   ins.png       the figure
 exit codes: 0 done, 1 computation failed, 2 bad input (message says how to fix it)"""
@@ -41,7 +52,9 @@ def add_parser(sub):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "input", metavar="INPUT", help="atomvib phonons result directory, phonopy yaml, or a structure file"
+        "input",
+        metavar="INPUT",
+        help="atomvib phonons result directory (crystal or molecule), phonopy yaml, or a structure file",
     )
     p.add_argument(
         "--instrument",
@@ -77,6 +90,14 @@ def add_parser(sub):
         help="generic instrument: Gaussian FWHM in meV (default 1%% of Ei)",
     )
     p.add_argument(
+        "--q-range",
+        type=float,
+        nargs=2,
+        metavar=("QMIN", "QMAX"),
+        help="direct geometry: |Q| range in Å^-1 of the 1D cut written to ins.csv (default 3 9, the range "
+        "`atomvib compare` uses, clipped to the map's coverage)",
+    )
+    p.add_argument(
         "--angles",
         type=float,
         nargs=2,
@@ -95,34 +116,31 @@ def add_parser(sub):
     g.add_argument("--format", metavar="FMT", help="ASE format of a structure file whose name does not tell (e.g. vasp)")
     g.add_argument("--forces", metavar="FORCE_SETS", help="phonopy FORCE_SETS for a phonopy_disp.yaml input")
     g.add_argument("--born", metavar="BORN", help="phonopy BORN file")
+    from .common import add_isotope_option
+
+    add_isotope_option(p)
     p.set_defaults(func=run)
 
 
 def _load(args):
     """The typed phonon source of INPUT: a saved result, phonopy files' force constants, or new phonons."""
     from ..errors import InputError
-    from ..harmonic.molecule import MoleculeVibrations
     from ..workflow import PHONOPY_INPUT_SUFFIXES, load_phonons, phonons
+    from .common import isotopes_from_args, with_isotope_masses
 
+    isotopes = isotopes_from_args(args)
     inp = Path(args.input)
     if inp.is_dir():
-        source = load_phonons(inp, born=args.born)
-        if isinstance(source, MoleculeVibrations):
-            raise InputError(
-                f"{inp} holds a molecule result ({source.structure.formula}); `atomvib ins` computes powder spectra "
-                "of crystals",
-                fix="give a crystal's result directory or structure",
-            )
-        return source
+        return with_isotope_masses(load_phonons(inp, born=args.born), isotopes)
     if not inp.is_file():
         raise InputError(f"{inp}: no such file or directory", fix="check the path")
     if inp.suffix.lower() in PHONOPY_INPUT_SUFFIXES:
-        return load_phonons(inp, forces=args.forces, born=args.born)
+        return with_isotope_masses(load_phonons(inp, forces=args.forces, born=args.born), isotopes)
     from .common import apply_trust_flag
 
     apply_trust_flag(args)
     return phonons(str(inp), engine=args.engine, born=args.born, relax=not args.no_relax,
-                   fmt=getattr(args, "format", None), progress=True)
+                   fmt=getattr(args, "format", None), progress=True, isotopes=isotopes)
 
 
 def run(args) -> int:
@@ -131,11 +149,16 @@ def run(args) -> int:
     from ..spectra.ins import incoherent_modes
     from ..spectra.instruments import get_instrument
     from ..spectra.neutron_data import total_cross_sections_barn
+    from .common import isotopes_from_args
 
     _check_numbers(args)
+    isotopes_from_args(args)  # a bad --isotope is refused before anything is loaded
     inst = get_instrument(args.instrument, resolution_fwhm_mev=args.resolution, angle_range_deg=args.angles)
     if args.order < 1 or args.order > 20:
         raise InputError(f"--order {args.order} out of range", fix="use 1..20")
+    if inst.kind == "indirect" and args.q_range is not None:
+        raise InputError(f"--q-range cuts direct-geometry maps; {inst.name} records one |Q| per energy",
+                         fix="drop --q-range, or use a direct-geometry instrument (--instrument arcs --ei E)")
     if inst.kind == "direct" and args.ei is None:
         raise InputError(
             f"{inst.name} is a direct-geometry instrument and needs an incident energy", fix="add --ei MEV"
@@ -144,9 +167,10 @@ def run(args) -> int:
     # before any computation: no overwrite without --force, never over an input, a place that can be written
     od = OutputDir(out, "ins", inputs=[args.input, args.forces, args.born], force=args.force).check()
     source = _load(args)
-    if getattr(source, "kind", None) == "molecule":
+    molecule = getattr(source, "kind", None) == "molecule"
+    if molecule and args.mesh is not None:
         raise InputError(
-            "INS powder spectra need a crystal; this input is a molecule", fix="give a periodic structure"
+            "--mesh was given for a molecule, whose normal modes have no wave vector", fix="drop --mesh"
         )
     if getattr(source, "kind", None) == "committee":
         with od:
@@ -161,6 +185,12 @@ def run(args) -> int:
         "instrument": inst.name,
         "order": args.order,
         "temperature_K": args.temperature,
+        "source": (
+            f"isolated molecule {source.structure.formula}: {len(modes.energies_mev)} normal modes (translations "
+            "and rotations excluded) as one Γ point"
+            if molecule
+            else "crystal: phonons on a Γ-centred q-mesh"
+        ),
         "mesh": list(modes.mesh),
         "msd_A2": {
             el: float(modes.msd_a2[[i for i, x in enumerate(modes.elements) if x == el]].mean())
@@ -168,15 +198,31 @@ def run(args) -> int:
         },
         "cross_sections_barn": total_cross_sections_barn(modes.elements),
         "cross_section_source": "Sears, Neutron News 3(3), 26 (1992): total (coherent + incoherent) bound",
+        "isotopes": dict(isotopes_from_args(args)),
         "approximation": "incoherent, isotropic Debye-Waller, powder; neutron energy loss",
         "intensity_unit": "1/eV, per total scattering cross-section of the cell",
     }
     with od:
         files = _compute_and_write(args, inst, ph, modes, meta, od.stage)
-    print(
-        f"{args.input}: {inst.name.upper()} INS, order {args.order}, {args.temperature:g} K, mesh "
-        f"{'x'.join(map(str, modes.mesh))} -> {out}/ ({', '.join(files + ['ins.json'])})"
+    where = (
+        f"molecule, {len(modes.energies_mev)} normal modes" if molecule else f"mesh {'x'.join(map(str, modes.mesh))}"
     )
+    lines = [
+        f"{args.input}: {inst.name.upper()} INS, order {args.order}, {args.temperature:g} K, {where} -> {out}/ "
+        f"({', '.join(files + ['ins.json'])})"
+    ]
+    if meta["isotopes"]:
+        from ..harmonic.isotopes import format_isotopes
+
+        sig = ", ".join(f"{k} {v:g} b" for k, v in meta["cross_sections_barn"].items())
+        lines.append(f"  isotopes {format_isotopes(meta['isotopes'])}: their masses in the dynamical matrix of the "
+                     f"same force constants; σ_total {sig}")
+    if molecule and getattr(source, "has_imaginary", False):
+        lines.append("  note: imaginary modes of the molecule are left out (relax it further)")
+    if "q_cut" in meta:
+        q = meta["q_cut"]["q_range_ainv"]
+        lines.append(f"  ins.csv: the map averaged over |Q| {q[0]:g}–{q[1]:g} Å^-1 (compare it with `atomvib compare`)")
+    print("\n".join(lines))
     return 0
 
 
@@ -199,6 +245,10 @@ def _check_numbers(args) -> None:
         raise InputError(f"--angles {args.angles[0]} {args.angles[1]} is not a range in 0–180°", fix="e.g. --angles 5 90")
     if args.mesh is not None and (len(args.mesh) not in (1, 3) or min(args.mesh) < 1):
         raise InputError(f"--mesh {' '.join(map(str, args.mesh))}: give 1 or 3 positive integers", fix="e.g. --mesh 16")
+    if args.q_range is not None and (not all(math.isfinite(v) for v in args.q_range) or not
+                                     0 <= args.q_range[0] < args.q_range[1]):
+        raise InputError(f"--q-range {args.q_range[0]} {args.q_range[1]} is not an interval 0 ≤ QMIN < QMAX in Å^-1",
+                         fix="e.g. --q-range 3 9")
     if args.ei is not None and args.emax is not None and args.emax >= args.ei:
         raise InputError(
             f"--emax {args.emax:g} meV is not below the incident energy {args.ei:g} meV", fix="lower --emax"
@@ -249,7 +299,7 @@ def _committee_spectrum(args, inst, committee, out: Path) -> list[str]:
 def _compute_and_write(args, inst, ph, modes, meta, out: Path) -> list[str]:
     """The spectrum or map and its files, written into ``out`` (the staging directory); returns the file names."""
     from ..results import _json_safe
-    from ..spectra.ins import direct_powder_map, indirect_spectrum
+    from ..spectra.ins import default_map_de, direct_powder_map, indirect_spectrum
 
     if inst.kind == "indirect":
         emax = args.emax or 250.0
@@ -289,13 +339,14 @@ def _compute_and_write(args, inst, ph, modes, meta, out: Path) -> list[str]:
             order=args.order,
             modes=modes,
             energy_range_mev=(0.5, emax),
-            de_mev=max(0.05, round(emax / 300, 2)),
+            de_mev=default_map_de(emax),
         )
         m.to_hdf5(out / "ins_map.h5")
         m.save(out, force=True)
         meta["ei_meV"] = args.ei
         meta["angle_range_deg"] = list(inst.angle_range_deg)
-        files = ["ins_map.h5"]
+        meta["q_cut"] = _write_cut(args, m, out / "ins.csv")
+        files = ["ins_map.h5", "ins.csv"]
         if not args.no_plot:
             from ..spectra.plots import plot_map
 
@@ -303,3 +354,31 @@ def _compute_and_write(args, inst, ph, modes, meta, out: Path) -> list[str]:
             files.append("ins.png")
     (out / "ins.json").write_text(json.dumps(_json_safe(meta), indent=2, allow_nan=False))
     return files
+
+
+def _cut_range(args, m) -> tuple[float, float]:
+    """--q-range, or 3–9 Å^-1 (compare's default) clipped to the |Q| the map covers; the whole covered range when
+    that leaves less than 1 Å^-1."""
+    from ..spectra.compare import DEFAULT_Q_RANGE
+
+    if args.q_range is not None:
+        return float(args.q_range[0]), float(args.q_range[1])
+    lo, hi = m.covered_q_range()
+    a, b = max(DEFAULT_Q_RANGE[0], lo), min(DEFAULT_Q_RANGE[1], hi)
+    return (a, b) if b - a >= 1.0 else (lo, hi)
+
+
+def _write_cut(args, m, path: Path) -> dict:
+    """The map averaged over |Q| (detector-covered points only) as ins.csv; the first line names the range in a
+    form `atomvib compare` reads back (``q_range_ainv=a,b``)."""
+    q0, q1 = _cut_range(args, m)
+    e, y, n = m.q_cut(q0, q1)
+    head = (
+        f"# atomvib ins: {m.instrument.upper()} powder map at Ei {m.ei_mev:g} meV, {m.temperature_k:g} K, orders "
+        f"1-{m.order}, averaged over |Q| {q0:g}-{q1:g} 1/Angstrom on the detector-covered points "
+        f"(q_range_ainv={q0:g},{q1:g}); intensity in 1/eV per total scattering cross-section\n"
+        "energy_meV,intensity,n_q_points\n"
+    )
+    body = "\n".join(f"{a:.8g},{b:.8g},{int(c)}" for a, b, c in zip(e, y, n))
+    path.write_text(head + body + "\n")
+    return {"file": "ins.csv", "q_range_ainv": [q0, q1], "columns": "energy_meV, intensity (1/eV), n_q_points"}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from .common import add_engine_options, apply_trust_flag
 
 EPILOG = """examples:
@@ -105,9 +107,37 @@ def add_parser(sub):
     g.add_argument("--quantum-correction", action="store_true",
                    help="also the DOS times the harmonic quantum correction factor (for experiment)")
     g.add_argument("--tdep", action="store_true", help="effective force constants at T (symfc fit) and their phonons")
+    g.add_argument("--modes", type=float, nargs="*", metavar="Q",
+                   help="line shapes of the phonon modes at one q-point from the MD velocities (peak, shift from "
+                   "the harmonic frequency, width): no value = Γ (the Raman-active optical modes), or 3 reduced "
+                   "coordinates commensurate with the supercell")
+    g.add_argument("--mode-sigma", type=float, default=0.1, metavar="THZ",
+                   help="window width (Gaussian σ) of the mode spectra, THz (default 0.1)")
+    g.add_argument("--ir", action="store_true",
+                   help="IR absorption from the dipole autocorrelation (an engine that gives dipoles: xtb, pyscf), in "
+                   "km/mol per cm-1 on the same scale as `atomvib ir`, beside the harmonic IR of the same engine")
+    g.add_argument("--ir-sigma", type=float, default=10.0, metavar="CM1",
+                   help="line width (Gaussian σ) of the MD IR spectrum, cm-1 (default 10)")
     g.add_argument("--no-harmonic", action="store_true", help="do not compute the harmonic phonons for comparison")
     g.add_argument("--mesh-density", type=float, default=100.0, metavar="L",
                    help="q-mesh density of the effective/harmonic DOS and thermal properties (default 100)")
+    from ..dynamics.sampling import SamplingSettings
+
+    sd = SamplingSettings()
+    g = p.add_argument_group("harmonic sampling instead of MD (--sampling)")
+    g.add_argument("--sampling", action="store_true",
+                   help="effective phonons at T without MD: self-consistent sampling of the harmonic phonon "
+                   "distribution (thermal displacements, forces, symfc fit, repeat), into DIR/sampling")
+    g.add_argument("--snapshots", type=int, default=sd.n_snapshots, metavar="N",
+                   help=f"displaced supercells per iteration (default {sd.n_snapshots})")
+    g.add_argument("--iterations", type=int, default=sd.max_iterations, metavar="N",
+                   help=f"iterations at most (default {sd.max_iterations})")
+    g.add_argument("--mixing", type=float, default=sd.mixing, metavar="A",
+                   help=f"share of the new fit in the next force constants (default {sd.mixing:g})")
+    g.add_argument("--tolerance", type=float, default=sd.tolerance_thz, metavar="THZ",
+                   help=f"converged when no commensurate frequency changes by more (default {sd.tolerance_thz:g} THz)")
+    g.add_argument("--statistics", choices=("quantum", "classical"), default=sd.statistics,
+                   help="thermal amplitudes with zero-point motion (quantum, default) or k_BT/(mω²) as MD")
     p.set_defaults(func=run)
 
 
@@ -154,8 +184,12 @@ def run(args) -> int:
         raise OutputExistsError(f"{out} holds another command's results ({read_summary(out).get('kind')})",
                                 fix="give another --out directory, or --force")
     progress = as_progress(not args.quiet)
+    if args.sampling:
+        return _sampling(args, settings, out, progress)
     if args.dos and not args.trajectory:
         _check_dos_length(settings, args.dos_sigma)
+    if args.modes is not None and not args.trajectory:
+        _check_dos_length(settings, args.mode_sigma, "--mode-sigma", "mode line width")
     if args.trajectory:
         traj = _user_trajectory(args, settings, progress)
     else:
@@ -165,19 +199,25 @@ def run(args) -> int:
                       force=args.force, fmt=args.format)
     out.mkdir(parents=True, exist_ok=True)
     traj.save(out, force=True)
-    harmonic = _harmonic(args, traj, settings, out, progress) if (args.dos or args.tdep) else None
+    harmonic = _harmonic(args, traj, settings, out, progress) if (args.dos or args.tdep or args.modes is not None) else None
     lines = [report(args.input, traj)]
     if args.dos:
         lines.append(_dos(args, traj, harmonic, out, progress))
+    eff = None
     if args.tdep:
-        lines.append(_tdep(args, traj, harmonic, out, progress))
+        line, eff = _tdep(args, traj, harmonic, out, progress)
+        lines.append(line)
+    if args.modes is not None:
+        lines.append(_modes(args, traj, eff if eff is not None else harmonic, out))
+    if args.ir:
+        lines.append(_ir(args, traj, out, progress))
     lines.append(f"  written to {out}/")
     if not args.quiet:
         print("\n".join(x for x in lines if x))
     return 0
 
 
-def _check_dos_length(settings, sigma_thz) -> None:
+def _check_dos_length(settings, sigma_thz, option: str = "--dos-sigma", what: str = "DOS line width") -> None:
     """Refuse, before the MD, a production too short for the DOS line width asked for (see vacf_dos)."""
     import math
 
@@ -186,14 +226,14 @@ def _check_dos_length(settings, sigma_thz) -> None:
     from ..errors import InputError
 
     if not (sigma_thz == sigma_thz and sigma_thz > 0):
-        raise InputError(f"--dos-sigma must be > 0 THz, got {sigma_thz!r}", fix="give a width such as 0.1 THz")
+        raise InputError(f"{option} must be > 0 THz, got {sigma_thz!r}", fix="give a width such as 0.1 THz")
     length_ps = settings.steps * settings.timestep_fs * units.FS_TO_PS
     need_ps = 2 * WINDOW_SIGMAS / (2 * math.pi * sigma_thz)
     if length_ps < need_ps:
         raise InputError(
-            f"a production of {length_ps:.3g} ps is too short for a DOS line width of {sigma_thz:g} THz "
+            f"a production of {length_ps:.3g} ps is too short for a {what} of {sigma_thz:g} THz "
             f"(it needs {need_ps:.3g} ps)",
-            fix=f"give --time {math.ceil(need_ps * 10) / 10:g} or more, or --dos-sigma "
+            fix=f"give --time {math.ceil(need_ps * 10) / 10:g} or more, or {option} "
             f"{math.ceil(2 * WINDOW_SIGMAS / (2 * math.pi * max(length_ps, 1e-9)) * 100) / 100:g}",
         )
 
@@ -285,7 +325,98 @@ def _tdep(args, traj, harmonic, out, progress) -> str:
         line += f" (harmonic: {harmonic.omega_max_thz:.3f}, lowest {harmonic.min_frequency_thz:.3f} THz)"
     if eff.has_imaginary:
         line += f"\n  effective phonons still unstable: {eff.instability.describe()}"
+    return line, eff
+
+
+def _modes(args, traj, phonons, out) -> str:
+    """Line shapes at one q-point (DIR/modes) from the velocities projected on ``phonons``' eigenvectors."""
+    from ..dynamics.modes import mode_spectra
+    from ..errors import InputError
+
+    if phonons is None:
+        raise InputError("--modes needs phonons of the same crystal to project on",
+                         fix="drop --no-harmonic (or add --tdep)")
+    q = tuple(args.modes) if args.modes else (0.0, 0.0, 0.0)
+    if len(q) != 3:
+        raise InputError(f"--modes takes 3 reduced coordinates, got {len(q)}", fix="give e.g. --modes 0 0 0")
+    m = mode_spectra(traj, phonons, q, sigma_thz=args.mode_sigma,
+                     structure=args.input if traj.settings is None else None)
+    m.save(out / "modes", force=True)
+    if not args.no_plot:
+        from ..dynamics.plots import plot_mode_spectra
+
+        plot_mode_spectra(m, out / "modes" / "modes.png")
+    lines = [f"  modes at q = {list(q)} ({m.n_frames} frames at {m.temperature_k:.1f} K, window σ {m.sigma_thz:g} THz):"]
+    for h, p, w in zip(m.harmonic_frequencies_thz, m.peak_frequencies_thz, m.fwhm_thz):
+        if p == p:
+            lines.append(f"    {h:8.3f} THz harmonic → peak {p:8.3f} THz ({p - h:+.3f}), FWHM {w:.3f} THz")
+    return "\n".join(lines)
+
+
+def _ir(args, traj, out, progress) -> str:
+    """IR from the dipole autocorrelation (DIR/ir), with the harmonic IR of the same engine for a molecule."""
+    from ..dynamics.dipole import dipole_ir
+
+    with progress.stage("IR from the dipole autocorrelation"):
+        ir = dipole_ir(traj, sigma_cm1=args.ir_sigma)
+    ir.save(out / "ir", force=True)
+    ref = None
+    if not args.no_harmonic and traj.unitcell is None and traj.engine is not None and traj.settings is not None:
+        import atomvib
+
+        from ..spectra.ir import ir_spectrum
+
+        progress.message("harmonic IR of the same engine, for comparison")
+        vib = atomvib.phonons(traj.structure, engine=traj.engine.spec or traj.settings.engine, relax=True,
+                              checkpoint_dir=out / "harmonic", progress=progress)
+        ref = ir_spectrum(vib)
+    if not args.no_plot:
+        from ..dynamics.plots import plot_md_ir
+
+        plot_md_ir(ir, out / "ir" / "ir_md.png", harmonic=ref)
+    top = ir.wavenumbers_cm1[np.argsort(ir.intensity)[::-1][:1]]
+    line = (f"  IR from the dipole autocorrelation ({ir.n_frames} frames at {ir.temperature_k:.1f} K, σ {ir.sigma_cm1:g} "
+            f"cm-1): total {ir.band(0, np.inf):.1f} km/mol, strongest at {float(top[0]):.0f} cm-1")
+    if ref is not None:
+        line += f" (harmonic: total {float(np.sum(ref.intensities)):.1f} km/mol)"
+    for note in ir.notes:
+        line += f"\n  WARNING: {note}"
     return line
+
+
+def _sampling(args, settings, out, progress) -> int:
+    """--sampling: effective phonons at T by self-consistent harmonic sampling, into DIR/sampling."""
+    from ..dynamics.sampling import SamplingSettings, sampled_phonons
+    from ..settings import PhononSettings
+
+    sampling = SamplingSettings(n_snapshots=args.snapshots, max_iterations=args.iterations, mixing=args.mixing,
+                                tolerance_thz=args.tolerance, statistics=args.statistics, seed=args.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    ps = PhononSettings(symprec=settings.symprec, mesh_density=args.mesh_density, primitive=False)
+    eff = sampled_phonons(args.input, settings=settings, sampling=sampling, phonon_settings=ps,
+                          checkpoint_dir=out / "checkpoint", progress=progress, fmt=args.format)
+    eff.save(out / "sampling", force=True)
+    if not args.no_plot:
+        from ..dynamics.plots import plot_sampling_convergence
+        from ..plot import plot_band_dos
+
+        plot_band_dos(eff, out / "sampling" / "band_dos.png")
+        plot_sampling_convergence(eff, out / "sampling" / "convergence.png")
+    rep = eff.sampling
+    it = rep["iterations"][-1]
+    lines = [f"{args.input}: effective phonons at {settings.temperature_k:g} K by harmonic sampling "
+             f"({sampling.statistics}, {sampling.n_snapshots} snapshots × {len(rep['iterations'])} iterations, "
+             f"{'converged' if rep['converged'] else 'NOT converged'}: max |Δω| {it['max_abs_dfreq_thz']:.3f} THz)",
+             f"  omega_max {eff.omega_max_thz:.3f} THz, lowest {eff.min_frequency_thz:.3f} THz, force residual "
+             f"{100 * eff.force_residual:.1f} %, u_rms {eff.displacement_rms_a:.3f} Å"]
+    for note in rep.get("notes", ()):
+        lines.append(f"  WARNING: {note}")
+    if eff.has_imaginary:
+        lines.append(f"  effective phonons still unstable: {eff.instability.describe()}")
+    lines.append(f"  written to {out}/sampling/")
+    if not args.quiet:
+        print("\n".join(lines))
+    return 0
 
 
 def report(inp, traj) -> str:

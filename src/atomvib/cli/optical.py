@@ -18,6 +18,7 @@ IR_EPILOG = """examples:
   atomvib ir phonopy_disp.yaml --forces FORCE_SETS --born BORN --out nacl_ir   # crystal, your DFT forces
   atomvib ir nacl_atomvib/ --born BORN                   # crystal result + Born charges
   atomvib ir nacl_atomvib/ --becs becs.npy               # Born charges (n_atoms, 3, 3) as an array
+  atomvib ir water_atomvib/ --isotope H=2 --out d2o_ir   # D2O from the H2O Hessian (no new forces)
 
 outputs (in DIR, default INPUT_ir next to the input):
   ir.csv         wavenumber_cm1, intensity: the broadened spectrum (km/mol or e²/amu per cm^-1)
@@ -201,7 +202,10 @@ def run(args) -> int:
                    force=args.force).check()
     _check_before_computing(inp, args)
     if inp.is_dir():
-        result = load_phonons(inp, born=args.born)  # saved dipole derivatives and settings come with it
+        from .common import with_isotope_masses
+
+        # saved dipole derivatives and settings come with it; --isotope: new modes from the same force constants
+        result = with_isotope_masses(load_phonons(inp, born=args.born), settings.isotopes)
     else:
         result = phonons(inp, settings=settings, forces=args.forces, born=args.born, progress=not args.quiet,
                          fmt=args.format)
@@ -234,6 +238,7 @@ def run(args) -> int:
         "shape": args.shape,
         "strongest": [{"wavenumber_cm1": w, "intensity": i} for w, i in spec.strongest(5)],
         "source": {k: v for k, v in spec.source.items()},
+        "isotopes": dict(settings.isotopes),
     }
     with od:  # written into a staging directory, moved into place at the end
         spec.write(od.stage, fwhm_cm1=args.fwhm, shape=args.shape, axis_cm1=axis, plot=not args.no_plot)

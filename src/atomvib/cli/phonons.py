@@ -13,6 +13,8 @@ EPILOG = """examples:
   atomvib phonons water.xyz                            # a molecule: GFN2-xTB normal modes
   atomvib phonons phonopy_disp.yaml --forces FORCE_SETS --born BORN   # your own DFT forces
   atomvib phonons a.cif b.cif c.cif --out results      # several inputs, model loaded once
+  atomvib phonons water.xyz --isotope H=2 --out d2o    # D2O: deuterium masses (force constants unchanged)
+  atomvib phonons water.xyz --isotope 1=2 --out hdo    # HDO: site 1 (counted from 0) only
 
 outputs (in DIR, default INPUT_atomvib next to the input):
   summary.json   engine, structure, supercell, omega_max_thz, imaginary modes, thermal at --temperature
@@ -23,7 +25,7 @@ outputs (in DIR, default INPUT_atomvib next to the input):
   band.json      dispersion along seekpath's standard path;  thermal.csv  F, S, Cv, E vs T
   phonopy.yaml   loadable by phonopy (force constants inside);  band_dos.png  the figure
   *_checkpoint.npz  relaxed structure and forces, keyed by what determines them: a re-run with
-                 --force and other --mesh-density/--temperature/--dos-step reuses them (seconds)
+                 --force and other --mesh-density/--temperature/--dos-step/--isotope reuses them (seconds)
 environment:
   ATOMVIB_THREADS  torch threads per process (default: the cores this process may use)
   ATOMVIB_WORKERS  processes sharing the displaced cells of MLIP engines on CPU: this one + workers
@@ -166,6 +168,10 @@ def _report(inp, r, out: Path) -> str:
         return _committee_report(inp, r, out)
     s = r.summary()
     lines = [f"{inp}: {s['structure']['formula']} ({s['kind']}, {r.engine.describe()})"]
+    if r.settings.isotopes:
+        from ..harmonic.isotopes import format_isotopes
+
+        lines.append(f"  isotopes {format_isotopes(r.settings.isotopes)} (masses; forces as computed for the input)")
     if s["kind"] == "crystal":
         th = s["thermal"]
         fu = th["per_formula_unit"]

@@ -99,6 +99,8 @@ def _calculator_class():
             ev = self.engine.evaluate([self.atoms])[0]
             self.results = {"energy": float(ev.energy), "free_energy": float(ev.energy),
                             "forces": np.asarray(ev.forces, dtype=float)}
+            if ev.dipole is not None:  # engines that give it with the forces (xtb, PySCF): the IR from MD
+                self.results["dipole"] = np.asarray(ev.dipole, dtype=float)
 
     return EngineCalculator
 
@@ -143,6 +145,9 @@ class MDTrajectory(Result):
         ``atom_steps_per_s``; ``engine_calls``.
     key : str
         The run's identity (settings, structure, engine): what resuming checks.
+    dipoles : ndarray (nframes, 3), e·Å, or None
+        The dipole moment of each frame, where the engine gives one (xtb, PySCF) or the file holds it
+        (``info["dipole"]``): the IR spectrum from its autocorrelation (:mod:`atomvib.dynamics.dipole`).
     """
 
     structure: Structure
@@ -162,6 +167,7 @@ class MDTrajectory(Result):
     relaxation: dict | None = None
     timings: dict = field(default_factory=dict)
     key: str = ""
+    dipoles: np.ndarray | None = None
 
     kind = "md_trajectory"
 
@@ -208,12 +214,7 @@ class MDTrajectory(Result):
         """A trajectory of the production frames only (or all), every ``stride``-th."""
         idx = np.flatnonzero(self.production) if production_only else np.arange(self.n_frames)
         idx = idx[:: max(1, int(stride))]
-        take = lambda a: None if a is None else np.asarray(a)[idx]  # noqa: E731
-        return dataclasses.replace(
-            self, positions=take(self.positions), velocities=take(self.velocities), forces=take(self.forces),
-            potential_energy_ev=take(self.potential_energy_ev), cells=take(self.cells), steps=take(self.steps),
-            time_fs=take(self.time_fs), production=np.ones(len(idx), dtype=bool),
-        )
+        return dataclasses.replace(_take(self, idx), production=np.ones(len(idx), dtype=bool))
 
     def statistics(self) -> dict:
         """Temperature mean, standard deviation and standard error (block averages) of the production frames,
@@ -600,7 +601,7 @@ def _take(traj: MDTrajectory, idx) -> MDTrajectory:
     return dataclasses.replace(
         traj, positions=take(traj.positions), velocities=take(traj.velocities), forces=take(traj.forces),
         potential_energy_ev=take(traj.potential_energy_ev), cells=take(traj.cells), steps=take(traj.steps),
-        time_fs=take(traj.time_fs), production=take(traj.production),
+        time_fs=take(traj.time_fs), production=take(traj.production), dipoles=take(traj.dipoles),
     )
 
 
@@ -639,6 +640,7 @@ def _frame(atoms, step: int, settings: MDSettings, key: str, fh, memory: list, d
     phase = "equilibration" if step < settings.equilibration_steps else "production"
     forces = np.array(atoms.get_forces(md=True))
     epot = float(atoms.get_potential_energy())
+    dipole = atoms.calc.results.get("dipole") if atoms.calc is not None else None
     if fh is not None:
         from ase.calculators.singlepoint import SinglePointCalculator
         from ase.io import write
@@ -648,12 +650,14 @@ def _frame(atoms, step: int, settings: MDSettings, key: str, fh, memory: list, d
         a.calc = SinglePointCalculator(a, energy=epot, forces=forces)
         a.info = {"step": int(step), "time_fs": float(step * settings.timestep_fs), "temperature_K": temp,
                   "kinetic_energy": ke, "phase": phase, KEY_INFO: key}
+        if dipole is not None:
+            a.info["dipole"] = np.asarray(dipole, dtype=float)
         write(fh, a, format="extxyz")
         fh.flush()
         size = fh.tell()
     else:
         memory.append({"step": step, "positions": atoms.get_positions(), "momenta": atoms.get_momenta(),
-                       "forces": forces, "energy": epot, "cell": np.array(atoms.cell)})
+                       "forces": forces, "energy": epot, "cell": np.array(atoms.cell), "dipole": dipole})
         size = 0
     return {"key": np.array(key), "step": np.array(step), "positions": atoms.get_positions(),
             "momenta": atoms.get_momenta(), "cell": np.array(atoms.cell), "file_size": np.array(size),
@@ -715,6 +719,8 @@ def _from_memory(memory: list[dict], cell: Structure, settings: MDSettings) -> M
         steps=steps,
         time_fs=steps * settings.timestep_fs,
         production=np.ones(len(memory), dtype=bool),
+        dipoles=np.array([m["dipole"] for m in memory], dtype=float) if all(
+            m["dipole"] is not None for m in memory) and memory else None,
     )
 
 
@@ -796,9 +802,21 @@ def read_trajectory(path, structure: Structure | None = None, *, timestep_fs: fl
     elif len(frames) >= 3 and (timestep_fs is not None or all("time_fs" in a.info for a in frames)):
         velocities = finite_difference_velocities(positions, cells, time_fs)
     production = np.array([a.info.get("phase", "production") == "production" for a in frames])
+    dip = [_frame_dipole(a) for a in frames]
+    dipoles = np.array(dip) if all(d is not None for d in dip) else None
     return MDTrajectory(structure=ref, positions=positions, velocities=velocities, forces=forces,
                         potential_energy_ev=energies, cells=cells, steps=steps, time_fs=time_fs,
-                        production=production, source=str(path))
+                        production=production, source=str(path), dipoles=dipoles)
+
+
+def _frame_dipole(a) -> np.ndarray | None:
+    """The dipole of a frame read by ASE: ``info["dipole"]``, or the calculator's (extxyz moves a per-frame
+    ``dipole`` into the single-point calculator's results)."""
+    d = a.info.get("dipole")
+    if d is None and a.calc is not None:
+        d = a.calc.results.get("dipole")
+    d = None if d is None else np.asarray(d, dtype=float)
+    return d if d is not None and d.shape == (3,) else None
 
 
 def _type_like(first, ref: Structure) -> bool:

@@ -77,3 +77,77 @@ def plot_effective_dispersion(eff, path, harmonic=None, title: str | None = None
         ax.text(0.01, 0.02, "imaginary modes (unstable)", transform=ax.transAxes, color="C3", fontsize=9)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return Path(path)
+
+
+def plot_mode_spectra(m, path, title: str | None = None) -> Path:
+    """Spectra of the modes at one q-point (``ModeSpectra``), each with its harmonic frequency marked."""
+    from ..plot import new_figure
+
+    fig = new_figure(figsize=(7, 4))
+    ax = fig.subplots()
+    x = m.frequencies_thz
+    top = 0.0
+    for k, (g, h, p) in enumerate(zip(m.spectra, m.harmonic_frequencies_thz, m.peak_frequencies_thz)):
+        if p != p:  # acoustic at Γ
+            continue
+        ax.plot(x, g, lw=1.2, color=f"C{k % 10}", label=f"mode {k}: {h:.2f} → {p:.2f} THz")
+        ax.axvline(h, color=f"C{k % 10}", lw=0.8, ls="--")
+        top = max(top, p)
+    ax.set_xlim(0, min(x[-1], 1.2 * top + 5 * m.sigma_thz) if top > 0 else x[-1])
+    ax.set_ylim(0, None)
+    ax.set_xlabel("Frequency (THz)")
+    ax.set_ylabel("mode spectrum (1/THz)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title or f"modes at q = {np.round(m.qpoint, 3).tolist()}, MD at {m.temperature_k:.0f} K "
+                 "(dashed: harmonic)", fontsize=10)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return Path(path)
+
+
+def plot_sampling_convergence(eff, path) -> Path:
+    """Self-consistent harmonic sampling: max |Δω| and the lowest frequency per iteration."""
+    from ..plot import new_figure
+
+    rows = eff.sampling["iterations"]
+    it = [r["iteration"] for r in rows]
+    fig = new_figure(figsize=(7, 3.5))
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.semilogy(it, [r["max_abs_dfreq_thz"] for r in rows], "o-", label="max |Δω|")
+    ax1.semilogy(it, [r["rms_dfreq_thz"] for r in rows], "s-", label="RMS |Δω|")
+    ax1.axhline(eff.sampling["settings"]["tolerance_thz"], color="0.5", ls="--", lw=0.8, label="tolerance")
+    ax1.set_xlabel("iteration")
+    ax1.set_ylabel("fit − sampled (THz)")
+    ax1.legend(fontsize=8)
+    ax2.plot(it, [r["min_freq_thz"] for r in rows], "o-", color="C3", label="lowest")
+    ax2.plot(it, [r["max_freq_thz"] for r in rows], "o-", color="C0", label="highest")
+    ax2.axhline(0, color="k", lw=0.5)
+    ax2.set_xlabel("iteration")
+    ax2.set_ylabel("commensurate frequencies (THz)")
+    ax2.legend(fontsize=8)
+    fig.suptitle(f"harmonic sampling at {eff.temperature_k:g} K", fontsize=10)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return Path(path)
+
+
+def plot_md_ir(ir, path, harmonic=None) -> Path:
+    """IR from the dipole autocorrelation, with the harmonic IR (OpticalSpectrum) broadened to the same σ."""
+    from ..plot import new_figure
+
+    fig = new_figure(figsize=(7, 4))
+    ax = fig.subplots()
+    x = ir.wavenumbers_cm1
+    ax.plot(x, ir.intensity, color="k", lw=1.3, label=f"MD, {ir.temperature_k:.0f} K")
+    if harmonic is not None:
+        f = np.asarray(harmonic.frequencies_cm1)
+        w = np.asarray(harmonic.intensities)
+        g = np.exp(-0.5 * ((x[:, None] - f[None, :]) / ir.sigma_cm1) ** 2) / (np.sqrt(2 * np.pi) * ir.sigma_cm1)
+        ax.plot(x, g @ w, color="C0", lw=1.0, ls="--", label="harmonic (same engine, same σ)")
+    top = x[np.flatnonzero(ir.intensity > 1e-3 * ir.intensity.max())[-1]] if ir.intensity.max() > 0 else x[-1]
+    ax.set_xlim(0, min(x[-1], top + 10 * ir.sigma_cm1))
+    ax.set_ylim(0, None)
+    ax.set_xlabel("Wavenumber (cm$^{-1}$)")
+    ax.set_ylabel("IR intensity (km/mol per cm$^{-1}$)")
+    ax.legend(fontsize=8)
+    ax.set_title(f"IR from the dipole autocorrelation (σ = {ir.sigma_cm1:g} cm$^{{-1}}$)", fontsize=10)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return Path(path)

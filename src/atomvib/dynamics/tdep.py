@@ -57,7 +57,12 @@ class EffectivePhonons(CrystalPhonons):
     displacement_rms_a : float
         Root-mean-square displacement from the reference sites, Å.
     trajectory : str
-        The trajectory fitted.
+        The trajectory fitted ("" for harmonic sampling).
+    method : str
+        "md" (fitted to a trajectory) or "harmonic sampling" (:mod:`atomvib.dynamics.sampling`).
+    sampling : dict or None
+        Harmonic sampling only: its settings, ``converged`` and the per-iteration report (``iterations``: max and
+        RMS |Δω| at the commensurate q-points, THz; lowest and highest frequency, THz; force residual; u_rms, Å).
     """
 
     temperature_k: float = float("nan")
@@ -66,13 +71,17 @@ class EffectivePhonons(CrystalPhonons):
     force_residual: float = float("nan")
     displacement_rms_a: float = float("nan")
     trajectory: str = ""
+    method: str = "md"
+    sampling: dict | None = None
 
     def summary(self) -> dict:
         from ..output import crystal_summary
 
         s = crystal_summary(self)
         s["effective_force_constants"] = {
-            "method": "least-squares fit to MD displacements and forces (symfc), TDEP-style",
+            "method": ("least-squares fit to MD displacements and forces (symfc), TDEP-style" if self.method == "md"
+                       else "self-consistent harmonic sampling: least-squares fit (symfc) to forces on thermally "
+                       "displaced supercells"),
             "temperature_K": self.temperature_k,
             "target_temperature_K": self.target_temperature_k,
             "n_frames": self.n_frames,
@@ -80,6 +89,8 @@ class EffectivePhonons(CrystalPhonons):
             "displacement_rms_A": self.displacement_rms_a,
             "trajectory": self.trajectory,
         }
+        if self.sampling is not None:
+            s["effective_force_constants"]["sampling"] = self.sampling
         return s
 
 
@@ -181,7 +192,7 @@ def effective_phonons(
     EffectivePhonons
     """
     from ..harmonic.crystal import analyse_crystal
-    from ..harmonic.force_constants import ForceConstants, new_phonopy
+    from ..harmonic.force_constants import ForceConstants
     from ..progress import as_progress
     from ..workflow import load_input
     from .md import MDTrajectory, read_trajectory
@@ -206,26 +217,12 @@ def effective_phonons(
     if unitcell.is_molecule or not np.all(np.abs(np.linalg.det(t.cells)) > 1e-6):
         raise InputError("effective force constants are for crystals (periodic cells)",
                          fix="use the VACF DOS (--dos) for a molecule")
-    mean_cell = np.mean(np.asarray(t.cells, dtype=float), axis=0)
-    if supercell_matrix is not None:
-        from ..settings import _supercell_matrix
-
-        smat = np.reshape(_supercell_matrix(supercell_matrix), (3, 3)).astype(int)
-    elif traj.supercell_matrix is not None and structure is None:
-        smat = np.asarray(traj.supercell_matrix, dtype=int)
-    else:
-        smat = _infer_supercell(unitcell, mean_cell)
-    # the reference lattice: the unit cell scaled to the trajectory's mean cell (rows: S = Mᵀ U)
-    unit_rows = np.linalg.solve(smat.T.astype(float), mean_cell)
-    ref_unit = Structure(numbers=unitcell.numbers, positions=unitcell.scaled_positions() @ unit_rows,
-                         cell=unit_rows, pbc=(True, True, True), masses=unitcell.masses, source=unitcell.source)
-    ph = new_phonopy(ref_unit, smat, "auto", settings.symprec)
+    smat = None if supercell_matrix is None else supercell_matrix
+    if smat is None and traj.supercell_matrix is not None and structure is None:
+        smat = traj.supercell_matrix
+    ph, ref_unit, perm, frac, mean_cell = reference_sites(t, unitcell, smat, settings.symprec)
     sc = ph.supercell
     ref_frac = np.asarray(sc.scaled_positions)
-    # mean fractional positions of the trajectory's atoms (minimum image from the first frame)
-    frac = np.einsum("fij,fjk->fik", np.asarray(t.positions), np.linalg.inv(np.asarray(t.cells)))
-    mean_frac = frac[0] + _mic_frac(frac - frac[0]).mean(axis=0)
-    perm = map_atoms(ref_frac, sc.numbers, mean_frac, t.structure.numbers, mean_cell)
     u = _mic_frac(frac[:, perm] - ref_frac[None]) @ mean_cell
     masses = np.asarray(sc.masses, dtype=float)
     u -= (np.einsum("i,fij->fj", masses, u) / masses.sum())[:, None, :]
@@ -253,6 +250,36 @@ def effective_phonons(
         displacement_rms_a=float(np.sqrt(np.mean(np.sum(u * u, axis=2)))),
         trajectory=str(Path(t.source)) if t.source else "",
     )
+
+
+def reference_sites(t, unitcell: Structure, supercell_matrix=None, symprec: float = 1e-3):
+    """The ideal sites of a trajectory's atoms.
+
+    Returns ``(ph, ref_unit, perm, frac, mean_cell)``: a phonopy object of ``unitcell`` scaled to the trajectory's
+    mean cell (``ref_unit``) with the trajectory's supercell, ``perm`` such that trajectory atom ``perm[j]`` sits
+    on supercell site ``j``, the fractional positions of every frame (nframes, natoms, 3) and the mean cell (3, 3)
+    rows, Å.
+    """
+    from ..harmonic.force_constants import new_phonopy
+
+    mean_cell = np.mean(np.asarray(t.cells, dtype=float), axis=0)
+    if supercell_matrix is not None:
+        from ..settings import _supercell_matrix
+
+        smat = np.reshape(_supercell_matrix(np.asarray(supercell_matrix).ravel().tolist()), (3, 3)).astype(int)
+    else:
+        smat = _infer_supercell(unitcell, mean_cell)
+    # the reference lattice: the unit cell scaled to the trajectory's mean cell (rows: S = Mᵀ U)
+    unit_rows = np.linalg.solve(smat.T.astype(float), mean_cell)
+    ref_unit = Structure(numbers=unitcell.numbers, positions=unitcell.scaled_positions() @ unit_rows,
+                         cell=unit_rows, pbc=(True, True, True), masses=unitcell.masses, source=unitcell.source)
+    ph = new_phonopy(ref_unit, smat, "auto", symprec)
+    sc = ph.supercell
+    # mean fractional positions of the trajectory's atoms (minimum image from the first frame)
+    frac = np.einsum("fij,fjk->fik", np.asarray(t.positions), np.linalg.inv(np.asarray(t.cells)))
+    mean_frac = frac[0] + _mic_frac(frac - frac[0]).mean(axis=0)
+    perm = map_atoms(np.asarray(sc.scaled_positions), sc.numbers, mean_frac, t.structure.numbers, mean_cell)
+    return ph, ref_unit, perm, frac, mean_cell
 
 
 def force_residual(ph, u: np.ndarray, f: np.ndarray) -> float:

@@ -130,12 +130,14 @@ class MoleculeVibrations(Result):
         return float(0.5 * units.H_EV_S * 1e12 * nu.sum())
 
     def symmetry_number(self) -> int:
-        """Rotational symmetry number from the point group (pymatgen); 1 if it cannot be determined."""
+        """Rotational symmetry number from the point group (pymatgen); 1 if it cannot be determined.
+
+        Isotopes count as different species (HDO: σ = 1, D₂O: σ = 2)."""
         try:
             from pymatgen.core import Molecule
             from pymatgen.symmetry.analyzer import PointGroupAnalyzer
 
-            mol = Molecule(self.structure.symbols, self.structure.positions)
+            mol = Molecule(_symmetry_species(self.structure), self.structure.positions)
             return int(PointGroupAnalyzer(mol, tolerance=0.1).get_rotational_symmetry_number())
         except Exception:  # pymatgen is optional here; 1 is the conservative fallback
             return 1
@@ -183,6 +185,22 @@ class MoleculeVibrations(Result):
         from ..output import write_molecule_files
 
         write_molecule_files(self, out)
+
+
+def _symmetry_species(structure: Structure) -> list[str]:
+    """Element symbols for a point-group search in which each isotope is a species of its own: an isotope label
+    (:func:`atomvib.harmonic.isotopes.species_labels`) is replaced by a noble gas absent from the molecule (only
+    which atoms are alike matters to the symmetry operations found)."""
+    from .isotopes import species_labels
+
+    labels = species_labels(structure.numbers, structure.masses)
+    symbols = structure.symbols
+    if labels == symbols:
+        return symbols
+    spare = [x for x in ("He", "Ne", "Ar", "Kr", "Xe", "Rn", "Og") if x not in symbols]
+    stand_in = {lab: spare[k] for k, lab in enumerate(dict.fromkeys(x for x, s in zip(labels, symbols) if x != s))
+                if k < len(spare)}
+    return [stand_in.get(x, s) for x, s in zip(labels, symbols)]
 
 
 def normal_modes(structure: Structure, hessian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

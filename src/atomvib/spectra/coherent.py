@@ -42,7 +42,47 @@ def euphonic_force_constants(source):
     ph = as_phonopy(source)
     with tempfile.TemporaryDirectory() as tmp:
         ph.save(str(Path(tmp) / "phonopy.yaml"), settings={"force_constants": True})
-        return ForceConstants.from_phonopy(path=tmp, summary_name="phonopy.yaml")
+        fc = ForceConstants.from_phonopy(path=tmp, summary_name="phonopy.yaml")
+    return _isotope_atom_types(fc)
+
+
+def _isotope_atom_types(fc):
+    """Euphonic force constants whose atom types are isotope labels (``"2H"``) where an atom's mass is an
+    isotope's (:func:`atomvib.harmonic.isotopes.species_labels`), so that :func:`scattering_lengths` can give each
+    its own b_c; unchanged without isotopes."""
+    from ase.data import atomic_numbers
+    from euphonic import ForceConstants
+
+    from ..harmonic.isotopes import species_labels
+
+    numbers = [atomic_numbers[str(x)] for x in fc.crystal.atom_type]
+    labels = species_labels(numbers, fc.crystal.atom_mass.to("amu").magnitude)
+    if labels == [str(x) for x in fc.crystal.atom_type]:
+        return fc
+    d = fc.to_dict()
+    d["crystal"]["atom_type"] = np.array(labels)
+    return ForceConstants.from_dict(d)
+
+
+def scattering_lengths(crystal):
+    """Coherent scattering lengths for Euphonic's structure factors: ``"Sears1992"`` (Euphonic's own table) when
+    every atom type is an element, else a dict atom type -> b_c with the isotopes' values from
+    :mod:`atomvib.spectra.neutron_data` (same source, Sears 1992); an isotope without data is refused."""
+    import warnings
+
+    from euphonic import ureg
+
+    from .neutron_data import coherent_scattering_length_fm, is_isotope_label
+
+    types = list(dict.fromkeys(str(x) for x in crystal.atom_type))
+    if not any(is_isotope_label(t) for t in types):
+        return "Sears1992"
+    from euphonic.util import get_reference_data
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        natural = get_reference_data(collection="Sears1992", physical_property="coherent_scattering_length")
+    return {t: coherent_scattering_length_fm(t) * ureg("fm") if is_isotope_label(t) else natural[t] for t in types}
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,7 +133,7 @@ def coherent_path(source, qpoints, energy_bins_mev, *, temperature_k=5.0, dw_mes
     q = np.asarray(qpoints, dtype=float)
     modes = fc.calculate_qpoint_phonon_modes(q, asr="reciprocal")
     dw = _debye_waller(fc, temperature_k, dw_mesh)
-    sf = modes.calculate_structure_factor(dw=dw)
+    sf = modes.calculate_structure_factor(dw=dw, scattering_lengths=scattering_lengths(fc.crystal))
     ebins = np.asarray(energy_bins_mev, dtype=float) * ureg("meV")
     t = None if temperature_k is None else temperature_k * ureg("K")
     sqw = sf.calculate_sqw_map(ebins, calc_bose=t is not None, temperature=t)
@@ -237,13 +277,14 @@ def coherent_powder_map(
         dirs = wedge_directions(npts, rots, sampling)
         tri = _sphere_triangles(dirs, rots) if method == "linear" else None
         rec = fc.crystal.reciprocal_cell.to("1/angstrom").magnitude
+        b_coh = scattering_lengths(fc.crystal)
         out = np.zeros((len(q_ainv), len(ebins) - 1))
         per_call = max(1, max_qpoints_per_call // len(dirs))
         for k0 in range(0, len(q_ainv), per_call):
             qs = q_ainv[k0 : k0 + per_call]
             cart = (qs[:, None, None] * dirs[None]).reshape(-1, 3)
             modes = fc.calculate_qpoint_phonon_modes(np.linalg.solve(rec.T, cart.T).T)
-            sf = modes.calculate_structure_factor(dw=dw)
+            sf = modes.calculate_structure_factor(dw=dw, scattering_lengths=b_coh)
             if tri is None:
                 # Euphonic's calculate_1d_average bins with this very call (Bose factor at the DW
                 # temperature) and then averages over all q; we average per shell instead.
@@ -277,6 +318,7 @@ def _powder_map_euphonic(fc, q_ainv, ebins, dw, temperature_k, npts, sampling):
             npts=npts,
             jitter=False,
             energy_bins=ebins * ureg("meV"),
+            scattering_lengths=scattering_lengths(fc.crystal),
         )
         out[k] = sf.y_data.magnitude
     return out

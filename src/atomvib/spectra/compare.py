@@ -24,6 +24,7 @@ Figures of the fit are drawn by :func:`atomvib.spectra.plots.plot_fit`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,14 @@ from .measured import Spectrum1D, canonical_unit, read_columns, read_spectrum
 
 #: tokens accepted by ``fit=``; intensity scale is always fitted
 FIT_TOKENS = ("scale", "background", "linear", "broadening")
+
+#: χ²_red above which a fit weighted by the measurement errors is reported as poor. χ²_red ≈ 1 + (rms systematic
+#: misfit / error bar)², so 5 means the model misses the data by more than twice the error bars on average: the
+#: residual is a shape the model lacks, not counting noise (with 70 points the p-value of χ²_red = 5 is < 1e-30,
+#: while any threshold a p-value would set, ≈ 1.5, flags every model of real data). Observed: 1 for a correct
+#: model (synthetic tests), 30–50 for EMT aluminium against ARCS (right shape, peak widths off), 180–210 for
+#: the wrong instrument or a wrong branch (a VISION spectrum or SevenNet-0's LA branch against the same data).
+POOR_FIT_CHI2_RED = 5.0
 
 
 # --------------------------------------------------------------------------------------------- similarity
@@ -232,6 +241,26 @@ class FitResult(Result):
         """measured − model, shape (n,)."""
         return self.measured - self.model
 
+    @property
+    def dof(self) -> int:
+        """Degrees of freedom of χ²: points − free parameters (at least 1)."""
+        return max(len(self.x) - len(self.fitted), 1)
+
+    @property
+    def p_value(self) -> float | None:
+        """Probability of a χ² at least this large if the model were exact and the errors right; None unweighted."""
+        if not self.weighted:
+            return None
+        from scipy.stats import chi2
+
+        return float(chi2.sf(self.chi2_red * self.dof, self.dof))
+
+    @property
+    def poor(self) -> bool | None:
+        """χ²_red > :data:`POOR_FIT_CHI2_RED` (a misfit well beyond the error bars); None without error bars,
+        where χ²_red carries the intensity unit and says nothing about the goodness of fit."""
+        return None if not self.weighted else bool(self.chi2_red > POOR_FIT_CHI2_RED)
+
     def to_dict(self) -> dict:
         d = {k: {"value": v, "std": e, "fitted": k in self.fitted} for k, (v, e) in self.parameters.items()}
         d["broadening_sigma"]["unit"] = self.unit
@@ -240,6 +269,9 @@ class FitResult(Result):
         return {
             **d,
             "chi2_red": self.chi2_red,
+            "chi2_p_value": self.p_value,
+            "poor_fit": self.poor,
+            "poor_fit_threshold_chi2_red": POOR_FIT_CHI2_RED,
             "n_points": len(self.x),
             "weighted_by_errors": self.weighted,
             "range": [float(self.x[0]), float(self.x[-1])],
@@ -385,11 +417,15 @@ class CompareResult(Result):
 
     Attributes
     ----------
-    computed, measured : Spectrum1D, as read (measured cleaned, see its ``notes``)
+    computed, measured : Spectrum1D, as compared (measured cleaned, see its ``notes``; for two S(Q,E) maps,
+        both cuts over the same |Q| range and the same (Q, E) bins)
     similarity : Similarity, computed as is vs measured, on the measured axis in the compared range
     fit : FitResult or None
     similarity_fitted : Similarity or None, the fitted model vs measured
     x_range : (float, float), compared range in ``measured.unit``
+    notes : tuple of str, how the computed side was obtained (map cut, instrument, Ei, temperature)
+    alerts : tuple of str, warnings a reader must see: a poor fit (χ²_red > :data:`POOR_FIT_CHI2_RED`), an
+        indirect-geometry spectrum compared with a direct-geometry map
     """
 
     computed: Spectrum1D
@@ -398,6 +434,13 @@ class CompareResult(Result):
     fit: FitResult | None
     similarity_fitted: Similarity | None
     x_range: tuple
+    notes: tuple = ()
+    alerts: tuple = ()
+
+    @property
+    def poor_fit(self) -> bool | None:
+        """See :attr:`FitResult.poor`; None without a fit."""
+        return None if self.fit is None else self.fit.poor
 
     def to_dict(self) -> dict:
         d = {
@@ -405,7 +448,9 @@ class CompareResult(Result):
             "measured": self.measured.source,
             "unit": self.measured.unit,
             "range": list(self.x_range),
+            "computed_notes": list(self.notes),
             "measured_notes": list(self.measured.notes),
+            "warnings": list(self.alerts),
             "similarity": self.similarity.to_dict(),
         }
         if self.fit is not None:
@@ -416,25 +461,77 @@ class CompareResult(Result):
                 "definition": "measured energy ≈ frequency_scale × computed energy",
             }
             d["chi2_red"] = f["chi2_red"]
+            d["poor_fit"] = f["poor_fit"]
             d["fit"] = f
             d["similarity_fitted"] = self.similarity_fitted.to_dict()
         return d
 
 
-def read_computed(path, units: str | None = None) -> Spectrum1D:
-    """A computed spectrum: a result directory (read with :func:`atomvib.load`, see :func:`as_spectrum`) or a
-    csv written by atomvib (``ins.csv``, ``ir.csv``, ``raman.csv``, ``dos.csv``: x and the first intensity
-    column; the unit from the header, ``energy_meV``, ``wavenumber_cm1``, ``frequency_thz``)."""
+#: default |Q| range (Å^-1) over which S(Q,E) maps are averaged: where ARCS powder coverage is good
+DEFAULT_Q_RANGE = (3.0, 9.0)
+
+_Q_TAG = re.compile(r"q_range_ainv=([-+0-9.eE]+),([-+0-9.eE]+)")
+
+
+def _csv_head(path) -> str:
+    """The first two lines of a text file (comment and header), '' if unreadable."""
+    try:
+        with open(path, errors="replace") as fh:
+            return fh.readline() + fh.readline()
+    except OSError:
+        return ""
+
+
+def read_computed(path, units: str | None = None):
+    """A computed spectrum: a result directory (read with :func:`atomvib.load`; an INS spectrum or map and a phonon
+    result as they are, any other 1D result as by :func:`as_spectrum`), atomvib's own
+    ``ins_map.h5`` (an InsMap), or a csv written by atomvib (``ins.csv``, ``ir.csv``, ``raman.csv``,
+    ``dos.csv``: x and the first intensity column; the unit from the header, ``energy_meV``,
+    ``wavenumber_cm1``, ``frequency_thz``)."""
     import warnings
 
+    from ..harmonic.crystal import CrystalPhonons
+    from ..harmonic.force_constants import ForceConstants
+    from ..harmonic.molecule import MoleculeVibrations
     from ..results import is_result_dir, load
+    from .ins import InsMap, InsSpectrum
 
     if is_result_dir(path):
-        return as_spectrum(load(path))
-
+        r = load(path)
+        if isinstance(r, (InsMap, InsSpectrum, CrystalPhonons, ForceConstants, MoleculeVibrations)):
+            return r
+        return as_spectrum(r)
+    p = Path(path)
+    if p.is_file():
+        with open(p, "rb") as fh:
+            hdf5 = fh.read(8) == b"\x89HDF\r\n\x1a\n"
+        if hdf5:
+            return InsMap.from_hdf5(p)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return read_columns(path, units)
+
+
+def read_measured(path, units: str | None = None):
+    """A measured spectrum as read: an :class:`~atomvib.spectra.measured.SQEMap` for an S(Q,E) histogram
+    (``.h5`` with ``iqe``), else a :class:`Spectrum1D` (see :func:`~atomvib.spectra.measured.read_spectrum`)."""
+    from .measured import read_sqe_map
+
+    p = Path(path)
+    if p.is_file():
+        with open(p, "rb") as fh:
+            hdf5 = fh.read(8) == b"\x89HDF\r\n\x1a\n"
+        if hdf5:
+            import h5py
+
+            try:
+                with h5py.File(p, "r") as f:
+                    is_map = "iqe" in f
+            except OSError as exc:
+                raise InputError(f"{p}: not a readable HDF5 file ({exc})", fix="check the file") from None
+            if is_map:
+                return read_sqe_map(p)
+    return read_spectrum(path, units=units)
 
 
 def as_spectrum(result, fwhm_cm1: float = 10.0) -> Spectrum1D:
@@ -464,30 +561,222 @@ def as_spectrum(result, fwhm_cm1: float = 10.0) -> Spectrum1D:
     )
 
 
+def matched_cuts(computed, measured, q_range) -> tuple[Spectrum1D, Spectrum1D, int]:
+    """1D cuts of a computed :class:`~atomvib.spectra.ins.InsMap` and a measured
+    :class:`~atomvib.spectra.measured.SQEMap` over the same |Q| range and the same (Q, E) bins.
+
+    The bins are the measured ones in ``q_range``; a bin counts when it was measured (finite) and the computed
+    map covers it (finite after linear interpolation in |Q| onto the measured bin centre, at the computed energy
+    nearest the bin centre). The measured cut is the mean over those bins at each measured energy
+    (:meth:`SQEMap.reduce`); the computed cut keeps its own, finer energy axis (the fit stretches it) and at
+    each computed energy averages the map, interpolated to the measured |Q| centres, over the bins counted for
+    the measured energy bin it falls in. The kinematic limits of the two then cannot bias the comparison.
+
+    Returns
+    -------
+    computed_cut, measured_cut : Spectrum1D (meV)
+    n_bins : int, the number of (Q, E) bins both cover
+    """
+    q0, q1 = q_range
+    qm = (measured.q_invA >= q0) & (measured.q_invA <= q1)
+    if not qm.any():
+        raise InputError(
+            f"no |Q| bin of {measured.source} lies in {q0:g}–{q1:g} Å^-1",
+            fix=f"choose --q-range inside {measured.q_invA[0]:.3g}–{measured.q_invA[-1]:.3g} Å^-1",
+        )
+    qs = measured.q_invA[qm]
+    z = computed.intensity  # (nq_c, ne_c)
+    # the map at the measured |Q| centres, for every computed energy: (nq_m, ne_c); NaN outside the map
+    zq = np.stack([np.interp(qs, computed.q_ainv, z[:, j], left=np.nan, right=np.nan) for j in range(z.shape[1])], 1)
+    em, ec = measured.energy_mev, computed.energy_mev
+    half = 0.5 * float(np.median(np.diff(em))) if len(em) > 1 else 0.5
+    # measured bins that the computed energy axis reaches, and the computed energy nearest each bin centre
+    reach = (em >= ec[0] - half) & (em <= ec[-1] + half)
+    jc = np.clip(np.searchsorted(ec, em), 1, len(ec) - 1)
+    jc = np.where(np.abs(ec[jc - 1] - em) <= np.abs(ec[jc] - em), jc - 1, jc)
+    both = np.isfinite(measured.intensity[qm]) & np.isfinite(zq[:, jc]) & reach[None, :]  # (nq_m, ne_m)
+    if measured.error is not None:
+        both &= np.isfinite(measured.error[qm])
+    if both.sum() < 3:
+        raise InputError(
+            f"the computed map ({computed.energy_mev[0]:.3g}–{computed.energy_mev[-1]:.3g} meV) and "
+            f"{measured.source} share no measured bins in |Q| {q0:g}–{q1:g} Å^-1",
+            fix="check the incident energy and --q-range",
+        )
+    mcut = measured.reduce(q0, q1, mask=both)
+    # each computed energy takes the bin mask of the measured energy bin it falls in
+    im = np.clip(np.searchsorted(em + half, ec), 0, len(em) - 1)
+    cov = both[:, im] & np.isfinite(zq)
+    n = cov.sum(axis=0)
+    keep = n > 0
+    y = np.where(cov, zq, 0.0).sum(axis=0)[keep] / n[keep]
+    src = f"{computed.instrument} map" + (f" Ei {computed.ei_mev:g} meV" if np.isfinite(computed.ei_mev) else "")
+    ccut = Spectrum1D(ec[keep], y, None, "meV", (), f"{src}, |Q| {q0:g}–{q1:g} Å^-1 on the measured bins")
+    return ccut, mcut, int(both.sum())
+
+
+def _map_for(source, measured, *, ei_mev, temperature_k, instrument, order):
+    """The direct-geometry map of a phonon result for a measured S(Q,E) map: the settings of `atomvib ins`."""
+    from .ins import default_map_de, direct_powder_map
+    from .instruments import get_instrument
+
+    ei = ei_mev if ei_mev is not None else measured.ei_mev
+    if ei is None:
+        raise InputError(
+            f"{measured.source} does not record the incident energy, needed to compute the direct-geometry map",
+            fix="add --ei MEV (the Ei of the measurement, e.g. --ei 80 for the ARCS aluminium data)",
+        )
+    t = temperature_k if temperature_k is not None else measured.temperature_k
+    if t is None:
+        raise InputError(
+            f"{measured.source} does not record the sample temperature, which sets the Bose and Debye–Waller "
+            "factors of the computed map",
+            fix="add --temperature K (e.g. --temperature 300)",
+        )
+    name = instrument or measured.instrument or "arcs"
+    inst = get_instrument(name)
+    if inst.kind != "direct":
+        raise InputError(
+            f"{inst.name} is an indirect-geometry instrument, but {measured.source} is a direct-geometry S(Q,E) map",
+            fix="use --instrument arcs, sequoia, maps, mari, merlin or generic",
+        )
+    emax = 0.9 * ei
+    m = direct_powder_map(
+        source, inst, ei, order=order, temperature_k=t, energy_range_mev=(0.5, emax), de_mev=default_map_de(emax)
+    )
+    note = (
+        f"computed: {inst.name.upper()} powder map at Ei {ei:g} meV"
+        f"{'' if ei_mev is not None else ' (from the measured file)'}, {t:g} K"
+        f"{'' if temperature_k is not None else ' (from the measured file)'}, orders 1–{order}, incoherent "
+        "approximation"
+        + ("" if instrument or measured.instrument else " (instrument not in the file: ARCS assumed, --instrument)")
+    )
+    return m, note
+
+
+def _map_mismatch(c, ei_mev, temperature_k) -> list[str]:
+    """Warnings when a computed map was made for another Ei or temperature than the measurement's (given or
+    recorded); nothing when those are unknown."""
+    out = []
+    for what, mine, ref, unit in (("incident energy", c.ei_mev, ei_mev, "meV"), ("temperature", c.temperature_k,
+                                                                              temperature_k, "K")):
+        if ref is not None and np.isfinite(mine) and abs(mine - ref) > 0.01 * ref:
+            out.append(f"the computed map was made for {what} {mine:g} {unit}, the measurement's is {ref:g} {unit}: "
+                       f"recompute it (atomvib ins ... {'--ei' if unit == 'meV' else '--temperature'} {ref:g})")
+    return out
+
+
 def compare(
-    computed, measured, fit=("scale", "background", "broadening"), x_range=None, *, units=None, q_range=None
+    computed,
+    measured,
+    fit=("scale", "background", "broadening"),
+    x_range=None,
+    *,
+    units=None,
+    q_range=None,
+    ei_mev: float | None = None,
+    temperature_k: float | None = None,
+    instrument: str | None = None,
+    order: int = 3,
 ) -> CompareResult:
     """Put a computed and a measured spectrum on one axis, score their similarity and fit one to the other.
 
+    With a measured S(Q,E) map (an ARCS-like ``iqe`` histogram), both sides are cut over the same |Q| range:
+    a computed :class:`~atomvib.spectra.ins.InsMap` on the same (Q, E) bins (:func:`matched_cuts`); a phonon
+    result (crystal or molecule) is first turned into the direct-geometry map of the measurement
+    (``ei_mev``/``temperature_k`` from the arguments or the file, else an error). A 1D computed spectrum (a cut
+    ``ins.csv``, a VISION/TOSCA spectrum, a DOS) is compared with the measured cut; an indirect-geometry
+    spectrum then gets a warning in :attr:`CompareResult.alerts`, as does a poor fit.
+
     Parameters
     ----------
-    computed : Spectrum1D, a typed result (see :func:`as_spectrum`), or the path of a result directory or csv
-    measured : Spectrum1D or path (text/CSV, S(Q,E) histogram .h5, Mantid NeXus 1D)
+    computed : Spectrum1D, a typed result (see :func:`as_spectrum`; InsMap and phonon results too), or the path
+        of a result directory, ``ins_map.h5`` or csv
+    measured : Spectrum1D, SQEMap or path (text/CSV, S(Q,E) histogram .h5, Mantid NeXus 1D)
     fit : iterable of str, "a,b" string, or None/() for similarity only; see :func:`fit_spectrum`
     x_range : (float, float), optional, in the measured unit; default: where the measured axis is > 0 and
         the computed spectrum (stretched by up to 30 %) can reach
     units : str, optional, the measured file's unit when its header does not say
-    q_range : (float, float), optional, |Q| range (Å^-1) to reduce an S(Q,E) map over
+    q_range : (float, float), optional, |Q| range (Å^-1) of the cuts of S(Q,E) maps; default that of a cut
+        ``ins.csv`` (its first line says), else :data:`DEFAULT_Q_RANGE`
+    ei_mev, temperature_k, instrument, order : for a phonon result against a measured map (see above;
+        instrument default: the file's, else ARCS)
     """
+    import warnings
+
+    from ..harmonic.crystal import CrystalPhonons
+    from ..harmonic.force_constants import ForceConstants
+    from ..harmonic.molecule import MoleculeVibrations
+    from .ins import InsMap, InsSpectrum
+    from .measured import SQEMap
+
+    notes: list[str] = []
+    alerts: list[str] = []
+    cut_q = None  # the |Q| range a computed csv cut was averaged over (its first line)
+    indirect = None  # the name of an indirect-geometry instrument whose spectrum is compared
     if isinstance(computed, (str, Path)):
+        head = _csv_head(computed) if Path(computed).is_file() else ""
+        tag = _Q_TAG.search(head)
+        if tag:
+            cut_q = (float(tag.group(1)), float(tag.group(2)))
+        if "intensity_forward" in head:
+            indirect = "VISION/TOSCA"
         c = read_computed(computed)
     else:
-        c = as_spectrum(computed)
-    m = (
-        measured
-        if isinstance(measured, Spectrum1D)
-        else read_spectrum(measured, units=units, q_range=q_range)
-    )
+        c = computed
+    if isinstance(c, InsSpectrum):
+        indirect = c.instrument.upper()
+    phonons = isinstance(c, (CrystalPhonons, ForceConstants, MoleculeVibrations))
+    m = measured if isinstance(measured, (Spectrum1D, SQEMap)) else read_measured(measured, units=units)
+    if q_range is not None:
+        q_range = (float(q_range[0]), float(q_range[1]))
+    if cut_q is not None:
+        if q_range is not None and not np.allclose(q_range, cut_q, atol=1e-6):
+            raise InputError(
+                f"{computed} is a cut over |Q| {cut_q[0]:g}–{cut_q[1]:g} Å^-1 but --q-range {q_range[0]:g} "
+                f"{q_range[1]:g} was asked",
+                fix=f"use --q-range {cut_q[0]:g} {cut_q[1]:g}, recompute the cut (atomvib ins ... --q-range "
+                f"{q_range[0]:g} {q_range[1]:g}) or give the ins result directory (the whole map)",
+            )
+        q_range = cut_q
+    if isinstance(m, SQEMap):
+        qr = q_range or DEFAULT_Q_RANGE
+        if phonons:
+            c, note = _map_for(
+                c, m, ei_mev=ei_mev, temperature_k=temperature_k, instrument=instrument, order=order
+            )
+            notes.append(note)
+        elif isinstance(c, InsMap):
+            alerts += _map_mismatch(c, ei_mev or m.ei_mev, temperature_k or m.temperature_k)
+        if isinstance(c, InsMap):
+            c, m, nbins = matched_cuts(c, m, qr)
+            notes.append(
+                f"computed and measured maps averaged over |Q| {qr[0]:g}–{qr[1]:g} Å^-1 on the same {nbins} "
+                "(Q, E) bins (measured and covered by the computed map)"
+            )
+        else:
+            m = m.reduce(*qr)
+            if cut_q is not None:
+                notes.append(f"computed cut over |Q| {qr[0]:g}–{qr[1]:g} Å^-1 (its own detector coverage)")
+            if indirect:
+                alerts.append(
+                    f"a {indirect} spectrum (each energy seen at one |Q|, fixed by the instrument) is compared with "
+                    f"a direct-geometry S(Q,E) map averaged over |Q| {qr[0]:g}–{qr[1]:g} Å^-1: the |Q| weighting "
+                    "of the fundamentals, overtones and Debye–Waller factor differs; give the phonons result with "
+                    "--ei (or an `atomvib ins --instrument arcs --ei E` result) instead"
+                )
+    else:
+        if phonons and not isinstance(c, CrystalPhonons):
+            raise InputError(
+                f"a {type(c).__name__} has no 1D spectrum to compare with {m.source}",
+                fix="run `atomvib ins`, `ir` or `raman` on it first and compare that result",
+            )
+        if isinstance(c, InsMap):
+            qr = q_range or DEFAULT_Q_RANGE
+            e, y, _ = c.q_cut(*qr)
+            c = Spectrum1D(e, y, None, "meV", (), f"{c.instrument} map, |Q| {qr[0]:g}–{qr[1]:g} Å^-1")
+            notes.append(f"computed map averaged over |Q| {qr[0]:g}–{qr[1]:g} Å^-1 (its own detector coverage)")
+    c = as_spectrum(c)
     if x_range is None:
         cmax = float(c.x[-1] * frequency_factor(c.unit, m.unit)) * 1.3
         lo = max(float(m.x[0]), 0.0)
@@ -505,7 +794,24 @@ def compare(
     if toks:
         fr = fit_spectrum(c, mc, toks)
         sf = similarity_arrays(fr.x, fr.model, fr.measured, fr.unit)
-    return CompareResult(c, m, sim, fr, sf, x_range)
+        if fr.poor:
+            alerts.append(poor_fit_message(fr))
+        elif fr.poor is None:
+            notes.append("the measurement has no error bars: chi2_red is not a goodness of fit (poor_fit null)")
+    for a in alerts:
+        warnings.warn(a, UserWarning, stacklevel=2)
+    return CompareResult(c, m, sim, fr, sf, x_range, tuple(notes), tuple(alerts))
+
+
+def poor_fit_message(f: FitResult) -> str:
+    """The one-line warning of a fit with χ²_red > :data:`POOR_FIT_CHI2_RED`."""
+    return (
+        f"poor fit: chi2_red {f.chi2_red:.3g} > {POOR_FIT_CHI2_RED:g}, the model misses the measurement by "
+        f"≈ {np.sqrt(f.chi2_red):.2g} error bars rms, a difference of shape beyond the noise, so the fitted values "
+        "are only indicative. Likely causes: wrong instrument or incident energy (e.g. a VISION/TOSCA spectrum "
+        "against a direct-geometry map), wrong temperature, missing multiphonon orders (--order), resolution, "
+        "or phonons that are off"
+    )
 
 
 def plot_fit(result: CompareResult, path, title: str | None = None) -> Path:

@@ -15,7 +15,8 @@ and mass-weighted eigenvector e_iqν, on a mesh with weights w_q (Σ w_q = 1):
 * mean-square displacement ⟨u_i²⟩ = Σ_qν w_q ħ²/(2 m_i E_qν) |e_iqν|² coth(E_qν / 2k_BT) and the
   Debye–Waller exponent 2W_i = Q²⟨u_i²⟩/3 (isotropic; exact for cubic site symmetry);
 * the n-phonon term S_i^n(Q, E) = (Q²)^n / n! · (A_i * A_i * ... n times)(E) · exp(−2W_i);
-* with σ_i the total (coherent + incoherent) bound scattering cross-section (Sears 1992),
+* with σ_i the total (coherent + incoherent) bound scattering cross-section (Sears 1992) of atom i's element,
+  or of its isotope where its mass is one (:func:`atomvib.harmonic.isotopes.species_labels`),
   S(Q, E) = Σ_i σ_i S_i(Q, E) / Σ_i σ_i, i.e. OCLIMAX's ``NORM=1`` normalisation (1/energy).
 
 Summing n = 0..∞ at T = 0 gives exactly 1 for every Q (exp(Q²⟨u²⟩/3) · exp(−2W)), which the tests
@@ -28,7 +29,8 @@ in OCLIMAX (ECUT = 1 cm⁻¹).
 This module is the one implementation of the incoherent model: the DOS-based spectra
 (:func:`modes_from_partial_dos`, used by the DOS predictor and by
 :func:`atomvib.spectra.compare.incoherent_powder_spectrum`) feed the same
-:class:`IncoherentModes` into the same multiphonon code.
+:class:`IncoherentModes` into the same multiphonon code, and so do isolated molecules
+(:func:`molecule_modes`: the 3N−6 normal modes as one Γ point of weight 1).
 
 Symmetry: with ``mesh_symmetry=True`` (default) phonopy's irreducible mesh is used and per-atom
 sums are averaged over each set of symmetry-equivalent atoms, which is exact for the scalar
@@ -45,9 +47,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..harmonic.isotopes import species_labels
 from ..harmonic.thermal import bose_occupation
 from ..results import Result
-from ..units import HBAR2_2AMU_MEV_A2, THZ_TO_MEV
+from ..units import HBAR2_2AMU_MEV_A2, MEV_TO_CM1, THZ_TO_MEV
 from .instruments import DirectInstrument, IndirectInstrument, get_instrument
 from .lineshape import gaussian_sum
 from .neutron_data import total_cross_sections_barn
@@ -103,6 +106,8 @@ class IncoherentModes:
     msd_a2 : ndarray, shape (natom,), Å²
         Mean-square displacement ⟨u_i²⟩ = Tr of the displacement tensor (sum over x, y, z) at T.
     elements : list of str, length natom
+        Species of each atom: its element symbol, or an isotope label (``"2H"``) where its mass is an isotope's
+        (:func:`atomvib.harmonic.isotopes.species_labels`); the cross-sections follow it.
     masses_amu : ndarray, shape (natom,)
     representatives : ndarray, shape (norbit,), int
         One atom per set of symmetry-equivalent atoms; ``multiplicity`` (norbit,) counts each set.
@@ -139,7 +144,9 @@ def incoherent_modes(
 
     Parameters
     ----------
-    source : CrystalPhonons, ForceConstants, phonopy.Phonopy, or result directory / phonopy.yaml
+    source : CrystalPhonons, ForceConstants, phonopy.Phonopy, result directory / phonopy.yaml, or
+        MoleculeVibrations (an isolated molecule: its 3N−6 (linear: 3N−5) normal modes, see
+        :func:`molecule_modes`; ``mesh`` and ``mesh_symmetry`` do not apply)
     temperature_k : float
         Temperature of the Bose factors and the Debye–Waller factor, K.
     mesh : int or 3 ints, optional
@@ -149,20 +156,89 @@ def incoherent_modes(
     cutoff_mev : float
         Modes below this energy are left out (the three acoustic modes at Γ), meV.
     """
+    from ..harmonic.molecule import MoleculeVibrations
+
+    if isinstance(source, MoleculeVibrations):
+        if mesh is not None:
+            raise InputError(
+                "a q-mesh was given for a molecule, whose normal modes have no wave vector",
+                fix="drop --mesh / mesh= for a molecule",
+            )
+        return molecule_modes(source, temperature_k=temperature_k, cutoff_mev=cutoff_mev)
     ph = as_phonopy(source)
     if mesh is None:
         mesh = default_mesh(ph)
     mesh = tuple(int(m) for m in np.broadcast_to(np.atleast_1d(mesh), 3))
     check_mesh_memory(ph, mesh, mesh_symmetry)
     ph.run_mesh(list(mesh), is_gamma_center=True, with_eigenvectors=True, is_mesh_symmetry=mesh_symmetry)
-    freqs = np.asarray(ph.mesh.frequencies)  # (nq, nb) THz
-    w = np.asarray(ph.mesh.weights, dtype=float)
-    w = w / w.sum()
-    eig = np.asarray(ph.mesh.eigenvectors)  # (nq, 3N, nb)
     prim = ph.primitive
     natom = len(prim)
-    masses = np.asarray(prim.masses, dtype=float)
-    e_mev = freqs * THZ_TO_MEV
+    return _modes_from_eigenvectors(
+        np.asarray(ph.mesh.frequencies) * THZ_TO_MEV,
+        np.asarray(ph.mesh.eigenvectors),
+        np.asarray(ph.mesh.weights, dtype=float),
+        np.asarray(prim.masses, dtype=float),
+        species_labels(prim.numbers, prim.masses),
+        _equivalent_atoms(ph, natom),
+        temperature_k=temperature_k,
+        cutoff_mev=cutoff_mev,
+        mesh=mesh,
+        average=mesh_symmetry,
+    )
+
+
+def molecule_modes(
+    molecule, *, temperature_k: float = 5.0, cutoff_mev: float = 0.124
+) -> IncoherentModes:
+    """The INS input of an isolated molecule: its normal modes as one Γ point of weight 1.
+
+    A molecule is a crystal with a single q-point and no dispersion, so the weights, ⟨u²⟩ and every
+    phonon order come from the same code as for crystals (:func:`_modes_from_eigenvectors`): mass-weighted
+    eigenvectors e_iν = √m_i d_iν / |√m d_ν| of the Cartesian normal modes d_ν, one-phonon weight
+    ħ²/(2 m_i E_ν) |e_iν|²/3 (n + 1) and ⟨u_i²⟩ = Σ_ν ħ²/(2 m_i E_ν) |e_iν|² coth(E_ν/2k_BT). Only the
+    3N−6 (linear: 3N−5) vibrations enter: the translations and rotations were projected out of the
+    Hessian (:func:`atomvib.harmonic.molecule.normal_modes`), so they add neither intensity nor
+    Debye–Waller factor (a free molecule; in a molecular crystal the lattice modes would add both).
+    Imaginary modes (negative frequencies) fall below ``cutoff_mev`` and are left out like acoustic
+    modes at Γ.
+
+    Parameters
+    ----------
+    molecule : MoleculeVibrations
+    temperature_k, cutoff_mev : see :func:`incoherent_modes`
+    """
+    st = molecule.structure
+    masses = np.asarray(st.masses, dtype=float)
+    natom = len(masses)
+    d = np.asarray(molecule.modes, dtype=float).reshape(len(molecule.frequencies_cm1), natom, 3)
+    e = d * np.sqrt(masses)[None, :, None]
+    e /= np.linalg.norm(e.reshape(len(e), -1), axis=1)[:, None, None]
+    eig = e.reshape(len(e), 3 * natom).T[None, :, :]  # (1 q-point, 3N, nmodes), phonopy's layout
+    e_mev = np.asarray(molecule.frequencies_cm1, dtype=float)[None, :] / MEV_TO_CM1
+    return _modes_from_eigenvectors(
+        e_mev,
+        eig,
+        np.ones(1),
+        masses,
+        species_labels(st.numbers, masses),
+        np.arange(natom),
+        temperature_k=temperature_k,
+        cutoff_mev=cutoff_mev,
+        mesh=(),
+        average=False,
+    )
+
+
+def _modes_from_eigenvectors(
+    e_mev, eig, qweights, masses, elements, equiv, *, temperature_k, cutoff_mev, mesh, average
+) -> IncoherentModes:
+    """:class:`IncoherentModes` from mode energies (nq, nb) meV, mass-weighted eigenvectors (nq, 3N, nb)
+    (phonopy's layout), q-point weights (nq,), masses (N,) amu, and the symmetry class of each atom (N,)
+    (``np.arange(N)`` for none); with ``average`` the per-atom sums are averaged over each class (needed
+    on an irreducible mesh)."""
+    w = np.asarray(qweights, dtype=float)
+    w = w / w.sum()
+    natom = len(masses)
     e2 = (np.abs(eig) ** 2).reshape(len(w), natom, 3, -1).sum(axis=2)  # (nq, natom, nb)
     keep = e_mev > cutoff_mev  # (nq, nb)
     e_safe = np.where(keep, e_mev, 1.0)
@@ -176,9 +252,8 @@ def incoherent_modes(
     eigw = e2.transpose(0, 2, 1)[keep]
     qw = np.broadcast_to(w[:, None], e_mev.shape)[keep]
     energies = e_mev[keep]
-    equiv = _equivalent_atoms(ph, natom)
-    reps, inverse, mult = np.unique(equiv, return_inverse=True, return_counts=True)
-    if mesh_symmetry:
+    reps, inverse, mult = np.unique(np.asarray(equiv), return_inverse=True, return_counts=True)
+    if average:
         # average each scalar over the atoms that symmetry maps onto each other (see module doc)
         msd = (np.bincount(inverse, msd) / mult)[inverse]
         avg = np.zeros((weights.shape[0], len(reps)))
@@ -189,9 +264,8 @@ def incoherent_modes(
         for k in range(len(reps)):
             avg[:, k] = eigw[:, inverse == k].mean(axis=1)
         eigw = avg[:, inverse]
-    elements = list(prim.symbols)
     return IncoherentModes(
-        energies, weights, msd, elements, masses, reps, mult, float(temperature_k), mesh, qw, eigw
+        energies, weights, msd, list(elements), masses, reps, mult, float(temperature_k), tuple(mesh), qw, eigw
     )
 
 
@@ -667,6 +741,86 @@ class InsMap(Result):
             f.attrs["approximation"] = "incoherent, isotropic Debye-Waller, powder"
         return path
 
+    @classmethod
+    def from_hdf5(cls, path) -> InsMap:
+        """Read a map written by :meth:`to_hdf5` (``atomvib ins --instrument arcs ... --out DIR``: DIR/ins_map.h5)."""
+        import h5py
+
+        path = Path(path)
+        try:
+            with h5py.File(path, "r") as f:
+                missing = [k for k in ("q_ainv", "energy_mev", "intensity") if k not in f]
+                if missing:
+                    raise InputError(
+                        f"{path}: not an atomvib S(|Q|,E) map (no {', '.join(missing)})",
+                        fix="give the ins_map.h5 written by `atomvib ins --instrument arcs --ei E`",
+                    )
+                q, e, z = (np.asarray(f[k][()], dtype=float) for k in ("q_ainv", "energy_mev", "intensity"))
+                a = dict(f.attrs)
+        except OSError as exc:
+            raise InputError(f"{path}: not a readable HDF5 file ({exc})", fix="check the file") from None
+        if z.shape != (len(q), len(e)):
+            raise InputError(
+                f"{path}: intensity has shape {z.shape}, axes are {len(q)}×{len(e)}", fix="check the file"
+            )
+
+        def attr(k, default, typ):
+            v = a.get(k, default)
+            return typ(v.decode() if isinstance(v, bytes) else v)
+
+        return cls(
+            q,
+            e,
+            z,
+            attr("instrument", "unknown", str),
+            attr("ei_mev", float("nan"), float),
+            attr("temperature_k", float("nan"), float),
+            attr("order", 0, int),
+            attr("masked", True, bool),
+        )
+
+    def q_cut(self, q_min: float, q_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Average over the |Q| points in [q_min, q_max] (Å⁻¹) that the detectors cover (non-NaN), per energy.
+
+        Returns
+        -------
+        energy_mev : ndarray, shape (ne_kept,)
+            The energies with at least one covered |Q| point in the range.
+        intensity : ndarray, shape (ne_kept,), 1/eV
+        n_points : ndarray of int, shape (ne_kept,)
+            How many |Q| points were averaged at each energy.
+        """
+        qm = (self.q_ainv >= q_min - 1e-9) & (self.q_ainv <= q_max + 1e-9)
+        if not qm.any():
+            raise InputError(
+                f"no |Q| point of the map lies in {q_min:g}–{q_max:g} Å⁻¹",
+                fix=f"choose --q-range inside {self.q_ainv[0]:.3g}–{self.q_ainv[-1]:.3g} Å⁻¹",
+            )
+        z = self.intensity[qm]
+        ok = np.isfinite(z)
+        n = ok.sum(axis=0)
+        keep = n > 0
+        if keep.sum() < 3:
+            raise InputError(
+                f"the {self.instrument} map covers fewer than 3 energies in |Q| {q_min:g}–{q_max:g} Å⁻¹",
+                fix="choose another --q-range (the covered |Q| shrink at large energy transfer)",
+            )
+        y = np.where(ok, z, 0.0).sum(axis=0)[keep] / n[keep]
+        return self.energy_mev[keep], y, n[keep]
+
+    def covered_q_range(self) -> tuple[float, float]:
+        """Smallest and largest |Q| (Å⁻¹) with a covered (non-NaN) point at any energy."""
+        rows = np.isfinite(self.intensity).any(axis=1)
+        if not rows.any():
+            raise InputError("the map covers no (|Q|, E) point", fix="check --ei and --angles")
+        return float(self.q_ainv[rows][0]), float(self.q_ainv[rows][-1])
+
+
+def default_map_de(emax_mev: float) -> float:
+    """Energy bin width (meV) of the maps of ``atomvib ins`` and ``atomvib compare``: about 300 bins up to
+    ``emax_mev``, at least 0.05 meV."""
+    return max(0.05, round(emax_mev / 300, 2))
+
 
 def direct_powder_map(
     source,
@@ -686,6 +840,7 @@ def direct_powder_map(
     resolution_fwhm_mev: float | None = None,
     cross_sections: dict | None = None,
     modes: IncoherentModes | None = None,
+    energy_gain: bool = True,
 ) -> InsMap:
     """Powder S(|Q|, E) map at incident energy ``ei_mev`` with the kinematic limits of ``instrument``.
 
@@ -706,6 +861,12 @@ def direct_powder_map(
         Set points outside the detectors' angular coverage to NaN.
     resolution_fwhm_mev : float, optional
         Constant Gaussian FWHM for ``generic`` (default 1 % of Ei).
+    energy_gain : bool
+        Let the multiphonon terms combine phonon creation with annihilation (the anti-Stokes
+        one-phonon weight A_i(−E) = A_i(E) n/(n + 1), as in :func:`q_averaged_orders`): a 2-phonon
+        process that creates a 35 meV phonon and absorbs a 15 meV one lands at +20 meV. Negligible at
+        5 K, a visible part of the multiphonon intensity at room temperature (the temperature of most
+        direct-geometry powder data). The map itself covers neutron energy loss only.
     Others as in :func:`indirect_spectrum`.
     """
     if isinstance(instrument, str):
@@ -733,7 +894,10 @@ def direct_powder_map(
     q = np.arange(q_range_ainv[0], q_range_ainv[1] + 0.5 * dq_ainv, dq_ainv)
     q2 = q**2
     sigma_hi = float(np.max(inst.sigma_mev(np.array([0.0, hi]), ei_mev))) if resolution else 0.0
-    energies, hists = _order_histograms(modes, order, min(de_mev, 0.1), hi + 6.0 * sigma_hi)
+    emax = hi + 6.0 * sigma_hi
+    if energy_gain:  # gain and loss combine: every order must be complete on both sides (_order_histograms)
+        emax = max(emax, order * float(modes.energies_mev.max()) + 1.0)
+    energies, hists = _order_histograms(modes, order, min(de_mev, 0.1), emax, energy_gain=energy_gain)
     alpha = modes.debye_waller_alpha_a2[modes.representatives]
     intensity = np.zeros((len(q), len(e_out)))
     for n in range(1, order + 1):

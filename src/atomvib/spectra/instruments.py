@@ -125,7 +125,15 @@ def _resins_fwhm(name: str, ei_mev: float, energy_mev: np.ndarray, options: dict
     from resins import Instrument
 
     inst = Instrument.from_default(name)
-    model = inst.get_resolution_function(inst.default_model, e_init=float(ei_mev), **options)
+    try:
+        model = inst.get_resolution_function(inst.default_model, e_init=float(ei_mev), **options)
+    except Exception as exc:  # resins refuses settings its model does not cover (e.g. no chopper transmission)
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(
+            f"no {name} resolution model at Ei {float(ei_mev):g} meV (resins: {why})",
+            fix="choose an incident energy the instrument's default chopper setting transmits, or use "
+            "--instrument generic --resolution FWHM_MEV",
+        ) from None
     e = np.clip(energy_mev, -ei_mev, 0.999 * ei_mev)
     sig = model.get_characteristics(e.reshape(-1, 1))["sigma"]
     return (np.asarray(sig) * FWHM_PER_SIGMA).reshape(e.shape)

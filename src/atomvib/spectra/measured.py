@@ -114,6 +114,11 @@ class SQEMap(Result):
     intensity : ndarray, shape (nq, ne), arbitrary units, NaN where not measured
     error : ndarray, shape (nq, ne), standard uncertainty, or None
     source : str
+    ei_mev, temperature_k : float or None
+        Incident energy (meV) and sample temperature (K) when the file records them (attributes such as
+        ``Ei``/``ei_mev`` and ``T``/``temperature``), else None.
+    instrument : str or None
+        The instrument named in the file's attributes, else None.
     """
 
     q_invA: np.ndarray
@@ -121,18 +126,22 @@ class SQEMap(Result):
     intensity: np.ndarray
     error: np.ndarray | None
     source: str = ""
+    ei_mev: float | None = None
+    temperature_k: float | None = None
+    instrument: str | None = None
 
     def coverage(self, q_min: float, q_max: float) -> np.ndarray:
         """Boolean mask, shape (nq_in_range, ne): which (Q, E) bins in ``q_min <= Q <= q_max`` were measured."""
         qm = (self.q_invA >= q_min) & (self.q_invA <= q_max)
         return np.isfinite(self.intensity[qm])
 
-    def reduce(self, q_min: float, q_max: float) -> Spectrum1D:
+    def reduce(self, q_min: float, q_max: float, mask=None) -> Spectrum1D:
         """Average over |Q| in [q_min, q_max] (Å^-1) → an energy spectrum (meV).
 
         Each energy bin is the mean over the Q bins measured at that energy (the kinematic limit removes high-Q
         bins at large energy transfer, so the count varies); errors add in quadrature, divided by the count.
-        Energies where no Q bin was measured are dropped.
+        Energies where no Q bin was measured are dropped. ``mask`` (bool, shape (nq_in_range, ne), as
+        :meth:`coverage`) restricts the average further, e.g. to the bins a computed map covers too.
         """
         qm = (self.q_invA >= q_min) & (self.q_invA <= q_max)
         if not qm.any():
@@ -142,6 +151,8 @@ class SQEMap(Result):
             )
         d = self.intensity[qm]
         ok = np.isfinite(d)
+        if mask is not None:
+            ok &= np.asarray(mask, bool)
         if self.error is not None:
             ok &= np.isfinite(self.error[qm])
         n = ok.sum(axis=0)
@@ -316,6 +327,10 @@ def read_sqe_map(path) -> SQEMap:
     (Å^-1) and ``iqe/grid/energy/bin centers`` (meV). The ``histogram`` package stores *squared* errors
     (variances) in ``errors``; we return their square root. (Checked on Al-iqe.h5: the bin-to-bin scatter of
     the data, ≈ 0.02, matches √errors, not errors ≈ 4e-4.)
+
+    The incident energy, sample temperature and instrument are taken from attributes of the file or of
+    ``iqe`` when present (:data:`EI_ATTRS`, :data:`TEMPERATURE_ATTRS`, ``instrument``); the histogram format
+    has no standard place for them (Al-iqe.h5 records none).
     """
     import h5py
 
@@ -334,6 +349,7 @@ def read_sqe_map(path) -> SQEMap:
             errs = g["errors"][()] if "errors" in g else None
             q = g["grid/Q/bin centers"][()]
             e = g["grid/energy/bin centers"][()]
+            attrs = {**{k.lower(): v for k, v in f.attrs.items()}, **{k.lower(): v for k, v in g.attrs.items()}}
     except OSError as exc:
         raise InputError(f"{path}: not a readable HDF5 file ({exc})", fix="check the file") from None
     except KeyError as exc:
@@ -347,13 +363,35 @@ def read_sqe_map(path) -> SQEMap:
         )
     if errs is not None and errs.shape != data.shape:
         errs = None
+    inst = next((_decode(attrs[k]) for k in ("instrument", "instrument_name") if k in attrs), None)
     return SQEMap(
         np.asarray(q, float),
         np.asarray(e, float),
         np.asarray(data, float),
         None if errs is None else np.sqrt(np.clip(np.asarray(errs, float), 0, None)),
         str(path),
+        _number_attr(attrs, EI_ATTRS),
+        _number_attr(attrs, TEMPERATURE_ATTRS),
+        inst.strip().lower() if inst else None,
     )
+
+
+#: attribute names (any case) read as the incident energy in meV / the sample temperature in K
+EI_ATTRS = ("ei_mev", "ei", "incident_energy", "incident_energy_mev", "e_i")
+TEMPERATURE_ATTRS = ("temperature_k", "temperature", "t", "sample_temperature")
+
+
+def _number_attr(attrs: dict, names) -> float | None:
+    """The first of ``names`` in ``attrs`` that holds one finite positive number, else None."""
+    for k in names:
+        if k in attrs:
+            try:
+                v = float(np.asarray(attrs[k], dtype=float).ravel()[0])
+            except (TypeError, ValueError, IndexError):
+                continue
+            if np.isfinite(v) and v > 0:
+                return v
+    return None
 
 
 def _read_mantid_1d(f, path: Path, units: str | None) -> Spectrum1D:

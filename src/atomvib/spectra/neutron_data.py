@@ -1,9 +1,15 @@
-"""Bound-atom neutron scattering cross-sections of the elements (natural isotopic abundance).
+"""Bound-atom neutron scattering cross-sections of the elements (natural isotopic abundance) and of isotopes.
 
 Source: V. F. Sears, "Neutron scattering lengths and cross sections", Neutron News 3(3), 26-37
 (1992), as transcribed (machine-readable) in Euphonic's ``isotopes/data/sears-1992.csv``; the
 natural-abundance rows for H..Bi (Z = 1..83) and deuterium (``"D"``, the ²H row) are copied here so
 that atomvib does not depend on Euphonic's private data layout. Values in barn.
+
+Isotopes (:data:`_SEARS_1992_ISOTOPES`, same source and transcription, rows copied by hand and checked against
+the CSV in ``tests/test_isotopes.py``) are named by mass number and symbol, ``"2H"``, ``"6Li"``, ``"18O"``
+(``"D"`` and ``"T"`` are accepted for ``"2H"`` and ``"3H"``): the species labels that
+:func:`atomvib.harmonic.isotopes.species_labels` gives atoms whose mass is an isotope's. An isotope that is
+not in the table has no neutron data here: neutron spectra refuse it (phonons, IR and Raman need only its mass).
 """
 
 from __future__ import annotations
@@ -103,9 +109,66 @@ _SEARS_1992_BARN: dict[str, tuple[float, float, float]] = {
 }
 
 
+#: isotope -> (coherent, incoherent, total scattering cross-section in barn, coherent scattering length b_c in fm)
+#: (Sears 1992; blank incoherent entries are 0; b_c is complex for the absorbing ⁶Li and ¹⁰B)
+_SEARS_1992_ISOTOPES: dict[str, tuple[float, float, float, complex]] = {
+    "1H": (1.7583, 80.27, 82.03, -3.7406),
+    "2H": (5.592, 2.05, 7.64, 6.671),
+    "3H": (2.89, 0.14, 3.03, 4.792),
+    "6Li": (0.51, 0.46, 0.97, 2.0 - 0.261j),
+    "7Li": (0.619, 0.78, 1.4, -2.22),
+    "10B": (0.144, 3.0, 3.1, -0.1 - 1.066j),
+    "11B": (5.56, 0.21, 5.77, 6.65),
+    "12C": (5.559, 0.0, 5.559, 6.6511),
+    "13C": (4.81, 0.034, 4.84, 6.19),
+    "14N": (11.03, 0.5, 11.53, 9.37),
+    "15N": (5.21, 5e-05, 5.21, 6.44),
+    "16O": (4.232, 0.0, 4.232, 5.803),
+    "17O": (4.2, 0.004, 4.2, 5.78),
+    "18O": (4.29, 0.0, 4.29, 5.84),
+    "58Ni": (26.1, 0.0, 26.1, 14.4),
+    "60Ni": (0.99, 0.0, 0.99, 2.8),
+    "61Ni": (7.26, 1.9, 9.2, 7.6),
+    "62Ni": (9.5, 0.0, 9.5, -8.7),
+    "64Ni": (0.017, 0.0, 0.017, -0.37),
+}
+#: other names of isotopes
+_ISOTOPE_ALIASES = {"D": "2H", "T": "3H"}
+
+
+def tabulated_isotopes() -> list[str]:
+    """The isotopes with neutron data here (labels such as ``"2H"``), in table order."""
+    return list(_SEARS_1992_ISOTOPES)
+
+
+def is_isotope_label(label: str) -> bool:
+    """True for a label of the form ``"<mass number><symbol>"`` (``"2H"``, ``"56Fe"``) or ``"D"``/``"T"``."""
+    return label in _ISOTOPE_ALIASES or bool(label[:1].isdigit())
+
+
+def coherent_scattering_length_fm(label: str) -> complex:
+    """Coherent scattering length b_c (fm) of a tabulated isotope (``"2H"``, ``"D"``, ``"62Ni"``).
+
+    Natural elements are Euphonic's own (its ``"Sears1992"`` data, the same source); this gives the isotopes.
+    """
+    key = _ISOTOPE_ALIASES.get(label, label)
+    if key not in _SEARS_1992_ISOTOPES:
+        raise _no_isotope_data(label)
+    return _SEARS_1992_ISOTOPES[key][3]
+
+
+def _no_isotope_data(label: str) -> InputError:
+    return InputError(
+        f"no neutron cross-section for the isotope {label} (Sears 1992 isotopes tabulated here: "
+        f"{', '.join(_SEARS_1992_ISOTOPES)})",
+        fix="use a tabulated isotope for neutron spectra (phonons, IR and Raman take any isotope), or pass "
+        f"cross_sections={{'{label}': barn}} in the Python API",
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class CrossSection:
-    """Bound scattering cross-sections of one element, barn (Sears 1992)."""
+    """Bound scattering cross-sections of one element or isotope, barn (Sears 1992)."""
 
     element: str
     coherent_barn: float
@@ -114,13 +177,20 @@ class CrossSection:
 
 
 def cross_section(element: str) -> CrossSection:
-    """Sears (1992) cross-sections of ``element`` (natural abundance; ``"D"`` for deuterium).
+    """Sears (1992) cross-sections of ``element`` (natural abundance; ``"D"`` for deuterium) or of an isotope
+    (``"2H"``, ``"7Li"``, ``"18O"``: :data:`_SEARS_1992_ISOTOPES`).
 
     Raises
     ------
     InputError
-        When the element is not in the table (Z > 83, or not an element symbol).
+        When the element or isotope is not in the table (Z > 83, an isotope not tabulated, or not a symbol).
     """
+    if is_isotope_label(element) and element != "D":
+        key = _ISOTOPE_ALIASES.get(element, element)
+        if key not in _SEARS_1992_ISOTOPES:
+            raise _no_isotope_data(element)
+        coh, inc, tot, _ = _SEARS_1992_ISOTOPES[key]
+        return CrossSection(element, coh, inc, tot)
     try:
         coh, inc, tot = _SEARS_1992_BARN[element]
     except KeyError:
@@ -143,7 +213,8 @@ def cross_sections_barn(
     Parameters
     ----------
     elements : iterable of str
-        Element symbols (repeats allowed; the result has each once, in order of appearance).
+        Element symbols or isotope labels (``"2H"``; repeats allowed; the result has each once, in order of
+        appearance).
     weighting : "coherent", "incoherent" or "total" (coherent + incoherent)
     overrides : dict element -> barn, optional
         Take precedence over the Sears (1992) table (isotopic samples); they replace the cross-section

@@ -47,6 +47,9 @@ CONNECT_TIMEOUT_S = 10
 OUR_TABLES = frozenset({"alembic_version", "structures", "sources", "calculations", "runs"})
 #: runs of this process that are executing now (a run of this pid not in here died: its driver raised)
 _LIVE_RUNS: set[str] = set()
+#: what a running calculation's progress report holds (columns ``progress_<field>`` of ``calculations``)
+PROGRESS_FIELDS = ("stage", "unit", "done", "total", "eta_s", "updated")
+_NO_PROGRESS = {f"progress_{k}": None for k in PROGRESS_FIELDS}
 
 _DAMAGED_FIX = (
     "restore it from a backup, or save what is readable (sqlite3 FILE .recover | sqlite3 NEW.db); "
@@ -594,7 +597,7 @@ class Store:
                 s.execute(
                     update(CalculationRow)
                     .where(CalculationRow.key.in_(chunk), CalculationRow.status.in_(ok))
-                    .values(status="running", run_id=run_id, started=now, error="")
+                    .values(status="running", run_id=run_id, started=now, error="", **_NO_PROGRESS)
                 )
                 claimed += s.scalars(
                     select(CalculationRow.key).where(
@@ -622,6 +625,48 @@ class Store:
             )
 
         self._write(fn, "recording a result")
+
+    def set_progress(self, run_id: str, reports: dict[str, dict]) -> int:
+        """Record the progress of running calculations that ``run_id`` holds, in one transaction.
+
+        ``reports``: ``{key: {"stage", "unit", "done", "total", "eta_s", "updated"}}`` (any may be missing or
+        None). Rows not running under ``run_id`` are left alone. Returns the number of rows updated. The batch
+        driver calls this at most once a second; any process reading the store sees it (:meth:`progress`)."""
+        if not reports:
+            return 0
+
+        def fn(s):
+            n = 0
+            for key, r in reports.items():
+                values = {f"progress_{k}": r.get(k) for k in PROGRESS_FIELDS}
+                if values["progress_stage"] is not None:
+                    values["progress_stage"] = str(values["progress_stage"])[:200]
+                if values["progress_unit"] is not None:
+                    values["progress_unit"] = str(values["progress_unit"])[:20]
+                n += s.execute(
+                    update(CalculationRow)
+                    .where(CalculationRow.key == key, CalculationRow.run_id == run_id,
+                           CalculationRow.status == "running")
+                    .values(**values)
+                ).rowcount
+            return n
+
+        return self._write(fn, "recording progress")
+
+    @_reading
+    def progress(self, keys: list[str]) -> dict[str, dict]:
+        """``{key: {"status", "stage", "unit", "done", "total", "eta_s", "updated"}}`` of the given calculations
+        that have reported progress (as the worker last reported it; ``eta_s`` counts from ``updated``)."""
+        cols = [getattr(CalculationRow, f"progress_{k}") for k in PROGRESS_FIELDS]
+        out = {}
+        with Session(self.engine) as s:
+            for i in range(0, len(keys), 400):
+                chunk = keys[i : i + 400]
+                q = select(CalculationRow.key, CalculationRow.status, *cols).where(
+                    CalculationRow.key.in_(chunk), CalculationRow.progress_updated.is_not(None))
+                for key, status, *vals in s.execute(q).all():
+                    out[key] = {"status": status, **dict(zip(PROGRESS_FIELDS, vals))}
+        return out
 
     def status_of(self, keys: list[str]) -> dict[str, str]:
         """``{key: status}`` of the given calculations (those that exist)."""

@@ -9,7 +9,8 @@ Three tables:
     so duplicates in a batch are recorded rather than lost.
 ``calculations``
     One row per (structure, task, engine name+version, settings digest): status, timings, error,
-    provenance, headline numbers and the directory with the large arrays.
+    provenance, headline numbers, the directory with the large arrays, and while it runs its progress
+    (stage, done/total, ETA; written by the batch driver at most once a second).
 ``runs``
     One row per batch run (host, pid, heartbeat), used to tell a dead run's ``running`` rows from a
     live one's.
@@ -99,3 +100,14 @@ class CalculationRow(Base):
     summary_json: Mapped[str] = mapped_column(Text, default="{}")
     atomvib_version: Mapped[str] = mapped_column(String(40), default="")
     host: Mapped[str] = mapped_column(String(200), default="")
+    #: progress of a running calculation, as its worker last reported it (``batch.runner``); kept afterwards
+    #: what is being counted, e.g. "forces of 12 displaced supercells"
+    progress_stage: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: what one count is ("calc": a displaced cell's forces, "step": a relaxation step)
+    progress_unit: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    progress_done: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    progress_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: seconds left in the stage when it was reported (from the stage's rate so far)
+    progress_eta_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: Unix time of the report
+    progress_updated: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -3,10 +3,11 @@
 >>> from atomvib.web import create_app
 >>> app = create_app("atomvib_web")            # uvicorn.run(app, host="127.0.0.1", port=8000)
 
-Modules: :mod:`.app` (routes), :mod:`.jobs` (calculations through :func:`atomvib.batch.run_batch`),
-:mod:`.files` (uploads: limits, generated names, the CLI's readers), :mod:`.figures` (Plotly figures from typed
-results), :mod:`.security` (token, size limit, cross-site guard, headers), :mod:`.policy` (engines a web user may
-run). JavaScript and CSS ship in ``static/`` (3Dmol.js vendored with its licence; plotly.js from the ``plotly``
+Modules: :mod:`.app` (routes), :mod:`.jobs` (calculations through :func:`atomvib.batch.run_batch`, their owners
+and progress from the store, a molecule's Raman derivatives on the workers), :mod:`.files` (uploads: limits,
+generated names, the CLI's readers), :mod:`.figures` (Plotly figures from typed results), :mod:`.security` (token,
+users, size limit, cross-site guard, headers), :mod:`.users` (``--users``: a token per user, stored as digests),
+:mod:`.policy` (engines a web user may run). JavaScript and CSS ship in ``static/`` (3Dmol.js vendored with its licence; plotly.js from the ``plotly``
 package); nothing is loaded from a CDN.
 """
 

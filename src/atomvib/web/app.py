@@ -29,6 +29,7 @@ from ..errors import AtomvibError, InputError
 from ..results import _json_safe
 from .files import KEY_RE, UploadStore, UploadTooLarge, display_name, one_line, read_uploaded_structure
 from .policy import web_engine_spec
+from .security import request_user
 
 log = logging.getLogger("atomvib.web")
 
@@ -151,7 +152,7 @@ def _number(value, name: str, lo: float, hi: float, integer: bool = False) -> fl
 
 def create_app(data_dir, db_url: str | None = None, token: str | None = None, workers: int | None = 1, *,
                scheduler: str | None = None, parallel_jobs: int = 1, max_upload_bytes: int | None = None,
-               allowed_hosts=None, phonon_defaults: dict | None = None, warm_up: bool = True):
+               allowed_hosts=None, phonon_defaults: dict | None = None, warm_up: bool = True, users=None):
     """The ASGI app.
 
     Parameters
@@ -162,6 +163,10 @@ def create_app(data_dir, db_url: str | None = None, token: str | None = None, wo
         The store (SQLite path or SQLAlchemy URL, as ``atomvib batch --db``); default ``DATA/atomvib.db``.
     token : str, optional
         Access token every request must carry (see :mod:`atomvib.web.security`); None: open.
+    users : path or Users, optional
+        A users file (``NAME TOKEN`` / ``NAME sha256:HEX`` lines, :mod:`atomvib.web.users`) or a
+        :class:`~atomvib.web.users.Users`: every request needs a user's token, and each user sees only their own
+        jobs, uploads and results (another user's answer 404, as if they did not exist). Excludes ``token``.
     workers : int, optional
         Local Dask worker processes for calculations (default 1); ``scheduler``: an existing Dask scheduler.
     parallel_jobs : int
@@ -177,21 +182,30 @@ def create_app(data_dir, db_url: str | None = None, token: str | None = None, wo
     """
     from ..runtime import configure_threads
     from ..settings import PhononSettings
-    from .jobs import JobManager
+    from .jobs import JobManager, raman_engine
     from .security import BodyLimit, CrossSiteGuard, SecurityHeaders, TokenAuth
+    from .users import Users, data_secret, read_users
 
     configure_threads()  # torch pinned (ATOMVIB_THREADS): the predictor is 50× slower with oversubscribed threads
+    if token and users is not None:
+        raise InputError("--token and --users exclude each other", fix="give one shared --token, or a --users file")
+    if users is not None and not isinstance(users, Users):
+        users = read_users(users)  # a broken users file stops here, before anything is written
     data_dir = Path(data_dir).expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    if users is not None:
+        users = Users(users.digests, data_secret(data_dir))  # cookies that outlive a restart of the app
+    per_user = users is not None
     db = db_url or str(data_dir / "atomvib.db")
     from .files import DEFAULT_MAX_UPLOAD_BYTES
 
     max_bytes = int(max_upload_bytes or DEFAULT_MAX_UPLOAD_BYTES)
-    uploads = UploadStore(data_dir, max_bytes)
-    jobs = JobManager(data_dir, db, workers=workers, scheduler=scheduler, parallel=parallel_jobs)
+    uploads = UploadStore(data_dir, max_bytes, per_user=per_user)
+    jobs = JobManager(data_dir, db, workers=workers, scheduler=scheduler, parallel=parallel_jobs, per_user=per_user)
     defaults = dict(phonon_defaults or {})
     results = _Cache(8)  # loaded results
     modes_cache = _Cache(8)  # INS eigenvector weights per result and temperature
+    optical = _Cache(16)  # IR and Raman mode intensities of molecules (broadened again on every request)
     bodies = _Cache(64)  # JSON bodies of result pages and spectra: many users looking at one result compute it once
     predictor_lock = threading.Lock()
     engines_ready = threading.Event()
@@ -234,6 +248,7 @@ def create_app(data_dir, db_url: str | None = None, token: str | None = None, wo
 
     app = FastAPI(title="atomvib", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.jobs, app.state.uploads, app.state.data_dir, app.state.db = jobs, uploads, data_dir, db
+    app.state.users = users
     templates = Jinja2Templates(directory=str(TEMPLATES))
     if warm_up:
         threading.Thread(target=warm, name="atomvib-web-warm-up", daemon=True).start()
@@ -247,7 +262,7 @@ def create_app(data_dir, db_url: str | None = None, token: str | None = None, wo
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
-    app.add_middleware(TokenAuth, token=token)
+    app.add_middleware(TokenAuth, token=token, users=users)
     app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(AtomvibError)
@@ -262,7 +277,8 @@ def create_app(data_dir, db_url: str | None = None, token: str | None = None, wo
                                           status_code=404)
 
     def page(request: Request, name: str, **ctx):
-        return templates.TemplateResponse(request, name, {"page": name.split(".")[0], **ctx})
+        return templates.TemplateResponse(request, name, {"page": name.split(".")[0], "user": request_user(request),
+                                                          **ctx})
 
     # -- static files -----------------------------------------------------------------------------
     @app.get("/static/vendor/{name}")
@@ -300,16 +316,17 @@ def create_app(data_dir, db_url: str | None = None, token: str | None = None, wo
     def jobs_page(request: Request):
         return page(request, "jobs.html")
 
-    def _row(key: str):
-        if not KEY_RE.match(key or ""):
+    def _row(key: str, user: str | None):
+        """The store row of ``key``, if ``user`` may see it (with users: one of their jobs led to it); else 404."""
+        if not KEY_RE.match(key or "") or not jobs.may_read(key, user):
             raise NotFound("result")
         row = jobs.store.get_calculation(key)
         if row is None:
             raise NotFound("result")
         return row
 
-    def _result(key: str):
-        row = _row(key)
+    def _result(key: str, user: str | None):
+        row = _row(key, user)
         if row.status != "done" or not row.result_dir:
             raise InputError(f"calculation {key} is {row.status}" + (f": {row.error.splitlines()[0]}" if row.error else ""),
                              fix="wait for it to finish, or see the job list")
@@ -324,26 +341,35 @@ def create_app(data_dir, db_url: str | None = None, token: str | None = None, wo
 
     @app.get("/results/{key}", response_class=HTMLResponse)
     def result_page(request: Request, key: str):
-        row = _row(key)
+        row = _row(key, request_user(request))
         return page(request, "result.html", key=key, status=row.status, task=row.task)
 
     @app.get("/results/{key}/spectra", response_class=HTMLResponse)
     def spectra_page(request: Request, key: str):
-        _row(key)
+        row = _row(key, request_user(request))
+        if _kind_of(row) == "molecule":
+            return page(request, "spectra_molecule.html", key=key)
         from ..spectra.instruments import KNOWN_INSTRUMENTS
 
         return page(request, "spectra.html", key=key, instruments=KNOWN_INSTRUMENTS)
 
     @app.get("/results/{key}/compare", response_class=HTMLResponse)
     def compare_page(request: Request, key: str):
-        _row(key)
+        _row(key, request_user(request))
         return page(request, "compare.html", key=key, max_mb=max_bytes / 1e6)
 
+    def _kind_of(row) -> str:
+        """"molecule", "crystal", "committee" ... from the result's summary.json ("" before it exists)."""
+        try:
+            return str(json.loads((Path(row.result_dir) / "summary.json").read_text()).get("kind", ""))
+        except (OSError, ValueError, TypeError):
+            return ""
+
     @app.get("/results/{key}/files/{name}")
-    def download(key: str, name: str):
+    def download(request: Request, key: str, name: str):
         if name not in DOWNLOADS:
             raise NotFound(name)
-        row = _row(key)
+        row = _row(key, request_user(request))
         path = Path(row.result_dir) / name if row.result_dir else None
         if path is None or not path.is_file():
             raise NotFound(name)
@@ -361,10 +387,10 @@ def create_app(data_dir, db_url: str | None = None, token: str | None = None, wo
         return info
 
     @app.post("/api/structures")
-    async def upload_structure(file: Annotated[UploadFile, File()]):
+    async def upload_structure(request: Request, file: Annotated[UploadFile, File()]):
         name = display_name(file.filename)
         data = await file.read(max_bytes + 1)
-        up = uploads.save(data, name, "structure")
+        up = uploads.save(data, name, "structure", owner=request_user(request))
         import anyio
 
         return await anyio.to_thread.run_sync(_structure_response, up)
@@ -375,16 +401,16 @@ def create_app(data_dir, db_url: str | None = None, token: str | None = None, wo
         name = str(body.get("name", "")) if isinstance(body, dict) else ""
         if name not in _examples():
             raise InputError(f"no bundled example '{name[:40]}'", fix=f"choose one of {', '.join(_examples())}")
-        up = uploads.save((EXAMPLES / name).read_bytes(), name, "structure")
+        up = uploads.save((EXAMPLES / name).read_bytes(), name, "structure", owner=request_user(request))
         import anyio
 
         return await anyio.to_thread.run_sync(_structure_response, up)
 
     @app.get("/api/structures/{uid}/preview")
-    def preview(uid: str):
+    def preview(request: Request, uid: str):
         from ..learn import predict
 
-        up = uploads.get(uid, "structure")
+        up = uploads.get(uid, "structure", owner=request_user(request))
         s = read_uploaded_structure(up)
         if s.is_molecule:
             raise InputError("the direct predictor is for crystals; a molecule has no phonon DOS preview",
@@ -412,7 +438,8 @@ def create_app(data_dir, db_url: str | None = None, token: str | None = None, wo
         body = await request.json()
         if not isinstance(body, dict):
             raise InputError("the request is not a JSON object", fix="use the app's form")
-        up = uploads.get(str(body.get("upload", "")), "structure")
+        user = request_user(request)
+        up = uploads.get(str(body.get("upload", "")), "structure", owner=user)
         engine = web_engine_spec(body.get("engine"))
         relax = bool(body.get("relax", True))
         length = _number(body.get("min_length", 10.0), "supercell length (Å)", 4.0, 40.0)
@@ -426,42 +453,51 @@ def create_app(data_dir, db_url: str | None = None, token: str | None = None, wo
                 from ..engines import get_engine
 
                 get_engine(engine).check(s)  # an engine that cannot do it is refused now, not after a queue
-            return jobs.submit(up, s, settings)
+            return jobs.submit(up, s, settings, owner=user)
 
         job = await anyio.to_thread.run_sync(make)
         return {"id": job["id"], "status": "queued"}
 
     @app.get("/api/jobs")
-    def list_jobs():
-        return {"jobs": jobs.list()}
+    def list_jobs(request: Request):
+        return {"jobs": jobs.list(owner=request_user(request)), "user": request_user(request)}
 
     @app.get("/api/jobs/{job_id}")
-    def get_job(job_id: str):
+    def get_job(request: Request, job_id: str):
         try:
-            return jobs.view(job_id)
+            return jobs.view(job_id, owner=request_user(request))
         except (KeyError, OSError, ValueError):
             raise NotFound("job") from None
 
     @app.get("/api/calculations")
-    def calculations(limit: int = 200):
+    def calculations(request: Request, limit: int = 200):
         df = jobs.store.calculations()
+        if per_user:  # a user's own calculations only (rows of other users and of command-line batches are hidden)
+            df = df[df.key.isin(jobs.keys_of(request_user(request)))]
         df = df.iloc[::-1].head(max(1, min(int(limit), 1000)))
         cols = ["key", "formula", "task", "engine", "status", "error", "omega_max_thz", "has_imaginary", "seconds",
                 "finished", "source"]
         df = df[cols].astype(object)
         df = df.where(df.notna(), None)
+        running = [k for k, st in zip(df["key"], df["status"]) if st == "running"]
+        progress = jobs.store.progress(running) if running else {}
         rows = []
         for rec in df.to_dict("records"):
             rec["error"] = (rec["error"] or "").splitlines()[0] if rec.get("error") else ""
             rec["source"] = Path(str(rec.get("source") or "")).name
             rec["has_imaginary"] = None if rec["has_imaginary"] is None else bool(rec["has_imaginary"])
+            p = progress.get(rec["key"])
+            if p is not None:
+                age = max(0.0, time.time() - p["updated"])
+                eta = None if p["eta_s"] is None else max(0.0, p["eta_s"] - age)
+                rec["progress"] = {**{k: p[k] for k in ("stage", "unit", "done", "total")}, "eta_s": eta, "age_s": age}
             rows.append(rec)
         return {"calculations": rows}
 
     # -- results ----------------------------------------------------------------------------------
     @app.get("/api/results/{key}")
-    def result_data(key: str):
-        row, d, res = _result(key)
+    def result_data(request: Request, key: str):
+        row, d, res = _result(key, request_user(request))
         stamp = (d / "summary.json").stat().st_mtime_ns
         return Response(bodies.get(("result", key), lambda: _result_body(key, row, d, res), stamp=stamp),
                         media_type="application/json")
@@ -485,21 +521,149 @@ def create_app(data_dir, db_url: str | None = None, token: str | None = None, wo
                 figures={"dispersion": dispersion_figure(res), "thermal": thermal_figure(res)},
                 view=_structure_view(res.primitive),
             )
+        elif kind == "committee":
+            from .figures import committee_dispersion_figure, committee_thermal_figure
+
+            om = res.omega_max()
+            out.update(
+                formula=res.primitive.formula, natoms=res.primitive.natoms, engines=res.engines,
+                spacegroup=res.primitive.spacegroup(res.settings.symprec),
+                omega_max_thz=float(om.mean), omega_max_std_thz=float(om.std),
+                omega_max_members_thz=[float(x) for x in om.members],
+                has_imaginary=res.has_imaginary,
+                imaginary_members=[e for e, m in zip(res.engines, res.members) if m.has_imaginary],
+                calibration={"scale": res.scale, "scales": res.calibration.get("scales", {}),
+                             "calibrated": "uncalibrated" not in str(res.calibration.get("note", ""))},
+                thermal=_json_safe(summary.get("thermal")),
+                figures={"dispersion": committee_dispersion_figure(res), "thermal": committee_thermal_figure(res)},
+                view=_structure_view(res.primitive),
+            )
         elif kind == "molecule":
-            out.update(formula=res.structure.formula, natoms=res.structure.natoms,
-                       figures={"modes": molecule_figure(res)}, view=_structure_view(res.structure))
+            ir, why = _molecule_ir(key, res)
+            modes = [{"index": i, "frequency_cm1": round(float(f), 3),
+                      "ir_km_per_mol": None if ir is None else float(ir.intensities[i])}
+                     for i, f in enumerate(res.frequencies_cm1)]
+            raman_spec, raman_why = raman_engine(res)
+            out.update(formula=res.structure.formula, natoms=res.structure.natoms, modes=modes,
+                       linear=bool(res.is_linear), has_imaginary=bool(res.has_imaginary),
+                       zero_point_energy_ev=float(res.zero_point_energy_ev), n_displacements=res.n_displacements,
+                       ir_available=ir is not None, ir_reason=why, raman_available=raman_spec is not None,
+                       raman_reason=raman_why, figures={"modes": molecule_figure(res, ir)},
+                       view=_structure_view(res.structure))
         else:
             raise InputError(f"a {kind or type(res).__name__} result has no page in this version of the app",
                              fix="use `atomvib.load` on its directory")
         out["build_ms"] = round(1e3 * (time.perf_counter() - t0), 1)
         return _json(out).body
 
+    def _molecule(key, user):
+        row, d, res = _result(key, user)
+        if getattr(res, "kind", "") != "molecule":
+            raise InputError("normal modes, IR and Raman of this page are for a molecule's result",
+                             fix="open a molecule's result (a crystal's spectra are on its INS page)")
+        return row, d, res
+
+    def _molecule_ir(key, res):
+        """(IR OpticalSpectrum or None, why not) from the dipole derivatives the calculation stored (no engine call)."""
+        if getattr(res, "dipole_derivatives", None) is None:
+            name = getattr(res.engine, "name", "the engine")
+            return None, (f"engine {name} gives no dipole moment, so the result has no IR intensities (xtb and pyscf "
+                          "do: run the molecule with one of them)")
+        from ..spectra.ir import molecule_ir
+
+        return optical.get(("ir", key), lambda: molecule_ir(res), stamp=_stamp(key)), ""
+
+    def _molecule_raman(key, res, laser_nm):
+        """Raman OpticalSpectrum from the derivatives computed once on the workers, or (None, state) until then."""
+        stamp = _stamp(key)
+        state = jobs.raman(key, stamp)
+        if state["state"] != "done":
+            return None, state
+        import numpy as np
+
+        from ..spectra.raman import molecule_raman
+
+        def make():
+            with np.load(state["path"]) as z:
+                dalpha = np.array(z["dalpha"])
+            return molecule_raman(res, dalpha=dalpha, laser_nm=laser_nm)
+
+        return optical.get(("raman", key, laser_nm), make, stamp=stamp), state
+
+    @app.get("/api/results/{key}/normal-mode")
+    def normal_mode(request: Request, key: str, index: int):
+        """Normal mode ``index`` of a molecule as XYZ with displacement vectors (the 3D view animates it)."""
+        from .figures import molecule_mode_xyz
+
+        row, d, res = _molecule(key, request_user(request))
+        index = int(_number(index, "mode", 0, len(res.frequencies_cm1) - 1, integer=True))
+        return _json(molecule_mode_xyz(res, index))
+
+    @app.get("/api/results/{key}/optical")
+    def optical_spectrum(request: Request, key: str, kind: str = "ir", fwhm: float = 10.0, shape: str = "lorentzian",
+                         xmin: float | None = None, xmax: float | None = None, laser_nm: float | None = None):
+        """IR or Raman of a molecule, broadened with ``fwhm`` (cm⁻¹) and ``shape``: the modes and their intensities
+        are computed once (IR from the stored dipole derivatives, Raman on the workers after POST .../raman); a
+        parameter change only broadens again."""
+        import numpy as np
+
+        from ..spectra.lineshape import SHAPES, default_axis_cm1
+        from .figures import optical_figure
+
+        row, d, res = _molecule(key, request_user(request))
+        if kind not in ("ir", "raman"):
+            raise InputError(f"unknown optical spectrum '{kind[:20]}'", fix="ir or raman")
+        fwhm = _number(fwhm, "line width FWHM (cm⁻¹)", 0.1, 1000.0)
+        if shape not in SHAPES:
+            raise InputError(f"unknown line shape '{shape[:20]}'", fix=f"choose {' or '.join(SHAPES)}")
+        if laser_nm is not None:
+            laser_nm = _number(laser_nm, "laser wavelength (nm)", 100.0, 2000.0)
+        t0 = time.perf_counter()
+        if kind == "ir":
+            spec, why = _molecule_ir(key, res)
+            if spec is None:
+                return {"kind": "ir", "state": "unavailable", "reason": why}
+            extra = {"state": "done"}
+        else:
+            engine_spec, why = raman_engine(res)
+            if engine_spec is None:
+                return {"kind": "raman", "state": "unavailable", "reason": why}
+            spec, state = _molecule_raman(key, res, laser_nm)
+            if spec is None:
+                return {"kind": "raman", **{k: v for k, v in state.items() if k != "path"},
+                        "engine": engine_spec, "engine_calls": 36 * res.structure.natoms}
+            extra = {"state": "done", "engine": engine_spec, "seconds": state.get("seconds")}
+            if "depolarization" in spec.details:
+                extra["depolarization"] = [round(float(x), 4) for x in spec.details["depolarization"]]
+        f = np.asarray(spec.frequencies_cm1, float)
+        axis = default_axis_cm1(f[f > 0], fwhm, step_cm1=min(1.0, fwhm / 4))
+        lo = _number(xmin, "range minimum (cm⁻¹)", 0.0, 1e5) if xmin is not None else float(axis[0])
+        hi = _number(xmax, "range maximum (cm⁻¹)", lo + 1.0, 1e5) if xmax is not None else float(axis[-1])
+        step = max(min(1.0, fwhm / 4), (hi - lo) / 20000)
+        x, y = spec.curve(np.arange(lo, hi + step / 2, step), fwhm, shape)
+        return _json({"kind": kind, **extra, "unit": spec.intensity_unit, "fwhm": fwhm, "shape": shape,
+                      "modes": [{"frequency_cm1": round(float(a), 3), "intensity": float(b)}
+                                for a, b in zip(spec.frequencies_cm1, spec.intensities)],
+                      "figure": optical_figure(spec, x, y, fwhm, shape),
+                      "ms": round(1e3 * (time.perf_counter() - t0), 1)})
+
+    @app.post("/api/results/{key}/raman")
+    def start_raman(request: Request, key: str):
+        """Start the Raman activities of a molecule (36N SCF runs on the app's Dask workers, once)."""
+        row, d, res = _molecule(key, request_user(request))
+        engine_spec, why = raman_engine(res)
+        if engine_spec is None:
+            raise InputError(why)
+        state = jobs.start_raman(key, str(d), engine_spec, _stamp(key))
+        return {"kind": "raman", **{k: v for k, v in state.items() if k != "path"}, "engine": engine_spec,
+                "engine_calls": 36 * res.structure.natoms}
+
     def _stamp(key) -> int:
         """When the result's files last changed (a recomputed result invalidates what was cached from it)."""
-        return (Path(_row(key).result_dir) / "summary.json").stat().st_mtime_ns
+        return (Path(jobs.store.get_calculation(key).result_dir) / "summary.json").stat().st_mtime_ns
 
-    def _crystal(key):
-        row, d, res = _result(key)
+    def _crystal(key, user):
+        row, d, res = _result(key, user)
         if getattr(res, "kind", "") != "crystal":
             raise InputError("INS spectra need a crystal's phonons", fix="open a crystal's result")
         return res
@@ -512,11 +676,11 @@ def create_app(data_dir, db_url: str | None = None, token: str | None = None, wo
                                stamp=_stamp(key))
 
     @app.get("/api/results/{key}/ins")
-    def ins(key: str, instrument: str = "vision", order: int = 3, temperature: float = 5.0, bank: str = "backward",
+    def ins(request: Request, key: str, instrument: str = "vision", order: int = 3, temperature: float = 5.0, bank: str = "backward",
             ei: float | None = None, emax: float | None = None):
         from ..spectra.instruments import get_instrument
 
-        res = _crystal(key)
+        res = _crystal(key, request_user(request))
         inst = get_instrument(instrument)
         order = int(_number(order, "order", 1, 10, integer=True))
         temperature = _number(temperature, "temperature (K)", 0.0, 2000.0)
@@ -554,25 +718,29 @@ def create_app(data_dir, db_url: str | None = None, token: str | None = None, wo
                       "ms": round(1e3 * (time.perf_counter() - t0), 1), **extra}).body
 
     @app.get("/api/results/{key}/mode")
-    def mode(key: str, q: int, band: int):
+    def mode(request: Request, key: str, q: int, band: int):
         """One phonon mode of the band path as an XYZ (with displacement vectors) of a small supercell: the 3D view
         animates it. Eigenvector from the saved force constants (phonopy), nothing else recomputed."""
         from .figures import mode_xyz
 
-        res = _crystal(key)
+        res = _crystal(key, request_user(request))
         b = res.band_structure()
         q = int(_number(q, "q-point index", 0, len(b.qpoints) - 1, integer=True))
         band = int(_number(band, "band", 0, b.frequencies_thz.shape[1] - 1, integer=True))
         return _json(mode_xyz(res, b.qpoints[q], band))
 
     @app.post("/api/results/{key}/compare")
-    async def compare_endpoint(key: str, file: Annotated[UploadFile, File()], computed: Annotated[str, Form()] = "dos",
+    async def compare_endpoint(request: Request, key: str, file: Annotated[UploadFile, File()],
+                               computed: Annotated[str, Form()] = "dos",
                                fit: Annotated[str, Form()] = "scale,background,broadening",
                                units: Annotated[str, Form()] = "", xmin: Annotated[str, Form()] = "",
                                xmax: Annotated[str, Form()] = ""):
-        data = await file.read(max_bytes + 1)
-        up = uploads.save(data, display_name(file.filename), "spectrum")
         import anyio
+
+        user = request_user(request)
+        await anyio.to_thread.run_sync(_row, key, user)  # another user's result: 404 before the upload is kept
+        data = await file.read(max_bytes + 1)
+        up = uploads.save(data, display_name(file.filename), "spectrum", owner=user)
 
         def run():
             import warnings
@@ -581,7 +749,7 @@ def create_app(data_dir, db_url: str | None = None, token: str | None = None, wo
             from ..spectra.measured import read_spectrum
             from .figures import compare_figure
 
-            res = _crystal(key)
+            res = _crystal(key, user)
             if computed == "dos":
                 source = res
             elif computed in ("vision", "tosca"):

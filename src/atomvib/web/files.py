@@ -87,19 +87,25 @@ class Upload:
     name: str
     kind: str  # "structure" or "spectrum"
     fmt: str = ""
+    owner: str | None = None
 
     def meta(self) -> dict:
         return {"id": self.id, "file": self.path.name, "name": self.name, "kind": self.kind, "fmt": self.fmt,
-                "created": time.time()}
+                "owner": self.owner, "created": time.time()}
 
 
 class UploadStore:
-    """Uploaded files under ``DATA/uploads`` with generated names; lookups only by generated id."""
+    """Uploaded files under ``DATA/uploads`` with generated names; lookups only by generated id.
 
-    def __init__(self, data_dir: Path, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES):
+    With ``per_user``, an upload records the user who sent it and is found only for that user (another user's
+    upload id is "unknown", as if it did not exist).
+    """
+
+    def __init__(self, data_dir: Path, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, per_user: bool = False):
         self.dir = Path(data_dir) / "uploads"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.max_bytes = int(max_bytes)
+        self.per_user = bool(per_user)
 
     def check_size(self, n: int, name: str) -> None:
         if n > self.max_bytes:
@@ -110,7 +116,7 @@ class UploadStore:
         if n == 0:
             raise InputError(f"{display_name(name)} is empty", fix="give a file that contains a structure")
 
-    def save(self, data: bytes, name: str, kind: str) -> Upload:
+    def save(self, data: bytes, name: str, kind: str, owner: str | None = None) -> Upload:
         """Write ``data`` under a new generated name (the client's ``name`` decides only the extension)."""
         self.check_size(len(data), name)
         if kind == "structure":
@@ -118,15 +124,16 @@ class UploadStore:
         else:
             ext, fmt = spectrum_suffix(name), ""
         uid = secrets.token_hex(16)
-        up = Upload(uid, self.dir / f"{uid}{ext}", display_name(name), kind, fmt)
+        up = Upload(uid, self.dir / f"{uid}{ext}", display_name(name), kind, fmt, owner)
         tmp = self.dir / f".{uid}.tmp"
         tmp.write_bytes(data)
         tmp.replace(up.path)
         (self.dir / f"{uid}.json").write_text(json.dumps(up.meta()))
         return up
 
-    def get(self, uid: str, kind: str | None = None) -> Upload:
-        """The upload of a generated id; InputError for anything else (a path, another kind, an unknown id)."""
+    def get(self, uid: str, kind: str | None = None, owner: str | None = None) -> Upload:
+        """The upload of a generated id; InputError for anything else (a path, another kind, an unknown id, and
+        with ``per_user`` another user's upload)."""
         if not isinstance(uid, str) or not ID_RE.match(uid):
             raise InputError("unknown upload id", fix="upload the file again")
         try:
@@ -136,7 +143,10 @@ class UploadStore:
         path = self.dir / Path(str(meta.get("file", ""))).name
         if not path.name.startswith(uid) or not path.is_file() or (kind and meta.get("kind") != kind):
             raise InputError("unknown upload id", fix="upload the file again")
-        return Upload(uid, path, display_name(meta.get("name")), meta.get("kind", ""), meta.get("fmt", ""))
+        if self.per_user and meta.get("owner") != owner:
+            raise InputError("unknown upload id", fix="upload the file again")
+        return Upload(uid, path, display_name(meta.get("name")), meta.get("kind", ""), meta.get("fmt", ""),
+                      meta.get("owner"))
 
 
 def read_uploaded_structure(up: Upload):

@@ -9,8 +9,14 @@ as ``atomvib batch FILE --tasks phonons`` would make; ``atomvib db list`` shows 
 Dask and writes the row (the batch driver is the store's only writer).
 
 A job file ``DATA/jobs/<id>.json`` keeps what the app needs besides the row: the user's file name, the settings,
-and an error that happened before a row existed (an engine that is not installed). The row is found again by
-exactly what keys it: structure hash, task, engine spec and the settings as the batch records them.
+its owner (the user's name with ``--users``; never a token), the row's key once the run ended, and an error that
+happened before a row existed (an engine that is not installed). The row is found again by exactly what keys it:
+structure hash, task, engine spec and the settings as the batch records them.
+
+With users (``per_user``), a user sees only their own jobs, and a calculation's key only when one of their jobs
+led to it (:meth:`JobManager.may_read`); everything else answers as if it did not exist. Progress while a job
+runs (displacements done, total, ETA) comes from the row, which the batch driver updates (at most once a second)
+from what the worker reports: any app process on the same store shows it.
 """
 
 from __future__ import annotations
@@ -48,10 +54,12 @@ class JobManager:
         Address of an existing Dask scheduler (``tcp://host:8786``).
     parallel : int
         Jobs driven at the same time (threads; each drives one batch run).
+    per_user : bool
+        Jobs belong to the user who submitted them (see the module docstring).
     """
 
     def __init__(self, data_dir, db: str, *, workers: int | None = 1, scheduler: str | None = None,
-                 parallel: int = 1, results_dir=None):
+                 parallel: int = 1, results_dir=None, per_user: bool = False):
         from ..store import Store
 
         self.data_dir = Path(data_dir)
@@ -67,6 +75,10 @@ class JobManager:
         self._threads: list[threading.Thread] = []
         self._parallel = max(1, int(parallel))
         self._closed = False
+        self.per_user = bool(per_user)
+        self._keys: dict[str, str] = {}  # job id → calculation key, once known
+        self._readable: dict[str | None, set] = {}  # owner → keys of their jobs (grows; rescanned on a miss)
+        self._raman_runs: dict[str, tuple] = {}  # key → (Dask future, start time) of a Raman calculation
         self._requeue_unfinished()
 
     # -- jobs -----------------------------------------------------------------------------------
@@ -84,8 +96,8 @@ class JobManager:
     def _read(self, job_id: str) -> dict:
         return json.loads(self._path(job_id).read_text())
 
-    def submit(self, upload: Upload, structure, settings: PhononSettings) -> dict:
-        """Queue the phonons of ``upload``; returns the job record."""
+    def submit(self, upload: Upload, structure, settings: PhononSettings, owner: str | None = None) -> dict:
+        """Queue the phonons of ``upload`` for ``owner`` (a user name, or None without users); returns the job."""
         from ..engines import default_engine_spec
         from ..store import canonical_hash
 
@@ -107,6 +119,7 @@ class JobManager:
             "settings_json": json.dumps(tset.to_dict()),
             "state": "queued",
             "error": "",
+            "owner": owner,
         }
         self._write(job)
         self._start_threads()
@@ -163,6 +176,12 @@ class JobManager:
                                 command=f"atomvib serve: job {job_id} ({job['name']})")
             job["state"] = "finished"
             job["batch"] = {"done": summary.done, "failed": summary.failed, "already_done": summary.already_done}
+            try:
+                row = self._row(job)
+            except AtomvibError:
+                row = None
+            if row is not None:
+                job["key"] = row.key
         except AtomvibError as exc:
             job["state"], job["error"] = "failed", one_line(exc, Path(job["path"]), job["name"])
         except Exception as exc:  # a bug or a lost cluster: the job fails in words, the app keeps serving
@@ -225,9 +244,16 @@ class JobManager:
                 s.expunge(row)
             return row
 
-    def view(self, job_id: str) -> dict:
-        """The job as the pages show it: status from the store row when there is one."""
+    def _visible(self, job: dict, owner: str | None) -> bool:
+        return not self.per_user or (owner is not None and job.get("owner") == owner)
+
+    def view(self, job_id: str, owner: str | None = None) -> dict:
+        """The job as the pages show it: status (and progress while it runs) from the store row when there is one.
+
+        KeyError for an unknown job, and with users for another user's job."""
         job = self._read(job_id)
+        if not self._visible(job, owner):
+            raise KeyError(job_id)
         out = {k: job.get(k) for k in ("id", "name", "formula", "natoms", "kind", "engine", "created", "error")}
         out["settings"] = {k: job["settings"].get(k) for k in ("relax", "min_supercell_length_a")}
         row = None
@@ -243,16 +269,19 @@ class JobManager:
             out["key"] = None
         else:
             out["status"], out["key"], out["error"] = row.status, row.key, row.error or ""
+            self._keys[job["id"]] = row.key
             out["seconds"] = row.seconds
             out["started"] = row.started
             if row.status == "running" and row.started:
                 out["elapsed"] = time.time() - row.started
+                out["progress"] = progress_view(row)
             if row.status == "pending" and job.get("state") == "finished":
                 out["status"] = "pending"
         out["error"] = (out["error"] or "").splitlines()[0] if out["error"] else ""
         return out
 
-    def list(self, limit: int = 200) -> list[dict]:
+    def list(self, limit: int = 200, owner: str | None = None) -> list[dict]:
+        """The newest ``limit`` jobs (of ``owner`` with users), newest first."""
         jobs = []
         for p in self.dir.glob("*.json"):
             try:
@@ -260,13 +289,174 @@ class JobManager:
             except OSError:
                 continue
         out = []
-        for _, jid in sorted(jobs, reverse=True)[:limit]:
+        for _, jid in sorted(jobs, reverse=True):
+            if len(out) >= limit:
+                break
             try:
-                out.append(self.view(jid))
+                out.append(self.view(jid, owner))
             except (OSError, ValueError, KeyError):
                 continue
         out.sort(key=lambda j: j.get("created") or 0, reverse=True)
         return out
+
+    def keys_of(self, owner: str | None) -> set[str]:
+        """Keys of the calculations that ``owner``'s jobs led to (every job's, without users)."""
+        keys = set()
+        for p in self.dir.glob("*.json"):
+            try:
+                job = json.loads(p.read_text())
+            except (OSError, ValueError):
+                continue
+            if not isinstance(job, dict) or not self._visible(job, owner) or not ID_RE.match(str(job.get("id", ""))):
+                continue
+            key = job.get("key") or self._keys.get(job["id"])
+            if key is None and job.get("state") in ("running", "finished"):
+                try:
+                    row = self._row(job)
+                except (AtomvibError, KeyError):
+                    row = None
+                if row is not None:
+                    key = self._keys[job["id"]] = row.key
+            if key:
+                keys.add(key)
+        return keys
+
+    # -- derived results (Raman) ----------------------------------------------------------------
+    def derived(self, key: str, name: str) -> Path:
+        """Where the app keeps what it computed from calculation ``key`` (``DATA/derived/<key>/<name>``)."""
+        from .files import KEY_RE
+
+        if not KEY_RE.match(key or ""):
+            raise KeyError(key)
+        return self.data_dir / "derived" / key / name
+
+    def raman(self, key: str, stamp: int) -> dict:
+        """State of the Raman derivatives of ``key``: ``{"state": "done" | "running" | "failed" | "none", ...}``."""
+        path = self.derived(key, RAMAN_FILE)
+        if path.is_file():
+            try:
+                import numpy as np
+
+                with np.load(path) as z:
+                    if int(z["stamp"]) == stamp:
+                        return {"state": "done", "path": str(path), "seconds": float(z["seconds"])}
+            except (OSError, ValueError, KeyError):
+                pass
+        with self._lock:
+            run = self._raman_runs.get(key)
+        if run is None:
+            return {"state": "none"}
+        fut, started = run
+        if fut.status == "pending":
+            return {"state": "running", "elapsed": time.time() - started}
+        try:
+            out = fut.result(timeout=0) if fut.status == "finished" else {"error": f"the task {fut.status}"}
+        except Exception as exc:  # a worker that died several times
+            out = {"error": f"{type(exc).__name__}: {one_line(exc)}"}
+        if out.get("ok") and path.is_file():
+            with self._lock:
+                self._raman_runs.pop(key, None)
+            return self.raman(key, stamp)
+        return {"state": "failed", "error": out.get("error") or "the Raman calculation left no file"}
+
+    def start_raman(self, key: str, result_dir: str, spec: str, stamp: int) -> dict:
+        """Start the Raman derivatives of ``key`` on the app's Dask workers (once; again after a failure)."""
+        state = self.raman(key, stamp)
+        if state["state"] in ("done", "running"):
+            return state
+        fut = self.client().submit(compute_raman_derivatives, result_dir, str(self.derived(key, RAMAN_FILE)), spec,
+                                   stamp, key=f"atomvib-raman-{key}-{secrets.token_hex(4)}", pure=False, retries=1)
+        with self._lock:
+            self._raman_runs[key] = (fut, time.time())
+        return {"state": "running", "elapsed": 0.0}
+
+    def may_read(self, key: str, owner: str | None) -> bool:
+        """Whether ``owner`` may see calculation ``key``: always without users; with users only when one of the
+        owner's jobs led to it."""
+        if not self.per_user:
+            return True
+        if owner is None:
+            return False
+        if key in self._readable.get(owner, ()):
+            return True
+        keys = self.keys_of(owner)
+        self._readable[owner] = keys
+        return key in keys
+
+
+# -- Raman of a molecule: engine calls on the app's Dask workers, kept under DATA/derived ----------------------
+
+RAMAN_FILE = "raman_dalpha.npz"
+#: engines whose polarizability the Raman code computes (finite fields): :func:`atomvib.spectra.raman._dipole_in_field`
+RAMAN_ENGINES = ("xtb", "pyscf")
+
+
+def raman_engine(result) -> tuple[str | None, str]:
+    """(engine spec, "") that computes the Raman activities of a molecule result, or (None, why not) in words."""
+    from .policy import web_engine_spec
+
+    info = result.engine
+    name = getattr(info, "name", None) or (info.get("name") if isinstance(info, dict) else "") or "unknown"
+    spec = getattr(info, "spec", None) or (info.get("spec") if isinstance(info, dict) else "") or name
+    if name not in RAMAN_ENGINES:
+        return None, (f"engine {name} gives no polarizability, so no Raman activities (xtb and pyscf do: run the "
+                      "molecule with one of them)")
+    try:
+        web_engine_spec(spec)
+    except AtomvibError:
+        return None, f"engine {spec} is not one the web app runs; use `atomvib raman DIR` on the command line"
+    return spec, ""
+
+
+def compute_raman_derivatives(result_dir: str, out_path: str, spec: str, stamp: int) -> dict:
+    """Dask task: polarizability derivatives ∂α/∂x (N, 3, 3, 3) Å² of the molecule saved in ``result_dir``, by the
+    engine ``spec`` (36N SCF runs), written to ``out_path`` (npz with the stamp of the result it belongs to).
+
+    Returns ``{"ok": True}`` or ``{"error": one line}``; never raises for a computation failure."""
+    import os
+    import warnings
+
+    import numpy as np
+
+    from ..batch.runner import THREAD_ENV
+
+    for k, v in THREAD_ENV.items():
+        os.environ.setdefault(k, v)
+    from ..runtime import configure_threads
+
+    configure_threads()
+    try:
+        from ..engines import get_engine
+        from ..results import load
+        from ..spectra.raman import FIELD_V_PER_A, polarizability_derivatives
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = load(result_dir)
+            t0 = time.perf_counter()
+            d = polarizability_derivatives(res.structure, get_engine(spec), 0.01, FIELD_V_PER_A)
+        out = Path(out_path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, dalpha=d, stamp=np.int64(stamp), step_a=0.01, field_v_per_a=FIELD_V_PER_A, engine=spec,
+                 seconds=time.perf_counter() - t0)
+        tmp.replace(out)
+        return {"ok": True}
+    except AtomvibError as exc:
+        return {"error": one_line(exc)}
+    except Exception as exc:  # a library failure: the page says so, the app keeps serving
+        return {"error": f"{type(exc).__name__}: {one_line(exc)}"}
+
+
+def progress_view(row) -> dict | None:
+    """What the job list shows of a running row's progress: stage, done, total, ETA (s from now), age (s)."""
+    if row.progress_updated is None:
+        return None
+    now = time.time()
+    age = max(0.0, now - row.progress_updated)
+    eta = None if row.progress_eta_s is None else max(0.0, row.progress_eta_s - age)
+    return {"stage": row.progress_stage or "", "done": row.progress_done, "total": row.progress_total,
+            "unit": row.progress_unit or "", "eta_s": eta, "age_s": age}
 
 
 def _settings_kwargs(d: dict) -> dict:

@@ -3,6 +3,9 @@
 * Token (``--token``): every request needs it, as ``Authorization: Bearer TOKEN``, or the cookie the app sets
   when a page is opened once with ``?token=TOKEN`` (HttpOnly, SameSite=Strict); otherwise 401. Compared in
   constant time. No token: the app is open to whoever reaches the port (127.0.0.1 by default).
+* Users (``--users FILE``, :mod:`atomvib.web.users`): the same, with a token per user; the request then
+  carries its user's name (``scope["atomvib.user"]``, :func:`request_user`) and the app shows each user only
+  their own jobs and results. Without users the name is None: everything is shared.
 * Size: a request body longer than the limit is refused with 413 before it is read into memory or onto disk
   (by its Content-Length, and by counting when it is sent in chunks).
 * Cross-site requests: a state-changing request (POST, PUT, DELETE) must carry the header ``X-Atomvib: 1``
@@ -20,6 +23,8 @@ import json
 from urllib.parse import parse_qsl, urlencode
 
 COOKIE = "atomvib_token"
+#: where the middleware leaves the name of the request's user (None: no users, everything shared)
+USER_KEY = "atomvib.user"
 CSRF_HEADER = "x-atomvib"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
        "img-src 'self' data: blob:; connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'; "
@@ -66,12 +71,21 @@ class SecurityHeaders:
         return await self.app(scope, receive, wrapped)
 
 
-class TokenAuth:
-    """401 for requests without the token (when one is set); ``?token=`` on a page sets the cookie."""
+def request_user(request) -> str | None:
+    """The user a request was authenticated as (``--users``), or None without users."""
+    return request.scope.get(USER_KEY)
 
-    def __init__(self, app, token: str | None):
+
+class TokenAuth:
+    """401 for requests without the token, or without a user's token (``users``); ``?token=`` on a page sets
+    the cookie. ``users`` (:class:`atomvib.web.users.Users`) and ``token`` exclude each other."""
+
+    def __init__(self, app, token: str | None = None, users=None):
         self.app = app
         self.token = token or None
+        self.users = users
+        if self.token and self.users is not None:
+            raise ValueError("give a token or users, not both")
         self.cookie = cookie_value(token) if token else None
 
     def _ok(self, supplied: str | None, cookie: bool = False) -> bool:
@@ -80,31 +94,48 @@ class TokenAuth:
         want = self.cookie if cookie else self.token
         return hmac.compare_digest(supplied.encode(), want.encode())
 
+    def _who(self, supplied: str | None, cookie: bool = False):
+        """(accepted, user name or None) for a token or cookie value."""
+        if self.users is None:
+            return self._ok(supplied, cookie), None
+        name = self.users.who_by_cookie(supplied) if cookie else self.users.who(supplied)
+        return name is not None, name
+
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or self.token is None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        scope[USER_KEY] = None
+        if self.token is None and self.users is None:
             return await self.app(scope, receive, send)
         h = _headers(scope)
         auth = h.get("authorization", "")
-        if auth.lower().startswith("bearer ") and self._ok(auth[7:].strip()):
-            return await self.app(scope, receive, send)
+        if auth.lower().startswith("bearer "):
+            ok, name = self._who(auth[7:].strip())
+            if ok:
+                scope[USER_KEY] = name
+                return await self.app(scope, receive, send)
         cookies = dict(p.strip().split("=", 1) for p in h.get("cookie", "").split(";") if "=" in p)
-        if self._ok(cookies.get(COOKIE), cookie=True):
+        ok, name = self._who(cookies.get(COOKIE), cookie=True)
+        if ok:
+            scope[USER_KEY] = name
             return await self.app(scope, receive, send)
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         given = [v for k, v in query if k == "token"]
-        if given and self._ok(given[-1]) and scope.get("method") == "GET":
+        ok, name = self._who(given[-1]) if given else (False, None)
+        if ok and scope.get("method") == "GET":
             # the URL printed by `atomvib serve`: set the cookie, then show the page without the token in its URL
             rest = urlencode([(k, v) for k, v in query if k != "token"])
             location = scope.get("path", "/") + (f"?{rest}" if rest else "")
-            cookie = f"{COOKIE}={self.cookie}; Path=/; HttpOnly; SameSite=Strict"
+            value = self.users.cookie_for(name) if self.users is not None else self.cookie
+            cookie = f"{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict"
             await send({"type": "http.response.start", "status": 303,
                         "headers": [(b"location", location.encode()), (b"set-cookie", cookie.encode()),
                                     (b"content-length", b"0"), *SECURITY_HEADERS]})
             await send({"type": "http.response.body", "body": b""})
             return
-        await _send_json(send, 401, {"error": "this atomvib app needs its access token (fix: open the URL that "
-                                              "`atomvib serve` printed, with ?token=..., or send "
-                                              "'Authorization: Bearer TOKEN')"},
+        what = "your own access token" if self.users is not None else "its access token"
+        await _send_json(send, 401, {"error": f"this atomvib app needs {what} (fix: open the app's URL with "
+                                              "?token=YOUR_TOKEN once, or send 'Authorization: Bearer TOKEN')"},
                          [(b"www-authenticate", b'Bearer realm="atomvib"')])
 
 
