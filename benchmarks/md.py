@@ -17,14 +17,21 @@ load, one force call on a displaced copy) outside the timing; timed: ``steps`` s
 Reported: steps/s, ratio, ns/day, atom-steps/s, peak RSS, RSS growth over the timed steps, and the largest force
 difference of the two calculators on one configuration.
 
+``--memory N`` runs N steps of ``run_md`` (the same engine, Si 2×2×2 primitive = 16 atoms so that 10⁴ steps take
+minutes, frames to extxyz every 10 steps) and samples the RSS every 500 steps through the progress bar's listener
+hook: memory must stay flat (no growth with the number of steps); the section "Memory over a long run" of the
+markdown file is replaced.
+
 Usage::
 
     ATOMVIB_THREADS=1 python benchmarks/md.py [--steps 100] [--md docs/benchmarks/md.md]
+    ATOMVIB_THREADS=1 python benchmarks/md.py --memory 10000 --md docs/benchmarks/md.md
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -92,6 +99,57 @@ def run_atomvib(steps: int) -> dict:
             "steps_per_s": t["steps_per_s"], "kernel_path": engine.info.kernel_path, "threads": threads,
             "rss_start_mb": rss0, "rss_end_mb": rss1, "peak_rss_mb": _peak_mb(),
             "temperature_mean_K": float(np.mean(traj.temperature_k[1:]))}
+
+
+def run_memory(steps: int, engine_spec: str = ENGINE) -> dict:
+    """RSS every 500 steps of a ``steps``-step run (Si 16 atoms with the benchmark's engine; EMT: Al 32 atoms)."""
+    from ase.build import bulk
+
+    from atomvib.dynamics import MDSettings, run_md
+    from atomvib.engines import get_engine
+    from atomvib.progress import bar_listener
+
+    _threads()
+    engine = get_engine(engine_spec).load()
+    samples: list[tuple[int, float]] = []
+
+    class Sampling:
+        def __init__(self, bar):
+            self.bar, self.done = bar, 0
+
+        def __call__(self, n=1, **postfix):
+            self.bar(n, **postfix)
+            before, self.done = self.done, self.done + int(n)
+            if self.done // 500 > before // 500:
+                samples.append((self.done, _rss_mb()))
+
+        def close(self):
+            self.bar.close()
+
+    s = MDSettings(engine=engine_spec, temperature_k=TEMPERATURE_K, timestep_fs=TIMESTEP_FS, steps=steps,
+                   equilibration_steps=0, friction_per_ps=FRICTION_PER_PS, write_every=10, seed=SEED, relax=False,
+                   supercell=(2, 2, 2))
+    crystal = bulk("Al", "fcc", a=4.05, cubic=True) if engine_spec == "emt" else bulk("Si", "diamond", a=5.43)
+    if engine_spec == "emt":
+        s = dataclasses.replace(s, primitive=False)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d, bar_listener(lambda bar, total, desc, unit: Sampling(bar)):
+        traj = run_md(crystal, engine=engine, settings=s, out=Path(d) / "t.extxyz")
+    steps_arr = np.array([x for x, _ in samples], float)
+    rss = np.array([y for _, y in samples])
+    half = steps_arr >= steps_arr.max() / 2
+    slope = float(np.polyfit(steps_arr[half], rss[half], 1)[0] * 1000) if half.sum() >= 2 else float("nan")
+    return {"variant": "memory", "engine": engine_spec, "natoms": traj.natoms, "steps": steps, "wall_s": time.perf_counter() - t0,
+            "samples": samples, "rss_first_mb": float(rss[0]), "rss_last_mb": float(rss[-1]),
+            "rss_max_mb": float(rss.max()), "slope_mb_per_1000_steps_second_half": slope}
+
+
+def memory_section(m: dict) -> str:
+    pts = ", ".join(f"{n}: {r:.0f}" for n, r in m["samples"][:: max(1, len(m["samples"]) // 10)])
+    return (f"## Memory over a long run\n\n`run_md`, {m['engine']}, {m['natoms']} atoms, {m['steps']} steps (frames to "
+            f"extxyz every 10 steps), RSS sampled every 500 steps ({m['wall_s']:.0f} s): first sample "
+            f"{m['rss_first_mb']:.0f} MB, last {m['rss_last_mb']:.0f} MB, largest {m['rss_max_mb']:.0f} MB; slope over the "
+            f"second half {m['slope_mb_per_1000_steps_second_half']:+.2f} MB per 1000 steps. Samples (step: MB): {pts}.\n")
 
 
 def stock_calculator():
@@ -211,7 +269,18 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--variant", choices=("atomvib", "stock", "fdiff"))
     p.add_argument("--md", metavar="FILE", help="write the markdown table here")
+    p.add_argument("--memory", type=int, metavar="N", help="only the memory run of N steps (section replaced in --md)")
+    p.add_argument("--memory-engine", default=ENGINE, help=f"engine of the memory run (default {ENGINE}; emt: Al 32 atoms)")
     args = p.parse_args(argv)
+    if args.memory:
+        m = run_memory(args.memory, args.memory_engine)
+        print(json.dumps(m))
+        if args.md:
+            path = Path(args.md)
+            text = path.read_text() if path.exists() else ""
+            text = text.split("## Memory over a long run")[0].rstrip() + "\n\n" + memory_section(m)
+            path.write_text(text.replace("; a 10⁴-step run was not measured here.", " (a 10⁴-step run: below)."))
+        return 0
     if args.variant == "atomvib":
         print(json.dumps(run_atomvib(args.steps)))
         return 0

@@ -18,6 +18,7 @@ Run: ``OMP_NUM_THREADS=1 python scripts/md_validation.py [--only NAME ...]``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -31,6 +32,8 @@ WORK = Path("/tmp/atomvib_md_validation")
 ENGINE = "sevennet:7net-l3i5"
 CATIO3_T = (300, 900, 1500, 2100, 2700)
 CATIO3_MD_T = (300.0, 600.0, 900.0, 1500.0)
+#: Si MD cell: 2×2×2 primitive cells (16 atoms; the machine is shared: the 64-atom cell ran at 0.2 steps/s)
+SI_SUPERCELL = (2, 2, 2)
 #: Balkanski, Wallis & Haro, PRB 28, 1928 (1983): ω(T) = ω0 + A[1 + 2/(e^x − 1)] + B[1 + 3/(e^y − 1) + 3/(e^y − 1)²],
 #: x = ħω0/2k_BT, y = ħω0/3k_BT; ω0 = 528 cm⁻¹, A = −2.96 cm⁻¹, B = −0.174 cm⁻¹ (fit to their measurements 5–1400 K)
 BALKANSKI = (528.0, -2.96, -0.174)
@@ -118,12 +121,12 @@ def _crossing(ts, w) -> float | None:
     return None
 
 
-def catio3_md(cache: dict) -> None:
+def catio3_md(cache: dict, temps=(900.0, 600.0, 300.0, 1500.0)) -> None:
     from atomvib.dynamics import MDSettings, effective_phonons, run_md
     from atomvib.dynamics.sampling import commensurate_qpoints
 
     rows = dict(cache.get("catio3_md", {}))
-    for T in (900.0, 1500.0, 600.0, 300.0):
+    for T in temps:
         if str(int(T)) in rows:
             continue
         t1 = time.time()
@@ -140,9 +143,10 @@ def catio3_md(cache: dict) -> None:
                              "n_frames": e.n_frames, "seconds": time.time() - t1,
                              "steps_per_s": traj.timings.get("steps_per_s")}
         print("md", T, rows[str(int(T))], flush=True)
-        cache["catio3_md"] = rows
+        cache["catio3_md"] = {**load_cache().get("catio3_md", {}), **rows}
         save_cache(cache)
-    ts = np.array(CATIO3_MD_T, float)
+    rows = cache["catio3_md"]
+    ts = np.array([T for T in CATIO3_MD_T if str(int(T)) in rows], float)
     zb = [min(rows[str(int(T))][k] for k in ("R", "M", "X") if k in rows[str(int(T))]) for T in ts]
     cache["catio3_md_t_stable_K"] = _crossing(ts, np.array(zb))
 
@@ -160,8 +164,8 @@ def si_raman(cache: dict) -> None:
     for T in (300.0, 700.0):
         t1 = time.time()
         s = MDSettings(engine=ENGINE, temperature_k=T, timestep_fs=2.0, steps=1500, equilibration_steps=300,
-                       write_every=2, ensemble="nve")
-        traj = run_md(si, settings=s, out=WORK / f"si_md_{int(T)}" / "trajectory.extxyz")
+                       write_every=2, ensemble="nve", supercell=SI_SUPERCELL)
+        traj = run_md(si, settings=s, out=WORK / f"si{int(np.prod(SI_SUPERCELL)) * 2}_md_{int(T)}" / "trajectory.extxyz")
         if harm is None:
             harm = atomvib.phonons(traj.unitcell, engine=ENGINE, relax=False, primitive=False,
                                    supercell=tuple(int(x) for x in traj.supercell_matrix.ravel()),
@@ -169,7 +173,7 @@ def si_raman(cache: dict) -> None:
         m = mode_spectra(traj, harm, (0, 0, 0), sigma_thz=0.45)
         opt = [i for i in range(len(m.harmonic_frequencies_thz)) if m.harmonic_frequencies_thz[i] > 1.0]
         peak, fwhm = m.line(opt)
-        sp = sampled_phonons(si, settings=MDSettings(engine=ENGINE, temperature_k=T), harmonic=harm,
+        sp = sampled_phonons(si, settings=MDSettings(engine=ENGINE, temperature_k=T, supercell=SI_SUPERCELL), harmonic=harm,
                              sampling=SamplingSettings(statistics="quantum"), checkpoint_dir=WORK / "si_ckpt")
         php = sp.force_constants.phonopy()
         php.run_qpoints([(0, 0, 0)])
@@ -186,18 +190,163 @@ def si_raman(cache: dict) -> None:
     cache["si_raman"] = rows
 
 
+def _order_parameter(prod, unitcell) -> dict:
+    """How far the time-averaged positions sit from the ideal cubic sites (Å; RMS over the O atoms and the largest
+    of any atom): ~0 above a displacive transition, the frozen distortion (octahedral tilts) below it. The
+    effective force constants around the cubic sites cannot show a frozen distortion (the static offset carries no
+    mean force), so this is the test of the phase; the effective frequencies are those of the fluctuations."""
+    from atomvib.dynamics.tdep import _mic_frac, reference_sites
+
+    ph, _, perm, frac, mean_cell = reference_sites(prod, unitcell)
+    ref = np.asarray(ph.supercell.scaled_positions)
+    mean_frac = frac[0][perm] + _mic_frac(frac[:, perm] - frac[0][perm]).mean(axis=0)
+    off = _mic_frac(mean_frac - ref) @ mean_cell
+    off -= off.mean(axis=0)
+    is_o = np.asarray(ph.supercell.numbers) == 8
+    return {"mean_offset_O_rms_A": float(np.sqrt(np.mean(np.sum(off[is_o] ** 2, axis=1)))),
+            "mean_offset_max_A": float(np.max(np.linalg.norm(off, axis=1)))}
+
+
+def from_files(cache: dict) -> None:
+    """Analyse the trajectories in WORK as far as they got (the machine was shared: runs stopped by hand keep their
+    frames): CaTiO3 effective phonons per temperature, the Si Γ line per temperature."""
+    import atomvib
+    from atomvib import units
+    from atomvib.dynamics.md import read_trajectory
+    from atomvib.dynamics.modes import mode_spectra
+    from atomvib.dynamics.tdep import effective_phonons
+
+    h = atomvib.phonons(SHARED / "POSCAR-unitcell", engine=ENGINE, supercell=(2, 2, 2),
+                        checkpoint_dir=WORK / "catio3_ckpt", fmt="vasp")
+    rows = dict(cache.get("catio3_md", {}))
+    for d in sorted(WORK.glob("catio3_md_*")):
+        T = d.name.rsplit("_", 1)[1]
+        f = d / "trajectory.extxyz"
+        if not f.exists():
+            continue
+        traj = read_trajectory(f)
+        prod = traj.select(True)
+        note = ""
+        if prod.n_frames < 20:  # stopped before its production: the second half of the (Langevin) equilibration
+            n = traj.n_frames
+            if n < 40:
+                continue
+            traj = dataclasses.replace(traj, production=np.arange(n) >= n // 2)
+            prod = traj.select(True)
+            note = "second half of the equilibration (the run was stopped before its production)"
+        e = effective_phonons(traj, h.structure)
+        ph = e.force_constants.phonopy()
+        rows[T] = {"R": _lowest_at(ph, (0.5, 0.5, 0.5)), "M": _lowest_at(ph, (0.5, 0.5, 0)),
+                   "X": _lowest_at(ph, (0.5, 0, 0)), "temperature_mean_K": e.temperature_k,
+                   "force_residual": e.force_residual, "n_frames": e.n_frames,
+                   "production_ps": (prod.n_frames - 1) * prod.frame_interval_fs * units.FS_TO_PS,
+                   **_order_parameter(prod, h.structure), **({"note": note} if note else {})}
+        print("catio3 from file", T, rows[T], flush=True)
+    cache["catio3_md"] = rows
+    ts = np.array(sorted(float(t) for t in rows))
+    zb = [min(rows[str(int(t))][k] for k in ("R", "M", "X") if k in rows[str(int(t))]) for t in ts]
+    cache["catio3_md_t_stable_K"] = _crossing(ts, np.array(zb))
+    si = ROOT / "examples" / "Si.cif"
+    harm = atomvib.phonons(si, engine=ENGINE, supercell=SI_SUPERCELL, checkpoint_dir=WORK / "si_ckpt")
+    for pattern, key in (("si16_md_*", "si_raman"), ("si_md_*", "si_raman_64")):
+        out = {}
+        for d in sorted(WORK.glob(pattern)):
+            T = d.name.rsplit("_", 1)[1]
+            traj = read_trajectory(d / "trajectory.extxyz")
+            prod = traj.select(True)
+            if prod.n_frames < 50:
+                continue
+            length_ps = (prod.n_frames - 1) * prod.frame_interval_fs * units.FS_TO_PS
+            sigma = float(np.ceil(2 * 4.0 / (2 * np.pi * length_ps) * 100) / 100)  # the narrowest window it allows
+            m = mode_spectra(traj, harm, (0, 0, 0), sigma_thz=sigma, structure=si)
+            opt = [i for i in range(len(m.harmonic_frequencies_thz)) if m.harmonic_frequencies_thz[i] > 1.0]
+            peak, fwhm = m.line(opt)
+            out[T] = {"md_peak_cm1": peak * units.THZ_TO_CM1, "md_fwhm_cm1": fwhm * units.THZ_TO_CM1,
+                      "sigma_cm1": sigma * units.THZ_TO_CM1, "harmonic_cm1": float(np.max(m.harmonic_frequencies_thz))
+                      * units.THZ_TO_CM1, "experiment_cm1": balkanski_cm1(float(T)), "temperature_mean_K": m.temperature_k,
+                      "production_ps": length_ps, "natoms": traj.natoms}
+            np.savez(WORK / f"si_modes_{T}{'_64' if key.endswith('64') else ''}.npz", f=m.frequencies_thz, g=m.spectra[opt].sum(axis=0))
+            print("si from file", T, out[T], flush=True)
+        cache[key] = out
+
+
+def figures(cache: dict) -> None:
+    """docs/figures/md_catio3_stability.png and md_si_raman.png from the cache."""
+    from atomvib.plot import new_figure
+
+    figs = ROOT / "docs" / "figures"
+    md = cache.get("catio3_md", {})
+    if md:
+        fig = new_figure(figsize=(10, 4))
+        ax, ax2 = fig.subplots(1, 2)
+        ts = sorted(float(t) for t in md)
+        for k, mk in (("R", "o"), ("M", "s")):
+            ax.plot(ts, [md[str(int(t))][k] for t in ts], mk + "-", label=f"effective phonons at {k} (fit about cubic sites)")
+        h = cache.get("catio3_harmonic")
+        if h:
+            ax.axhline(h["R"], color="C0", ls=":", lw=1, label=f"harmonic (0 K) at R: {h['R']:.2f} THz")
+            ax.axhline(h["M"], color="C1", ls=":", lw=1, label=f"harmonic (0 K) at M: {h['M']:.2f} THz")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xlabel("Temperature (K)")
+        ax.set_ylabel("lowest frequency (THz; < 0: imaginary)")
+        ax.legend(fontsize=7)
+        ax.set_title("effective frequencies: real at every T", fontsize=10)
+        ax2.plot(ts, [md[str(int(t))]["mean_offset_O_rms_A"] for t in ts], "o-", color="C3",
+                 label="O: time-averaged offset from the cubic sites (RMS)")
+        for t in ts:
+            r = md[str(int(t))]
+            ax2.annotate(f"{r['production_ps']:.2g} ps", (t, r["mean_offset_O_rms_A"]), fontsize=7,
+                         textcoords="offset points", xytext=(4, 4))
+        ax2.axvspan(1580, 1635, color="0.85", label="measured: cubic above 1580–1635 K")
+        ax2.set_ylim(0, None)
+        ax2.set_xlabel("Temperature (K)")
+        ax2.set_ylabel("order parameter (Å)")
+        ax2.legend(fontsize=7)
+        ax2.set_title("frozen octahedral tilts (0 in the cubic phase)", fontsize=10)
+        fig.suptitle(f"cubic CaTiO$_3$, {ENGINE} MD, 40-atom cell at the 0 K volume", fontsize=10)
+        fig.savefig(figs / "md_catio3_stability.png", dpi=120, bbox_inches="tight")
+    si = cache.get("si_raman", {})
+    if si:
+        fig = new_figure(figsize=(6.5, 4))
+        ax = fig.subplots()
+        for T in sorted(si, key=float):
+            npz = WORK / f"si_modes_{int(float(T))}.npz"
+            if npz.exists():
+                d = np.load(npz)
+                from atomvib import units
+
+                ax.plot(d["f"] * units.THZ_TO_CM1, d["g"] / d["g"].max(), label=f"MD {T} K (Γ optical)")
+        for T in sorted(si, key=float):
+            ax.axvline(si[T]["experiment_cm1"] - si["300"]["experiment_cm1"] + si["300"]["md_peak_cm1"], ls=":",
+                       lw=0.8, color="0.4")
+        ax.set_xlim(400, 560)
+        ax.set_xlabel("Wavenumber (cm$^{-1}$)")
+        ax.set_ylabel("Γ optical mode spectrum (normalised)")
+        ax.set_title("Si Raman line from MD (dotted: measured shift from 300 K, Balkanski 1983)", fontsize=9)
+        ax.legend(fontsize=8)
+        fig.savefig(figs / "md_si_raman.png", dpi=120, bbox_inches="tight")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="*", default=["catio3_md", "si_raman", "catio3"])
     p.add_argument("--redo", nargs="*", default=[])
+    p.add_argument("--temps", nargs="*", type=float, help="catio3_md: only these temperatures")
     a = p.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     for name in a.only:
         cache = load_cache()
+        if name in ("figures", "from_files"):
+            globals()[name](cache)
+            save_cache(cache)
+            continue
         if name in cache and name not in a.redo:
             print(f"{name}: cached")
             continue
-        globals()[name](cache)
+        if name == "catio3_md" and a.temps:
+            catio3_md(cache, tuple(a.temps))
+        else:
+            globals()[name](cache)
         save_cache(cache)
 
 

@@ -544,3 +544,50 @@ def test_dipole_ir_of_a_harmonic_molecule_integrates_to_the_harmonic_intensities
     # a trajectory without dipoles is refused in one line
     with pytest.raises(InputError, match="no dipoles"):
         dipole_ir(run_md(AL, settings=_settings(temperature_k=50.0, steps=20, equilibration_steps=0)))
+
+
+# ------------------------------------------------------------------------------------------ S(Q, E) from MD
+def test_trajectory_sqe_incoherent_is_the_dos_at_small_q(low_t, tmp_path):
+    """dynasor's incoherent S(Q, E) of the 20 K run: at small Q the classical one-phonon term is
+    S_inc ∝ Q² g(E)/E² (Debye–Waller ≈ 1, multiphonon ∝ Q⁴), so E²·S_inc/Q² has the VACF DOS's mean energy
+    (within 5 %: the two windows' line shapes differ); the result saves, loads and writes the map compare reads."""
+    from atomvib import units
+    from atomvib.dynamics.sqw import TrajectorySqe, trajectory_sqe
+
+    s = trajectory_sqe(low_t, q_max_ainv=4.0, n_q_shells=16, window_ps=4.0, max_qpoints=150)
+    assert s.coherent.shape == s.incoherent.shape == (len(s.q_ainv), len(s.energy_mev))
+    assert np.all(s.incoherent >= -1e-3 * s.incoherent.max())  # the window's ringing only
+    low = s.q_ainv < 2.5
+    g = np.clip(s.energy_mev ** 2 * (s.incoherent[low] / s.q_ainv[low, None] ** 2).mean(axis=0), 0, None)
+    d = vacf_dos(low_t, sigma_thz=0.1)
+    e_d = d.frequencies_thz * units.THZ_TO_MEV
+    top = 1.2 * d.omega_max_thz * units.THZ_TO_MEV  # E² lifts the window's ringing at high E: compare below it
+    sel, sel_d = s.energy_mev < top, e_d < top
+    mean = np.sum((s.energy_mev * g)[sel]) / np.sum(g[sel])
+    mean_d = np.sum((e_d * d.total)[sel_d]) / np.sum(d.total[sel_d])
+    assert mean == pytest.approx(mean_d, rel=0.05), (mean, mean_d)
+    s.save(tmp_path / "sqe")
+    back = atomvib.load(tmp_path / "sqe")
+    assert isinstance(back, TrajectorySqe) and back == s
+    import h5py
+
+    with h5py.File(tmp_path / "sqe" / "sqe.h5") as f:
+        assert f["intensity"].shape == s.total.shape and f["q_ainv"].shape == s.q_ainv.shape
+    with pytest.raises(InputError, match="window"):
+        trajectory_sqe(low_t, window_ps=1000.0)
+
+
+def test_a_trajectory_off_its_sites_is_flagged_distorted(low_t):
+    """20 K Al stays on its sites (offset ≪ 0.1 Å); the same frames with a static, zero-net ±0.2 Å displacement
+    (a frozen distortion, as tilts below a perovskite's transition) are flagged: the fit about the ideal sites
+    would look stable while the crystal is not in that phase."""
+    import dataclasses
+
+    eff = effective_phonons(low_t, settings=PhononSettings(mesh_density=20))
+    assert eff.site_offset_max_a < 0.05 and not eff.distorted
+    shift = np.zeros((low_t.natoms, 3))
+    shift[::2, 0], shift[1::2, 0] = 0.2, -0.2
+    moved = dataclasses.replace(low_t, positions=np.asarray(low_t.positions) + shift[None])
+    off = effective_phonons(moved, settings=PhononSettings(mesh_density=20))
+    assert off.site_offset_max_a == pytest.approx(0.2, abs=0.02) and off.distorted
+    assert off.summary()["effective_force_constants"]["distorted"]

@@ -292,6 +292,15 @@ def thermal_bases(values: dict, cell) -> dict:
     }
 
 
+def _nac_summary(r):
+    """``summary.json``'s ``nac``: true/false for a BORN file or none; ``"predicted (model …, spread …)"`` for
+    Born charges from :mod:`atomvib.learn.born` (the full record is under ``engine.settings.born``)."""
+    rec = r.engine.settings.get("born") if isinstance(getattr(r.engine, "settings", None), dict) else None
+    if r.force_constants.nac is not None and isinstance(rec, dict) and rec.get("source") == "predicted":
+        return rec.get("nac_label", "predicted")
+    return r.force_constants.nac is not None
+
+
 def crystal_summary(r) -> dict:
     prim = r.primitive
     t = r.settings.summary_temperature("crystal")
@@ -319,7 +328,7 @@ def crystal_summary(r) -> dict:
         "mesh": list(r.mesh),
         "dos_mesh": list(r.dos_.mesh),
         "mesh_convergence": r.mesh_convergence,
-        "nac": r.force_constants.nac is not None,
+        "nac": _nac_summary(r),
         "omega_max_thz": r.omega_max_thz,
         "min_frequency_thz": r.min_frequency_thz,
         "has_imaginary": r.has_imaginary,

@@ -63,6 +63,7 @@ KINDS: dict[str, str] = {
     "md_dos": "atomvib.dynamics.vacf:VibrationalDos",
     "mode_spectra": "atomvib.dynamics.modes:ModeSpectra",
     "md_ir": "atomvib.dynamics.dipole:DipoleSpectrum",
+    "md_sqe": "atomvib.dynamics.sqw:TrajectorySqe",
     "effective_phonons": "atomvib.dynamics.tdep:EffectivePhonons",
 }
 #: value types that appear inside results (saved as part of one)

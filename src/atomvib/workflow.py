@@ -177,7 +177,7 @@ def phonons(
         # a unit cell + FORCE_SETS (which then holds the displacements, phonopy's older layout)
         return phonons_from_phonopy(inp, forces=forces, born=born, settings=settings, progress=progress, fmt=fmt)
     structure = load_input(inp, fmt=fmt)
-    if structure.is_molecule and born is not None:
+    if structure.is_molecule and born is not None and born_mode(born) not in ("auto", "none"):
         raise InputError("--born applies to crystals", fix="drop --born for a molecule")
     if settings.isotopes:  # sites and symmetry checked before any force is computed
         _isotope_check(structure if structure.is_molecule or not settings.primitive
@@ -265,7 +265,11 @@ def _crystal(structure, eng, settings, born, checkpoint_dir, progress: Progress)
     forces = evaluate_forces(eng, plan.supercells(), key, checkpoint_dir, progress,
                              desc=f"forces of {plan.n_displacements} displaced cells ({plan.n_supercell_atoms} atoms)")
     timings["forces"] = time.perf_counter() - t0
-    nac = read_born(born, plan) if born else None
+    nac, born_record = resolve_born(born, plan, progress, dft_forces=False)
+    if born_record is not None and born_record.get("source") == "predicted":
+        eng_info = dataclasses.replace(eng.info, settings={**eng.info.settings, "born": born_record})
+    else:
+        eng_info = eng.info
     t0 = time.perf_counter()
     with progress.stage("analysing (force constants, mesh, DOS, band path, thermal)"):
         fc = plan.force_constants(forces, nac=nac)
@@ -273,7 +277,7 @@ def _crystal(structure, eng, settings, born, checkpoint_dir, progress: Progress)
             # masses enter only the dynamical matrix: the forces (and their checkpoint key) are the natural ones
             fc, structure = _isotope_fc(fc, structure, settings)
         result = analyse_crystal(
-            fc, settings, structure=structure, engine=eng.info, n_displacements=plan.n_displacements,
+            fc, settings, structure=structure, engine=eng_info, n_displacements=plan.n_displacements,
             relaxation=relaxation, timings=timings,
         )
     timings["analysis"] = time.perf_counter() - t0
@@ -288,6 +292,58 @@ def _isotope_fc(fc, structure: Structure, settings: PhononSettings):
     if structure.natoms == fc.unitcell.natoms and np.array_equal(structure.numbers, fc.unitcell.numbers):
         structure = structure.with_masses(fc.unitcell.masses)
     return fc, structure
+
+
+#: ``born`` values that are not a BORN file: see :func:`resolve_born`
+BORN_MODES = ("auto", "predicted", "none")
+
+
+def born_mode(born) -> str | None:
+    """``"auto"``, ``"predicted"``, ``"none"`` for those words (any case), None for a path (or None)."""
+    if isinstance(born, str) and born.lower() in BORN_MODES:
+        return born.lower()
+    return None
+
+
+def resolve_born(born, plan_or_phonopy, progress: Progress | None = None, dft_forces: bool = False):
+    """(NacParams or None, provenance dict or None) for ``born``: a BORN file, ``"predicted"``, ``"auto"``, ``"none"``.
+
+    ``"predicted"``: Born charges and ε∞ from the shipped model (:mod:`atomvib.learn.born`) for the phonopy primitive
+    cell. ``"auto"``: the same for crystals that :func:`atomvib.learn.born.is_polar_candidate` calls polar non-metals
+    (a compound with an anion-forming non-metal element), nothing for the rest, and nothing with user DFT forces
+    (``dft_forces``: a BORN file from the same DFT is expected there; ``--born predicted`` asks for the model). The
+    provenance records what was used and why.
+    """
+    mode = born_mode(born)
+    if born is None or mode == "none":
+        return None, ({"source": "none", "reason": "--born none"} if mode == "none" else None)
+    if mode is None:
+        return read_born(born, plan_or_phonopy), None
+    from .learn.born import is_polar_candidate, predict_born
+
+    ph = plan_or_phonopy._phonopy() if hasattr(plan_or_phonopy, "_phonopy") else plan_or_phonopy
+    from .harmonic.force_constants import from_phonopy_atoms
+
+    prim = from_phonopy_atoms(ph.primitive)
+    polar, why = is_polar_candidate(prim)
+    if mode == "auto":
+        if dft_forces:
+            if polar and progress is not None:
+                progress.message(f"no LO-TO splitting: {prim.formula} looks polar ({why}) but DFT forces came without a "
+                                 "BORN file; add --born BORN, or --born predicted for the learned Born charges")
+            return None, {"source": "none", "reason": "DFT forces without a BORN file (use --born BORN or --born predicted)"}
+        if not polar:
+            return None, {"source": "none", "reason": why}
+    try:
+        pred = predict_born(prim, symprec=ph.symmetry.tolerance)
+    except InputError as exc:
+        if mode == "predicted":
+            raise
+        warnings.warn(f"no LO-TO splitting: {exc}", stacklevel=2)
+        return None, {"source": "none", "reason": str(exc).splitlines()[0]}
+    if progress is not None:
+        progress.message(f"Born charges and eps_inf {pred.label()}")
+    return pred.nac_params(), {**pred.provenance(), "rule": why, "nac_label": pred.label()}
 
 
 def read_born(born, plan_or_phonopy):
@@ -329,15 +385,25 @@ def phonons_from_phonopy(yaml_path, forces=None, born=None, settings: PhononSett
 
     progress = as_progress(progress)
     settings = settings or PhononSettings()
+    mode = born_mode(born)
     with progress.stage("reading phonopy files, building force constants"):
-        fc, n_disp = read_phonopy_files(yaml_path, forces, born, settings, fmt=fmt)
+        fc, n_disp = read_phonopy_files(yaml_path, forces, None if mode else born, settings, fmt=fmt)
+    born_record = None
+    if mode == "none" and fc.nac is not None:
+        fc = dataclasses.replace(fc, nac=None)
+    if mode in ("auto", "predicted") and fc.nac is None:  # a yaml's own Born charges (DFT) are kept
+        nac, born_record = resolve_born(mode, fc.phonopy(), progress, dft_forces=True)
+        if nac is not None:
+            fc = dataclasses.replace(fc, nac=nac)
     if settings.isotopes:
         fc, _ = _isotope_fc(fc, fc.unitcell, settings)
     engine = EngineInfo(
         name="phonopy-files", version=phonopy.__version__, model=str(Path(yaml_path).resolve()),
         model_sha256=_sha256(yaml_path),
         settings={"forces": str(Path(forces).resolve()) if forces else None, "forces_sha256": _sha256(forces),
-                  "born": str(Path(born).resolve()) if born else None, "born_sha256": _sha256(born)},
+                  "born": (born_record if born_record and born_record.get("source") == "predicted"
+                           else None if mode else str(Path(born).resolve()) if born else None),
+                  "born_sha256": "" if mode else _sha256(born)},
     )
     with progress.stage("analysing (mesh, DOS, band path, thermal)"):
         return analyse_crystal(fc, settings, structure=fc.unitcell, engine=engine, n_displacements=n_disp)
@@ -368,10 +434,12 @@ def load_phonons(path, forces=None, born=None, settings: PhononSettings | None =
         if not is_result_dir(p if p.is_dir() else p.parent):
             load(p)  # raises the one message for a directory that is not a result
         result = load(p)
-        if born is not None:
+        if born is not None and born_mode(born) != "auto":
             result = with_born(result, born)
         return result
-    return read_phonopy_files(p, forces, born, settings or PhononSettings(), fmt=fmt)[0]
+    mode = born_mode(born)
+    fc = read_phonopy_files(p, forces, None if mode else born, settings or PhononSettings(), fmt=fmt)[0]
+    return with_born(fc, mode) if mode in ("predicted", "none") else fc
 
 
 def with_born(result, born):
@@ -381,9 +449,14 @@ def with_born(result, born):
     fc = result if isinstance(result, ForceConstants) else getattr(result, "force_constants", None)
     if fc is None:
         raise InputError("Born charges apply to crystals; this result is a molecule", fix="drop --born")
-    new_fc = dataclasses.replace(fc, nac=read_born(born, fc.phonopy()))
+    nac, rec = resolve_born(born, fc.phonopy())
+    new_fc = dataclasses.replace(fc, nac=nac)
     if isinstance(result, ForceConstants):
         return new_fc
+    eng = getattr(result, "engine", None)
+    if rec and rec.get("source") == "predicted" and hasattr(eng, "settings"):  # predicted: in the provenance
+        eng = dataclasses.replace(eng, settings={**eng.settings, "born": rec})
+        return dataclasses.replace(result, force_constants=new_fc, engine=eng)
     return dataclasses.replace(result, force_constants=new_fc)
 
 

@@ -118,6 +118,13 @@ def add_parser(sub):
                    "km/mol per cm-1 on the same scale as `atomvib ir`, beside the harmonic IR of the same engine")
     g.add_argument("--ir-sigma", type=float, default=10.0, metavar="CM1",
                    help="line width (Gaussian σ) of the MD IR spectrum, cm-1 (default 10)")
+    g.add_argument("--sqe", action="store_true",
+                   help="powder S(|Q|,E) directly from the trajectory (dynasor: coherent + incoherent, neutron-"
+                   "weighted, every anharmonic and multiphonon process of the MD), DIR/sqe/sqe.h5 (compare reads it)")
+    g.add_argument("--sqe-qmax", type=float, default=8.0, metavar="AINV", help="largest |Q|, 1/Å (default 8)")
+    g.add_argument("--sqe-window", type=float, default=1.0, metavar="PS",
+                   help="correlation window, ps (default 1; energy resolution ≈ 4.1 meV/window)")
+    g.add_argument("--sqe-qpoints", type=int, default=2000, metavar="N", help="q-points drawn (default 2000)")
     g.add_argument("--no-harmonic", action="store_true", help="do not compute the harmonic phonons for comparison")
     g.add_argument("--mesh-density", type=float, default=100.0, metavar="L",
                    help="q-mesh density of the effective/harmonic DOS and thermal properties (default 100)")
@@ -211,6 +218,8 @@ def run(args) -> int:
         lines.append(_modes(args, traj, eff if eff is not None else harmonic, out))
     if args.ir:
         lines.append(_ir(args, traj, out, progress))
+    if args.sqe:
+        lines.append(_sqe(args, traj, out, progress))
     lines.append(f"  written to {out}/")
     if not args.quiet:
         print("\n".join(x for x in lines if x))
@@ -325,6 +334,10 @@ def _tdep(args, traj, harmonic, out, progress) -> str:
         line += f" (harmonic: {harmonic.omega_max_thz:.3f}, lowest {harmonic.min_frequency_thz:.3f} THz)"
     if eff.has_imaginary:
         line += f"\n  effective phonons still unstable: {eff.instability.describe()}"
+    if eff.distorted:
+        line += (f"\n  WARNING: the atoms sit {eff.site_offset_max_a:.2f} Å off their reference sites on average: the "
+                 "trajectory is in a distorted phase (e.g. frozen tilts), and these force constants describe "
+                 "fluctuations about the high-symmetry structure it does not have")
     return line, eff
 
 
@@ -351,6 +364,25 @@ def _modes(args, traj, phonons, out) -> str:
         if p == p:
             lines.append(f"    {h:8.3f} THz harmonic → peak {p:8.3f} THz ({p - h:+.3f}), FWHM {w:.3f} THz")
     return "\n".join(lines)
+
+
+def _sqe(args, traj, out, progress) -> str:
+    """Powder S(|Q|, E) from the trajectory (DIR/sqe)."""
+    from ..dynamics.sqw import trajectory_sqe
+
+    with progress.stage(f"S(|Q|,E) from the trajectory (dynasor, {args.sqe_qpoints} q-points)"):
+        s = trajectory_sqe(traj, q_max_ainv=args.sqe_qmax, window_ps=args.sqe_window, max_qpoints=args.sqe_qpoints)
+    s.save(out / "sqe", force=True)
+    if not args.no_plot:
+        from ..dynamics.plots import plot_md_sqe
+
+        plot_md_sqe(s, out / "sqe" / "sqe.png")
+    line = (f"  S(|Q|,E) from {s.n_frames} frames at {s.temperature_k:.1f} K: |Q| {s.q_ainv.min():.2f}–"
+            f"{s.q_ainv.max():.2f} 1/Å in {len(s.q_ainv)} shells, E to {s.energy_mev.max():.1f} meV "
+            f"(window {s.window_ps:g} ps)")
+    for note in s.notes:
+        line += f"\n  note: {note}"
+    return line
 
 
 def _ir(args, traj, out, progress) -> str:

@@ -98,7 +98,8 @@ def add_parser(sub):
         )
         if name == "ir":
             g.add_argument(
-                "--born", metavar="BORN", help="crystals: phonopy BORN file (Born charges, dielectric tensor)"
+                "--born", metavar="BORN", help="crystals: phonopy BORN file (Born charges, dielectric tensor), or "
+                "'predicted' (learned Born charges, docs/born.md; the IR intensities then carry the ensemble spread)"
             )
             g.add_argument(
                 "--becs",
@@ -139,7 +140,8 @@ def _check_before_computing(inp: Path, args) -> None:
     else:
         from ..structure import read_structure
 
-        kind, has_born = read_structure(inp, fmt=getattr(args, "format", None)).kind, False
+        # a structure computed here: --born defaults to auto (predicted Born charges for polar compounds)
+        kind, has_born = read_structure(inp, fmt=getattr(args, "format", None)).kind, args.born is None
     if kind not in ("crystal", "force_constants", "effective_phonons"):  # every result a crystal's spectrum comes from
         return
     if args.optical == "raman":
@@ -149,7 +151,7 @@ def _check_before_computing(inp: Path, args) -> None:
     if not (has_born or args.born or args.becs):
         raise InputError(
             f"{inp}: IR intensities of a crystal need Born effective charges",
-            fix="add --born BORN (phonopy format) or --becs FILE with an (n_atoms, 3, 3) array",
+            fix="add --born BORN (phonopy format), --born predicted (learned), or --becs FILE with an (n_atoms, 3, 3) array",
         )
 
 
@@ -198,7 +200,9 @@ def run(args) -> int:
     _check_numbers(args)
     settings = settings_from_args(args)  # every phonon option checked, also for a saved result (same CLI)
     # before any computation: no overwrite without --force, never over an input, a place that can be written
-    od = OutputDir(out, args.optical, inputs=[inp, args.forces, args.born, getattr(args, "becs", None)],
+    from .phonons import _born_file
+
+    od = OutputDir(out, args.optical, inputs=[inp, args.forces, _born_file(args.born), getattr(args, "becs", None)],
                    force=args.force).check()
     _check_before_computing(inp, args)
     if inp.is_dir():
@@ -207,7 +211,7 @@ def run(args) -> int:
         # saved dipole derivatives and settings come with it; --isotope: new modes from the same force constants
         result = with_isotope_masses(load_phonons(inp, born=args.born), settings.isotopes)
     else:
-        result = phonons(inp, settings=settings, forces=args.forces, born=args.born, progress=not args.quiet,
+        result = phonons(inp, settings=settings, forces=args.forces, born=args.born or "auto", progress=not args.quiet,
                          fmt=args.format)
     # an --engine given with a saved result computes what the result lacks (dipoles) with that engine;
     # otherwise the engine that made the modes is used

@@ -47,7 +47,10 @@ def add_parser(sub):
     p.add_argument("--out", "-o", metavar="DIR", help="output directory (several inputs: one subdirectory each)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output directory")
     p.add_argument("--forces", metavar="FORCE_SETS", help="phonopy FORCE_SETS for a phonopy_disp.yaml input")
-    p.add_argument("--born", metavar="BORN", help="phonopy BORN file: Born charges and dielectric tensor (LO-TO splitting)")
+    p.add_argument("--born", metavar="BORN|predicted|none", default="auto",
+                   help="Born charges and dielectric tensor for the LO-TO splitting: a phonopy BORN file; 'predicted' "
+                   "(the shipped learned model, docs/born.md); 'none'. Default: predicted for compounds with a "
+                   "non-metal element when an engine computes the forces, none otherwise (DFT force files, metals)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, only errors")
     p.add_argument("--no-plot", action="store_true", help="skip band_dos.png")
     p.add_argument("--format", metavar="FMT",
@@ -57,6 +60,13 @@ def add_parser(sub):
                    "chgnet; also --engine committee) and report every quantity as mean ± calibrated spread")
     add_phonon_options(p)
     p.set_defaults(func=run)
+
+
+def _born_file(born):
+    """The BORN file named by ``--born`` (None for auto, predicted, none)."""
+    from ..workflow import born_mode
+
+    return None if born is None or born_mode(born) else born
 
 
 def _out_dir(inp: str, args, multiple: bool) -> Path:
@@ -83,7 +93,7 @@ def run(args) -> int:
         try:
             # refuses an existing result (without --force), an --out that would replace an input, an unwritable
             # place; the files are staged and moved in at the end, and a new directory left empty is removed
-            od = OutputDir(out, "phonons", inputs=[*args.inputs, args.forces, args.born], force=args.force)
+            od = OutputDir(out, "phonons", inputs=[*args.inputs, args.forces, _born_file(args.born)], force=args.force)
             with od:
                 try:
                     if members:
@@ -123,7 +133,7 @@ def _committee_members(args) -> tuple[str, ...]:
         raise InputError("--engine and --committee both name engines", fix="give the engines in --committee A,B,C")
     if not spec:
         return ()
-    if args.forces or args.born:
+    if args.forces or _born_file(args.born):
         raise InputError("a committee runs its own engines; --forces/--born are DFT inputs",
                          fix="drop --committee to analyse your DFT forces")
     return DEFAULT_MEMBERS if spec == "default" else split_specs(spec)

@@ -151,3 +151,30 @@ def plot_md_ir(ir, path, harmonic=None) -> Path:
     ax.set_title(f"IR from the dipole autocorrelation (σ = {ir.sigma_cm1:g} cm$^{{-1}}$)", fontsize=10)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return Path(path)
+
+
+def plot_md_sqe(s, path) -> Path:
+    """Powder S(|Q|, E) from a trajectory: total (log colour scale) and its incoherent share."""
+    from matplotlib.colors import LogNorm
+
+    from ..plot import new_figure
+
+    fig = new_figure(figsize=(10, 4))
+    ax1, ax2 = fig.subplots(1, 2, sharey=True)
+    tot = np.clip(s.total, 1e-12, None)
+    hi = float(np.nanpercentile(tot, 99.5))
+    m = ax1.pcolormesh(s.q_ainv, s.energy_mev, tot.T, shading="nearest", norm=LogNorm(vmin=hi * 1e-3, vmax=hi))
+    fig.colorbar(m, ax=ax1, label="S(|Q|,E) (arb.)")
+    ax1.set_xlabel("|Q| (1/Å)")
+    ax1.set_ylabel("Energy (meV)")
+    ax1.set_title(f"coherent + incoherent, MD {s.temperature_k:.0f} K", fontsize=10)
+    share = s.incoherent / np.where(s.total > 0, s.total, np.inf)
+    m2 = ax2.pcolormesh(s.q_ainv, s.energy_mev, share.T, shading="nearest", vmin=0, vmax=1, cmap="viridis")
+    fig.colorbar(m2, ax=ax2, label="incoherent share")
+    ax2.set_xlabel("|Q| (1/Å)")
+    ax2.set_title("incoherent / total", fontsize=10)
+    top = s.energy_mev[np.flatnonzero(s.total.max(axis=0) > 1e-3 * s.total.max())[-1]] if s.total.max() > 0 else None
+    if top is not None:
+        ax1.set_ylim(0, 1.1 * top)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return Path(path)

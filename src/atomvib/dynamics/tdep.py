@@ -33,6 +33,8 @@ from ..harmonic.crystal import CrystalPhonons
 from ..settings import PhononSettings
 from ..structure import Structure
 
+#: a mean offset from the reference sites above this (Å; and above 5 statistical errors) flags a distorted phase
+OFFSET_FLAG_A = 0.1
 #: atoms of a trajectory further than this share of the shortest interatomic distance from every ideal site
 #: do not belong to the structure
 MATCH_FRACTION = 0.35
@@ -60,6 +62,13 @@ class EffectivePhonons(CrystalPhonons):
         The trajectory fitted ("" for harmonic sampling).
     method : str
         "md" (fitted to a trajectory) or "harmonic sampling" (:mod:`atomvib.dynamics.sampling`).
+    site_offset_max_a : float
+        MD only: the largest distance between an atom's time-averaged position and its reference site, Å (centre
+        of mass removed). Near 0 (within the statistical u_rms/√frames) when the trajectory stays in the
+        structure's phase; large when it sits in a distorted one (frozen octahedral tilts below a perovskite's
+        transition): the force constants about the high-symmetry sites then describe fluctuations about a
+        structure the system does not have, and look stable even so (the static offset carries no mean force).
+        ``distorted`` flags it.
     sampling : dict or None
         Harmonic sampling only: its settings, ``converged`` and the per-iteration report (``iterations``: max and
         RMS |Δω| at the commensurate q-points, THz; lowest and highest frequency, THz; force residual; u_rms, Å).
@@ -73,6 +82,15 @@ class EffectivePhonons(CrystalPhonons):
     trajectory: str = ""
     method: str = "md"
     sampling: dict | None = None
+    site_offset_max_a: float = float("nan")
+
+    @property
+    def distorted(self) -> bool:
+        """The atoms sit off the reference sites on average (more than :data:`OFFSET_FLAG_A` and five times the
+        statistical error u_rms/√frames): the trajectory is not in the structure's phase."""
+        if not np.isfinite(self.site_offset_max_a) or self.n_frames < 1:
+            return False
+        return self.site_offset_max_a > max(OFFSET_FLAG_A, 5.0 * self.displacement_rms_a / np.sqrt(self.n_frames))
 
     def summary(self) -> dict:
         from ..output import crystal_summary
@@ -89,6 +107,9 @@ class EffectivePhonons(CrystalPhonons):
             "displacement_rms_A": self.displacement_rms_a,
             "trajectory": self.trajectory,
         }
+        if self.method == "md":
+            s["effective_force_constants"]["site_offset_max_A"] = self.site_offset_max_a
+            s["effective_force_constants"]["distorted"] = self.distorted
         if self.sampling is not None:
             s["effective_force_constants"]["sampling"] = self.sampling
         return s
@@ -224,6 +245,8 @@ def effective_phonons(
     sc = ph.supercell
     ref_frac = np.asarray(sc.scaled_positions)
     u = _mic_frac(frac[:, perm] - ref_frac[None]) @ mean_cell
+    offset = u.mean(axis=0)
+    offset -= np.average(offset, axis=0, weights=np.asarray(sc.masses, dtype=float))
     masses = np.asarray(sc.masses, dtype=float)
     u -= (np.einsum("i,fij->fj", masses, u) / masses.sum())[:, None, :]
     f = np.asarray(t.forces, dtype=float)[:, perm]
@@ -249,6 +272,7 @@ def effective_phonons(
         n_frames=int(t.n_frames), force_residual=residual,
         displacement_rms_a=float(np.sqrt(np.mean(np.sum(u * u, axis=2)))),
         trajectory=str(Path(t.source)) if t.source else "",
+        site_offset_max_a=float(np.max(np.linalg.norm(offset, axis=1))),
     )
 
 

@@ -158,36 +158,41 @@ def read_petretto(path, grid: DosGrid | None = None, limit: int | None = None) -
     The DOS is renormalised to exactly 3·nsites states per cell (the stored DOS does within ~0.1 %).
     """
     grid = grid or DosGrid()
+    out = []
+    for name, r in petretto_records(path):
+        if limit is not None and len(out) >= limit:
+            break
+        s = _structure_from_cif(r["cif"], source=f"{name}:{r['material_id']}")
+        d = r["dos"]
+        g = np.asarray(d["states_per_cm1_per_cell"], float)
+        f = d["freq_start_cm1"] + d["freq_step_cm1"] * np.arange(len(g))
+        n = s.natoms
+        g = g * (3.0 * n / (np.clip(g, 0, None).sum() * d["freq_step_cm1"]))
+        bins = grid.bin_states(f, g)
+        fpos, gpos = _normalised_positive_dos(f, g, n)
+        out.append(
+            DosSample(
+                id=r["material_id"],
+                structure=s,
+                states_per_bin=bins,
+                formula_units=_z_from_cif(r["cif"]),
+                dos_freqs_cm1=fpos,
+                dos_per_cm1=gpos,
+                thermo=r.get("thermo_per_mol_formula_unit"),
+            )
+        )
+    return out
+
+
+def petretto_records(path):
+    """(file name, record dict) for every line of a Petretto DFPT JSON-lines file (gzip or plain)."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{path}: no such file", fix="give the path of petretto-dfpt/train.jsonl.gz")
-    out = []
     opener = gzip.open if p.suffix == ".gz" else open
     with opener(p, "rt") as fh:
         for line in fh:
-            if limit is not None and len(out) >= limit:
-                break
-            r = json.loads(line)
-            s = _structure_from_cif(r["cif"], source=f"{p.name}:{r['material_id']}")
-            d = r["dos"]
-            g = np.asarray(d["states_per_cm1_per_cell"], float)
-            f = d["freq_start_cm1"] + d["freq_step_cm1"] * np.arange(len(g))
-            n = s.natoms
-            g = g * (3.0 * n / (np.clip(g, 0, None).sum() * d["freq_step_cm1"]))
-            bins = grid.bin_states(f, g)
-            fpos, gpos = _normalised_positive_dos(f, g, n)
-            out.append(
-                DosSample(
-                    id=r["material_id"],
-                    structure=s,
-                    states_per_bin=bins,
-                    formula_units=_z_from_cif(r["cif"]),
-                    dos_freqs_cm1=fpos,
-                    dos_per_cm1=gpos,
-                    thermo=r.get("thermo_per_mol_formula_unit"),
-                )
-            )
-    return out
+            yield p.name, json.loads(line)
 
 
 def read_results_dir(path, grid: DosGrid | None = None) -> list[DosSample]:

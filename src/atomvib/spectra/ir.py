@@ -101,6 +101,9 @@ class OpticalSpectrum(Result):
         if "depolarization" in self.details:
             cols.append(self.details["depolarization"])
             header.append("depolarization")
+        if "intensities_std" in self.details:  # predicted Born charges: the ensemble's spread
+            cols.append(self.details["intensities_std"])
+            header.append(f"intensity_std_{_unit_tag(self.intensity_unit)}")
         p_modes = out / f"{self.kind}_modes.csv"
         np.savetxt(
             p_modes, np.column_stack(cols), delimiter=",", header=",".join(header), comments="", fmt="%.8g"
@@ -182,7 +185,7 @@ def mode_charges(born, eigenvectors, masses) -> np.ndarray:
     return np.real(p) if np.allclose(np.imag(p), 0.0, atol=1e-10) else np.abs(p)
 
 
-def crystal_ir(result, becs=None) -> OpticalSpectrum:
+def crystal_ir(result, becs=None, becs_members=None) -> OpticalSpectrum:
     """IR intensities of the Γ TO modes of a crystal.
 
     Parameters
@@ -190,6 +193,9 @@ def crystal_ir(result, becs=None) -> OpticalSpectrum:
     result : CrystalPhonons, ForceConstants or phonopy.Phonopy
     becs : array, shape (n_prim, 3, 3), e, optional
         Born effective charges in phonopy's primitive-cell atom order; default the result's BORN data.
+    becs_members : array, shape (members, n_prim, 3, 3), e, optional
+        One set per ensemble member: ``details["intensities_std"]`` is then the spread of each mode's intensity
+        across them. Default: the members of predicted Born charges (``--born predicted``) the result records.
 
     Returns
     -------
@@ -208,6 +214,11 @@ def crystal_ir(result, becs=None) -> OpticalSpectrum:
     elif ph.nac_params is not None and ph.nac_params.get("born") is not None:
         born = np.asarray(ph.nac_params["born"], dtype=float)
         origin = "BORN (NAC parameters)"
+        predicted = _predicted_born(result)
+        if predicted is not None:
+            origin = predicted.get("nac_label", "predicted")
+            if becs_members is None and predicted.get("members_born"):
+                becs_members = np.asarray(predicted["members_born"], float)
     else:
         raise InputError(
             "IR intensities of a crystal need Born effective charges, and this result has none",
@@ -217,15 +228,31 @@ def crystal_ir(result, becs=None) -> OpticalSpectrum:
     p = mode_charges(born, eig, ph.primitive.masses)
     keep = ~acoustic
     inten = np.sum(p**2, axis=1)
+    details = {"mode_charges_e_per_sqrt_amu": p[keep], "frequencies_thz": freqs[keep]}
+    if becs_members is not None:  # the ensemble's spread of the intensities (same modes, each member's Z*)
+        mem = np.asarray(becs_members, float)
+        if mem.ndim != 4 or mem.shape[1:] != (n, 3, 3):
+            raise InputError(f"becs_members has shape {mem.shape}, needs (members, {n}, 3, 3)",
+                             fix="give one Born-charge set per ensemble member, in phonopy's atom order")
+        per = np.stack([np.sum(mode_charges(b, eig, ph.primitive.masses) ** 2, axis=1)[keep] for b in mem])
+        details["intensities_members"] = per
+        details["intensities_std"] = per.std(0, ddof=1) if len(per) > 1 else np.zeros(int(keep.sum()))
     return OpticalSpectrum(
         kind="ir",
         system="crystal",
         frequencies_cm1=freqs[keep] * units.THZ_TO_CM1,
         intensities=inten[keep],
         intensity_unit="e²/amu",
-        details={"mode_charges_e_per_sqrt_amu": p[keep], "frequencies_thz": freqs[keep]},
+        details=details,
         source={"born_charges": origin, "asr_violation_e": float(np.abs(born.sum(axis=0)).max())},
     )
+
+
+def _predicted_born(result) -> dict | None:
+    """The provenance of predicted Born charges a result carries (engine settings ``born``), or None."""
+    eng = getattr(result, "engine", None)
+    rec = getattr(eng, "settings", {}).get("born") if eng is not None else None
+    return rec if isinstance(rec, dict) and rec.get("source") == "predicted" else None
 
 
 # --------------------------------------------------------------------------------------- molecules
