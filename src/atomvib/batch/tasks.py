@@ -512,7 +512,7 @@ def _plan_tdep(settings, chain: Chain, engine_id: str, options) -> Step:
     return Step(d, Chain(chain.structure, "", d))
 
 
-def _md_settings(ctx: TaskContext, structure):
+def _md_settings(ctx: TaskContext):
     import dataclasses as dc
 
     return dc.replace(ctx.options or md_task_settings(), engine=ctx.engine, relax=ctx.settings.relax)
@@ -522,7 +522,7 @@ def _md(structure, ctx: TaskContext) -> TaskOutput:
     """MD at the options' temperature; ``trajectory.extxyz`` in the task's directory, referenced from the row."""
     from ..dynamics.md import run_md
 
-    s = _md_settings(ctx, structure)
+    s = _md_settings(ctx)
     traj = run_md(structure, settings=s, out=ctx.out_dir / "trajectory.extxyz", force=True)
     _save(traj, ctx.out_dir)
     st = traj.statistics()

@@ -32,7 +32,7 @@ import numpy as np
 from .. import units
 from ..errors import InputError
 from ..results import Result
-from .vacf import WINDOW_SIGMAS
+from .vacf import WINDOW_SIGMAS, autocorrelation, lag_window, windowed_cosine_transform
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,8 +108,7 @@ def dipole_ir(traj, *, sigma_cm1: float = 10.0, max_wavenumber_cm1: float | None
         raise InputError(f"{t.source or 'the trajectory'}: frames are not evenly spaced in time",
                          fix="give a trajectory written at a fixed interval")
     sigma_thz = sigma_cm1 / units.THZ_TO_CM1
-    tau0_fs = 1.0 / (2.0 * np.pi * sigma_thz * units.FS_TO_PS)
-    nlag = int(np.ceil(WINDOW_SIGMAS * tau0_fs / dt)) + 1
+    nlag, tau0_fs = lag_window(dt, sigma_thz)
     nf = t.n_frames
     if nlag > nf // 2 + 1:
         need_ps = 2 * WINDOW_SIGMAS * tau0_fs * units.FS_TO_PS
@@ -117,19 +116,14 @@ def dipole_ir(traj, *, sigma_cm1: float = 10.0, max_wavenumber_cm1: float | None
                          f"of {sigma_cm1:g} cm-1 (it needs {need_ps:.3g} ps)", fix="run longer, or give a larger --ir-sigma")
     m = np.asarray(t.dipoles, dtype=float)
     m = (m[2:] - m[:-2]) / (2.0 * dt * units.FS_TO_PS)  # Ṁ, e·Å/ps, at the interior frames
-    nf = len(m)
-    nfft = 1 << int(np.ceil(np.log2(2 * nf)))
-    spec = np.fft.rfft(m, n=nfft, axis=0)
-    acf = np.fft.irfft((spec * spec.conj()).real.sum(axis=1), n=nfft)[:nlag] / (nf - np.arange(nlag))
-    lag_ps = np.arange(nlag) * dt * units.FS_TO_PS
-    window = np.exp(-0.5 * (lag_ps / (tau0_fs * units.FS_TO_PS)) ** 2) * np.where(np.arange(nlag) == 0, 1.0, 2.0)
+    acf = autocorrelation(m, nlag).sum(axis=1)
     nyquist_thz = 0.5 / (dt * units.FS_TO_PS)
     # the central difference's transfer function sin(x)/x, x = 2πνΔ, falls to 1/2 at x = 1.895
     usable_thz = 1.895 / (2.0 * np.pi * dt * units.FS_TO_PS)
     top_thz = usable_thz if max_wavenumber_cm1 is None else min(max_wavenumber_cm1 / units.THZ_TO_CM1, usable_thz)
     step_thz = sigma_thz / 5.0
     nu = np.arange(0.0, top_thz + 0.5 * step_thz, step_thz)
-    g = (np.cos(2.0 * np.pi * np.outer(nu, lag_ps)) * window[None, :]) @ acf * (dt * units.FS_TO_PS)  # (eÅ)²/ps
+    g = windowed_cosine_transform(acf, dt, tau0_fs, nu)  # (eÅ)²/ps
     x = 2.0 * np.pi * nu * dt * units.FS_TO_PS
     g = g / np.where(x > 0, np.sin(x) / np.where(x > 0, x, 1.0), 1.0) ** 2
     temp = float(np.mean(t.temperature_k))

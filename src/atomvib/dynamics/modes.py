@@ -26,7 +26,7 @@ import numpy as np
 from .. import units
 from ..errors import InputError
 from ..results import Result
-from .vacf import WINDOW_SIGMAS
+from .vacf import autocorrelation, lag_window, windowed_cosine_transform
 
 
 @dataclass(frozen=True, eq=False)
@@ -187,22 +187,16 @@ def mode_spectra(traj, phonons, qpoint=(0.0, 0.0, 0.0), *, sigma_thz: float = 0.
     v = np.asarray(t.velocities, dtype=float)[:, perm]  # (nframes, natoms, 3)
     qdot = np.einsum("fia,iab->fb", v, coeff)  # (nframes, nbands)
     dt = t.frame_interval_fs
-    tau0_fs = 1.0 / (2.0 * np.pi * sigma_thz * units.FS_TO_PS)
-    nlag = int(np.ceil(WINDOW_SIGMAS * tau0_fs / dt)) + 1
+    nlag, tau0_fs = lag_window(dt, sigma_thz)
     nf = qdot.shape[0]
     if nlag > nf // 2 + 1:
         raise InputError(f"the trajectory ({(nf - 1) * dt * units.FS_TO_PS:.3g} ps) is too short for a line width "
                          f"of {sigma_thz:g} THz", fix="run longer, or give a larger --mode-sigma")
-    nfft = 1 << int(np.ceil(np.log2(2 * nf)))
-    spec = np.fft.fft(qdot, n=nfft, axis=0)
-    acf = np.fft.ifft(np.abs(spec) ** 2, axis=0)[:nlag].real / (nf - np.arange(nlag))[:, None]
-    lag_fs = np.arange(nlag) * dt
-    window = np.exp(-0.5 * (lag_fs / tau0_fs) ** 2) * np.where(np.arange(nlag) == 0, 1.0, 2.0)
+    acf = autocorrelation(qdot, nlag)
     nyquist = 0.5 / (dt * units.FS_TO_PS)
     step = frequency_step_thz or sigma_thz / 10.0
     freqs = np.arange(0.0, nyquist, step)
-    kernel = np.cos(2.0 * np.pi * np.outer(freqs, lag_fs * units.FS_TO_PS)) * window[None, :]
-    g = (kernel @ acf).T  # (nbands, nf)
+    g = windowed_cosine_transform(acf, dt, tau0_fs, freqs).T  # (nbands, nf)
     g = np.clip(g, 0.0, None)
     area = g.sum(axis=1, keepdims=True) * step
     g = np.where(area > 0, g / np.where(area > 0, area, 1.0), 0.0)

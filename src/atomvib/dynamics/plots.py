@@ -138,10 +138,10 @@ def plot_md_ir(ir, path, harmonic=None) -> Path:
     x = ir.wavenumbers_cm1
     ax.plot(x, ir.intensity, color="k", lw=1.3, label=f"MD, {ir.temperature_k:.0f} K")
     if harmonic is not None:
-        f = np.asarray(harmonic.frequencies_cm1)
-        w = np.asarray(harmonic.intensities)
-        g = np.exp(-0.5 * ((x[:, None] - f[None, :]) / ir.sigma_cm1) ** 2) / (np.sqrt(2 * np.pi) * ir.sigma_cm1)
-        ax.plot(x, g @ w, color="C0", lw=1.0, ls="--", label="harmonic (same engine, same σ)")
+        from .vacf import broadened_dos
+
+        g = broadened_dos(harmonic.frequencies_cm1, x, ir.sigma_cm1, weights=harmonic.intensities)
+        ax.plot(x, g, color="C0", lw=1.0, ls="--", label="harmonic (same engine, same σ)")
     top = x[np.flatnonzero(ir.intensity > 1e-3 * ir.intensity.max())[-1]] if ir.intensity.max() > 0 else x[-1]
     ax.set_xlim(0, min(x[-1], top + 10 * ir.sigma_cm1))
     ax.set_ylim(0, None)

@@ -115,13 +115,33 @@ class VibrationalDos(Result):
                    fmt="%.8g")
 
 
-def _autocorrelation(v: np.ndarray, nlag: int) -> np.ndarray:
-    """⟨v(t)·v(t+τ)⟩_t for τ < nlag, per atom: v (nframes, natoms, 3) → (nlag, natoms)."""
-    nf = v.shape[0]
+def autocorrelation(x: np.ndarray, nlag: int) -> np.ndarray:
+    """Re⟨x*(t) x(t+τ)⟩_t for τ < nlag along axis 0 (every time origin, FFT, zero-padded), every other axis
+    kept: x (nframes, ...) real or complex → (nlag, ...)."""
+    nf = x.shape[0]
     nfft = 1 << int(np.ceil(np.log2(2 * nf)))
-    spec = np.fft.rfft(v, n=nfft, axis=0)
-    acf = np.fft.irfft((spec * spec.conj()).real.sum(axis=2), n=nfft, axis=0)[:nlag]
-    return acf / (nf - np.arange(nlag))[:, None]
+    if np.iscomplexobj(x):
+        acf = np.fft.ifft(np.abs(np.fft.fft(x, n=nfft, axis=0)) ** 2, axis=0)[:nlag].real
+    else:
+        acf = np.fft.irfft(np.abs(np.fft.rfft(x, n=nfft, axis=0)) ** 2, n=nfft, axis=0)[:nlag]
+    return acf / (nf - np.arange(nlag)).reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def lag_window(dt_fs: float, sigma_thz: float) -> tuple[int, float]:
+    """(number of lags, window standard deviation in fs) of the Gaussian lag window whose transform is a Gaussian
+    line of standard deviation ``sigma_thz``, cut at :data:`WINDOW_SIGMAS`, for frames ``dt_fs`` apart."""
+    tau0_fs = 1.0 / (2.0 * np.pi * sigma_thz * units.FS_TO_PS)  # σ THz ↔ 1/(2πσ) ps
+    return int(np.ceil(WINDOW_SIGMAS * tau0_fs / dt_fs)) + 1, tau0_fs
+
+
+def windowed_cosine_transform(acf: np.ndarray, dt_fs: float, tau0_fs: float, freqs_thz) -> np.ndarray:
+    """Δt [C(0) + 2 Σ_{τ≥1} w(τ) C(τ) cos(2πντ)] at ``freqs_thz``: acf (nlag, ...) → (nfreq, ...), in acf's
+    unit × ps (w the Gaussian lag window of standard deviation ``tau0_fs``)."""
+    nlag = acf.shape[0]
+    lag_ps = np.arange(nlag) * dt_fs * units.FS_TO_PS
+    w = np.exp(-0.5 * (lag_ps / (tau0_fs * units.FS_TO_PS)) ** 2) * np.where(np.arange(nlag) == 0, 1.0, 2.0)
+    kernel = np.cos(2.0 * np.pi * np.outer(np.asarray(freqs_thz, dtype=float), lag_ps)) * w[None, :]
+    return np.tensordot(kernel, acf, axes=(1, 0)) * (dt_fs * units.FS_TO_PS)
 
 
 def vacf_dos(
@@ -166,8 +186,7 @@ def vacf_dos(
     if not (np.isfinite(dt) and dt > 0) or not np.allclose(np.diff(t.time_fs), dt, rtol=1e-6, atol=1e-9):
         raise InputError(f"{t.source or 'the trajectory'}: frames are not evenly spaced in time",
                          fix="give a trajectory written at a fixed interval (or with --stride 1)")
-    tau0_fs = 1.0 / (2.0 * np.pi * sigma_thz * units.FS_TO_PS)  # window std in fs: σ THz ↔ 1/(2πσ) ps
-    nlag = int(np.ceil(WINDOW_SIGMAS * tau0_fs / dt)) + 1
+    nlag, tau0_fs = lag_window(dt, sigma_thz)
     length_fs = (t.n_frames - 1) * dt
     if nlag > t.n_frames // 2 + 1:
         need = WINDOW_SIGMAS * 2 / (2 * np.pi * length_fs * units.FS_TO_PS)
@@ -178,21 +197,17 @@ def vacf_dos(
         )
     v = np.asarray(t.velocities, dtype=float)
     m = np.asarray(t.masses, dtype=float)
-    acf = _autocorrelation(v, nlag) * m[None, :]  # (nlag, natoms): m ⟨v·v⟩
+    acf = autocorrelation(v, nlag).sum(axis=2) * m[None, :]  # (nlag, natoms): m ⟨v·v⟩
     lag_fs = np.arange(nlag) * dt
-    window = np.exp(-0.5 * (lag_fs / tau0_fs) ** 2)
     nyquist = 0.5 / (dt * units.FS_TO_PS)  # THz
     top = nyquist if max_frequency_thz is None else min(float(max_frequency_thz), nyquist)
     step = frequency_step_thz or sigma_thz / 5.0
     freqs = np.arange(0.0, top + 0.5 * step, step)
-    # cosine transform: weights 1 at τ = 0, 2 elsewhere
-    phase = 2.0 * np.pi * np.outer(freqs, lag_fs * units.FS_TO_PS)  # THz · ps
-    kernel = np.cos(phase) * (window * np.where(np.arange(nlag) == 0, 1.0, 2.0))[None, :]
     symbols = t.structure.symbols
     partial = {}
     for el in sorted(set(symbols)):
         idx = [i for i, s in enumerate(symbols) if s == el]
-        partial[el] = kernel @ acf[:, idx].sum(axis=1)
+        partial[el] = windowed_cosine_transform(acf[:, idx].sum(axis=1), dt, tau0_fs, freqs)
     total = sum(partial.values())
     area = np.trapezoid(total, freqs) if hasattr(np, "trapezoid") else np.trapz(total, freqs)
     scale = 3.0 / area if area > 0 else 0.0

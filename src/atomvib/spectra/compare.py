@@ -34,7 +34,7 @@ from ..errors import InputError
 from ..results import Result
 from ..units import THZ_TO_MEV, frequency_factor
 from .lineshape import gaussian_ft
-from .measured import Spectrum1D, canonical_unit, read_columns, read_spectrum
+from .measured import Spectrum1D, canonical_unit, q_range_mask, read_columns, read_spectrum
 
 #: tokens accepted by ``fit=``; intensity scale is always fitted
 FIT_TOKENS = ("scale", "background", "linear", "broadening")
@@ -578,12 +578,7 @@ def matched_cuts(computed, measured, q_range) -> tuple[Spectrum1D, Spectrum1D, i
     n_bins : int, the number of (Q, E) bins both cover
     """
     q0, q1 = q_range
-    qm = (measured.q_invA >= q0) & (measured.q_invA <= q1)
-    if not qm.any():
-        raise InputError(
-            f"no |Q| bin of {measured.source} lies in {q0:g}–{q1:g} Å^-1",
-            fix=f"choose --q-range inside {measured.q_invA[0]:.3g}–{measured.q_invA[-1]:.3g} Å^-1",
-        )
+    qm = q_range_mask(measured.q_invA, q0, q1, f"bin of {measured.source}")
     qs = measured.q_invA[qm]
     z = computed.intensity  # (nq_c, ne_c)
     # the map at the measured |Q| centres, for every computed energy: (nq_m, ne_c); NaN outside the map

@@ -790,12 +790,9 @@ class InsMap(Result):
         n_points : ndarray of int, shape (ne_kept,)
             How many |Q| points were averaged at each energy.
         """
-        qm = (self.q_ainv >= q_min - 1e-9) & (self.q_ainv <= q_max + 1e-9)
-        if not qm.any():
-            raise InputError(
-                f"no |Q| point of the map lies in {q_min:g}–{q_max:g} Å⁻¹",
-                fix=f"choose --q-range inside {self.q_ainv[0]:.3g}–{self.q_ainv[-1]:.3g} Å⁻¹",
-            )
+        from .measured import q_range_mask
+
+        qm = q_range_mask(self.q_ainv, q_min, q_max, "point of the map", tol=1e-9)
         z = self.intensity[qm]
         ok = np.isfinite(z)
         n = ok.sum(axis=0)

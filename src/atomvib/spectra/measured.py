@@ -143,12 +143,7 @@ class SQEMap(Result):
         Energies where no Q bin was measured are dropped. ``mask`` (bool, shape (nq_in_range, ne), as
         :meth:`coverage`) restricts the average further, e.g. to the bins a computed map covers too.
         """
-        qm = (self.q_invA >= q_min) & (self.q_invA <= q_max)
-        if not qm.any():
-            raise InputError(
-                f"no |Q| bin of {self.source} lies in {q_min}–{q_max} Å^-1",
-                fix=f"choose --q-range inside {self.q_invA[0]:.3g}–{self.q_invA[-1]:.3g} Å^-1",
-            )
+        qm = q_range_mask(self.q_invA, q_min, q_max, f"bin of {self.source}")
         d = self.intensity[qm]
         ok = np.isfinite(d)
         if mask is not None:
@@ -458,3 +453,15 @@ def read_spectrum(path, units: str | None = None, q_range: tuple[float, float] |
             fix="convert it to two/three text columns (x, y, error)",
         )
     return read_columns(path, units)
+
+
+def q_range_mask(q_ainv, q_min: float, q_max: float, what: str, tol: float = 0.0) -> np.ndarray:
+    """The |Q| points of ``q_ainv`` (Å⁻¹, ascending) inside [q_min, q_max] (± ``tol``), or the one-line error that
+    names ``what`` ("bin of FILE", "point of the map") and the range there is."""
+    q = np.asarray(q_ainv, dtype=float)
+    qm = (q >= q_min - tol) & (q <= q_max + tol)
+    if not qm.any():
+        raise InputError(f"no |Q| {what} lies in {q_min:g}–{q_max:g} Å^-1",
+                         fix=f"choose --q-range inside {q[0]:.3g}–{q[-1]:.3g} Å^-1")
+    return qm
+

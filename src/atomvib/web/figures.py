@@ -101,26 +101,35 @@ def dispersion_figure(result) -> dict:
             traces[-1]["legendgrouptitle"] = {"text": "partial DOS (click to hide/show)"}
     ymin = min(0.0, float(f.min()), float(fd.min()))
     ymax = max(float(f.max()), 0.0) * 1.05 + 1e-3
-    shapes = [{"type": "line", "xref": "x", "yref": "y", "x0": float(d), "x1": float(d), "y0": ymin, "y1": ymax,
-               "line": {"color": "#bbb", "width": 1}} for d, _ in bands.labels]
+    layout = _band_dos_layout(bands, x, ymin, ymax, f"{result.primitive.formula}: dispersion and DOS")
     if imag.any():
-        shapes.append({"type": "rect", "xref": "paper", "yref": "y", "x0": 0, "x1": 1, "y0": ymin, "y1": 0,
-                       "fillcolor": IMAGINARY_COLOR, "opacity": 0.08, "line": {"width": 0}, "layer": "below"})
+        layout["shapes"].append({"type": "rect", "xref": "paper", "yref": "y", "x0": 0, "x1": 1, "y0": ymin, "y1": 0,
+                                 "fillcolor": IMAGINARY_COLOR, "opacity": 0.08, "line": {"width": 0},
+                                 "layer": "below"})
     toggles = _dos_toggles(traces)
-    layout = {
-        "margin": {"l": 60, "r": 10, "t": 64 if toggles else 30, "b": 40}, "height": 460, "hovermode": "closest",
-        "updatemenus": toggles,
+    layout["margin"]["t"] = 64 if toggles else 30
+    layout["updatemenus"] = toggles
+    layout["legend"]["groupclick"] = "toggleitem"
+    return {"data": traces, "layout": layout, "config": _config("dispersion"),
+            "qpoints": _round(bands.qpoints, 4), "n_branches": nb}
+
+
+def _band_dos_layout(bands, x, ymin: float, ymax: float, title: str) -> dict:
+    """Plotly layout of a dispersion (x axis: path distance, high-symmetry labels as grey lines) beside a DOS panel
+    (xaxis2), frequencies from ``ymin`` to ``ymax`` THz."""
+    return {
+        "margin": {"l": 60, "r": 10, "t": 30, "b": 40}, "height": 460, "hovermode": "closest",
         "xaxis": {"domain": [0, 0.74], "tickvals": [float(d) for d, _ in bands.labels],
                   "ticktext": [lab for _, lab in bands.labels], "range": [float(x[0]), float(x[-1])],
                   "showgrid": False, "zeroline": False},
         "yaxis": {"title": {"text": "frequency (THz)"}, "range": [ymin, ymax], "zeroline": True},
         "xaxis2": {"domain": [0.77, 1.0], "title": {"text": "DOS (states/THz)"}, "rangemode": "tozero",
                    "showgrid": False},
-        "shapes": shapes, "legend": {"x": 1.0, "xanchor": "right", "y": 1.0, "groupclick": "toggleitem"},
-        "title": {"text": f"{result.primitive.formula}: dispersion and DOS", "font": {"size": 14}},
+        "shapes": [{"type": "line", "xref": "x", "yref": "y", "x0": float(d), "x1": float(d), "y0": ymin,
+                    "y1": ymax, "line": {"color": "#bbb", "width": 1}} for d, _ in bands.labels],
+        "legend": {"x": 1.0, "xanchor": "right", "y": 1.0},
+        "title": {"text": title, "font": {"size": 14}},
     }
-    return {"data": traces, "layout": layout, "config": _config("dispersion"),
-            "qpoints": _round(bands.qpoints, 4), "n_branches": nb}
 
 
 def _dos_toggles(traces) -> list:
@@ -202,21 +211,8 @@ def committee_dispersion_figure(result) -> dict:
                        "hovertemplate": f"%{{y:.3f}} THz<br>%{{x:.3g}} states/THz<extra>{name}</extra>"})
     ymin = min(0.0, float((mean - Z90 * std).min()))
     ymax = float((mean + Z90 * std).max()) * 1.05 + 1e-3
-    shapes = [{"type": "line", "xref": "x", "yref": "y", "x0": float(d), "x1": float(d), "y0": ymin, "y1": ymax,
-               "line": {"color": "#bbb", "width": 1}} for d, _ in bands.labels]
-    layout = {
-        "margin": {"l": 60, "r": 10, "t": 30, "b": 40}, "height": 460, "hovermode": "closest",
-        "xaxis": {"domain": [0, 0.74], "tickvals": [float(d) for d, _ in bands.labels],
-                  "ticktext": [lab for _, lab in bands.labels], "range": [float(x[0]), float(x[-1])],
-                  "showgrid": False, "zeroline": False},
-        "yaxis": {"title": {"text": "frequency (THz)"}, "range": [ymin, ymax], "zeroline": True},
-        "xaxis2": {"domain": [0.77, 1.0], "title": {"text": "DOS (states/THz)"}, "rangemode": "tozero",
-                   "showgrid": False},
-        "shapes": shapes, "legend": {"x": 1.0, "xanchor": "right", "y": 1.0},
-        "title": {"text": f"{result.primitive.formula}: committee of {len(result.members)} "
-                          f"({', '.join(result.engines)}), mean and {_calibrated(result)}90 % band",
-                  "font": {"size": 14}},
-    }
+    layout = _band_dos_layout(bands, x, ymin, ymax, f"{result.primitive.formula}: committee of {len(result.members)} "
+                              f"({', '.join(result.engines)}), mean and {_calibrated(result)}90 % band")
     return {"data": traces, "layout": layout, "config": _config("committee_dispersion"),
             "qpoints": _round(bands.qpoints, 4), "n_branches": nb}
 
