@@ -4,7 +4,9 @@ into docs/benchmarks.md. Run after any benchmark: ``python scripts/collect_bench
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["phonons", "kappa", "md", "finetune", "spectra", "ir_raman", "compare", "predict", "batch", "web"]
+ORDER = [
+    "phonons", "kappa", "md", "finetune", "spectra", "ir_raman", "compare", "identify", "predict", "batch", "web",
+]
 
 HEADER = """# Benchmarks
 
@@ -22,6 +24,7 @@ in `benchmarks/`, then `python scripts/collect_benchmarks.py`.
 | [INS and DOS](#spectra) | `benchmarks/spectra.py` | Euphonic |
 | [IR and Raman](#ir-raman) | `benchmarks/ir_raman.py` | ASE `Infrared` |
 | [Compare and fit](#compare) | `benchmarks/compare.py` | scipy `curve_fit` glue |
+| [Identify](#identify) | `benchmarks/identify.py` | the issue's targets (no reference tool) |
 | [Direct predictor](#predictor) | `benchmarks/predict.py` | `atomvib phonons` with CHGNet |
 | [Batch](#batch) | `benchmarks/batch.py` | a plain loop |
 | [Web app](#web) | `benchmarks/web_speed.py` | the issue's targets (no reference tool) |
@@ -35,6 +38,7 @@ ANCHORS = {
     "spectra": "spectra",
     "ir_raman": "ir-raman",
     "compare": "compare",
+    "identify": "identify",
     "predict": "predictor",
     "batch": "batch",
     "web": "web",

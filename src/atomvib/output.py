@@ -61,6 +61,7 @@ COMMAND_FILES: dict[str, tuple[str, ...]] = {
     "compare": RESULT_FILES + ("compare.json", "compare.csv", "compare.png"),
     "kappa": RESULT_FILES + ("kappa.csv", "kappa.json", "kappa-phono3py.hdf5", "kappa.png"),
     "qha": RESULT_FILES + ("qha.csv", "e-v.csv", "qha.png"),
+    "identify": RESULT_FILES + ("identify.json", "ranking.csv", "identify.png"),
 }
 #: files a failed run leaves for the user (not a result: they neither block a re-run nor outlive a success)
 PARTIAL_FILES: dict[str, tuple[str, ...]] = {"phonons": ("relaxed_unconverged.extxyz",)}

@@ -65,6 +65,7 @@ KINDS: dict[str, str] = {
     "md_ir": "atomvib.dynamics.dipole:DipoleSpectrum",
     "md_sqe": "atomvib.dynamics.sqw:TrajectorySqe",
     "effective_phonons": "atomvib.dynamics.tdep:EffectivePhonons",
+    "identification": "atomvib.identify.core:Identification",
 }
 #: value types that appear inside results (saved as part of one)
 VALUE_TYPES: dict[str, str] = {

@@ -20,6 +20,7 @@ COMMANDS = {
     "ir": "optical",
     "raman": "optical",
     "compare": "compare",
+    "identify": "identify",
     "predict": "predict",
     "train": "predict",
     "finetune": "finetune",

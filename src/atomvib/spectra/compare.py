@@ -156,7 +156,7 @@ def similarity(computed: Spectrum1D, measured: Spectrum1D, x_range=None) -> Simi
 
 
 # --------------------------------------------------------------------------------------------- fit model
-class _Model:
+class FitModel:
     """computed(E/s) ⊗ G(σ) evaluated at the measured energies, on a fine uniform grid, via FFT."""
 
     def __init__(self, computed: Spectrum1D, x: np.ndarray, unit: str, sigma_max: float):
@@ -281,7 +281,8 @@ class FitResult(Result):
         }
 
 
-def _parse_fit(fit) -> set:
+def parse_fit(fit) -> set:
+    """The free fit parameters named by ``fit`` (a comma-separated string or tokens), checked against FIT_TOKENS."""
     if isinstance(fit, str):
         fit = [t for t in fit.replace(" ", "").split(",") if t]
     toks = set(fit or ())
@@ -320,7 +321,7 @@ def fit_spectrum(
     """
     from scipy.optimize import least_squares
 
-    toks = _parse_fit(fit)
+    toks = parse_fit(fit)
     m = measured.crop(*x_range) if x_range else measured
     x, y, err = m.x, m.y, m.error
     unit = m.unit
@@ -331,7 +332,7 @@ def fit_spectrum(
     step = float(np.median(np.diff(x)))
     sig0 = (sigma0 if sigma0 is not None else 2.0 * step) if free_sig else 0.0
     span = float(x[-1] - x[0])
-    model = _Model(computed, x, unit, sigma_max=max(sig0, 0.2 * span))
+    model = FitModel(computed, x, unit, sigma_max=max(sig0, 0.2 * span))
 
     def linear_design(shape):
         cols = [shape] + [np.ones_like(x), x - x_ref][:n_bg]
@@ -784,7 +785,7 @@ def compare(
         )
     mc = m.crop(*x_range)
     sim = similarity(c, mc)
-    toks = _parse_fit(fit) if fit else set()
+    toks = parse_fit(fit) if fit else set()
     fr = sf = None
     if toks:
         fr = fit_spectrum(c, mc, toks)
