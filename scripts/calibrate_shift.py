@@ -741,11 +741,262 @@ def cmd_table(args):
                   f"{_pct(c['f'])} | {_pct(c['dos'])} | {_pct(fl['flagged'])} % ({fl['reasons']}) |")
 
 
+# ---- the functional offset (PBE vs PBEsol) -------------------------------------------------------------------------
+
+#: the held-out clusters of the functional check; every DFPT-stable crystal of them with thermo and ≤ 8 sites is run
+#: (~3 s each), in a seeded order whose first FUNCTIONAL_N per cluster form the headline sample of ~20
+FUNCTIONAL_SPLITS = ("tellurides", "heavy-chalcogenides")
+FUNCTIONAL_N = 10
+FUNCTIONAL_SEED = 18
+FUNCTIONAL_MAX_SITES = 8
+FUNCTIONAL_ENGINE = "sevennet:7net-l3i5"
+FUNCTIONAL_SETTINGS = dict(min_supercell_length_a=9.0, mesh_density=30.0)
+#: per crystal: both MLIP runs (relaxed, DFT cell), the record format of scripts/validate.py's Petretto caches
+FUNCTIONAL_RUNS = ROOT / "scripts" / "validation_cache" / "shift_functional_7net-l3i5.json"
+#: the same pair for 20 valid crystals, from scripts/validate.py (relaxed / at the DFT cell)
+VALID_PAIR = ("petretto_7net-l3i5.json", "petretto_fixed_7net-l3i5.json")
+QTY = (("cv", "cv"), ("s", "s"), ("f", "f_kj"))  # (calibration name, record key)
+#: multiples of the measured shift at which the held-out Cv coverage is re-measured (how large it would need to be)
+SHIFT_MULTIPLES = (1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+def functional_sample(cl) -> list[tuple[str, dict, bool]]:
+    """(cluster, Petretto row, in the headline sample) of the crystals of the functional check: DFPT-stable, with
+    thermo, ≤ 8 sites; per cluster a seeded order (tellurides first; a crystal counts once), its first
+    :data:`FUNCTIONAL_N` the headline sample."""
+    from atomvib.learn.data import petretto_records
+
+    want = set().union(*(cl[k] for k in FUNCTIONAL_SPLITS))
+    rows = {}
+    for part in ("train", "valid"):
+        for _, r in petretto_records(DATA / f"{part}.jsonl.gz"):
+            if (r["material_id"] in want and not r["has_neg_freq"] and r.get("thermo_per_mol_formula_unit")
+                    and r["nsites"] <= FUNCTIONAL_MAX_SITES):
+                rows[r["material_id"]] = r
+    rng = np.random.default_rng(FUNCTIONAL_SEED)
+    out, taken = [], set()
+    for k in FUNCTIONAL_SPLITS:
+        pool = sorted(set(cl[k]) & set(rows) - taken)
+        for n, mid in enumerate(rng.permutation(pool)):
+            out.append((k, rows[str(mid)], n < FUNCTIONAL_N))
+            taken.add(str(mid))
+    return out
+
+
+def _validate_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_atomvib_validate", ROOT / "scripts" / "validate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def functional_runs(sample, timeout_s: float = 600.0) -> dict:
+    """The MLIP's phonons of every crystal of ``sample`` twice, relaxed (its own, PBE-like, cell) and at the DFT
+    (PBEsol) cell as given; cached per crystal in :data:`FUNCTIONAL_RUNS` (a re-run only does the missing ones)."""
+    import io
+    import signal
+
+    from ase.io import read
+
+    import atomvib
+    from atomvib import PhononSettings
+    from atomvib.errors import ConvergenceError
+
+    val = _validate_module()
+    done = json.loads(FUNCTIONAL_RUNS.read_text()) if FUNCTIONAL_RUNS.exists() else {}
+    for split, row, _ in sample:
+        mid = row["material_id"]
+        if mid in done and all(k in done[mid] for k in ("relaxed", "fixed")):
+            continue
+        atoms = read(io.StringIO(row["cif"]), format="cif")
+        rec = done.get(mid) or {
+            "cluster": split, "formula": row["formula"], "nsites": row["nsites"], "z_cif": val._cif_z(row),
+            "dft": val._petretto_ref(row), "dft_volume_per_atom": float(atoms.get_volume() / len(atoms)),
+        }
+        for kind, relax in (("relaxed", True), ("fixed", False)):
+            if kind in rec:
+                continue
+            st = PhononSettings(engine=FUNCTIONAL_ENGINE, relax=relax, **FUNCTIONAL_SETTINGS)
+            t0 = time.perf_counter()
+            signal.signal(signal.SIGALRM, val._timeout)
+            signal.alarm(int(timeout_s))
+            out = {}
+            try:
+                try:
+                    r = atomvib.phonons(atoms, settings=st)
+                    out["relax_converged"] = True
+                except ConvergenceError as err:  # the partially relaxed cell, flagged (as scripts/validate.py)
+                    rel = err.partial["relaxation"]
+                    out["relax_converged"] = False
+                    r = atomvib.phonons(rel.structure, settings=PhononSettings(
+                        engine=FUNCTIONAL_ENGINE, relax=False, **FUNCTIONAL_SETTINGS))
+                out.update(val.petretto_record(r))
+            except Exception as err:  # noqa: BLE001 - a failed run is a row too
+                out["error"] = f"{type(err).__name__}: {err}"
+            finally:
+                signal.alarm(0)
+            out["wall_s"] = time.perf_counter() - t0
+            rec[kind] = out
+            done[mid] = rec
+            FUNCTIONAL_RUNS.write_text(json.dumps(done, indent=1, default=float))
+            print(f"functional {split:20s} {mid:10s} {row['formula']:10s} {kind:7s} cv {out.get('cv', np.nan):6.2f} "
+                  f"(DFT {rec['dft']['cv']:6.2f})  {out['wall_s']:.0f} s", flush=True)
+    return done
+
+
+def _shift_rows(runs: dict) -> dict:
+    """Per crystal with both runs: ΔX = X(relaxed) − X(DFT cell) for Cv, S (J/K/mol) and F (kJ/mol) per formula
+    unit, relative to the DFT value, per atom, and the volume ratio (relaxed / DFT cell)."""
+    out = {}
+    for mid, rec in runs.items():
+        a, b = rec.get("relaxed", rec), rec.get("fixed")
+        if b is None or "error" in a or "error" in b or "cv" not in a or "cv" not in b:
+            continue
+        natoms_fu = rec["nsites"] / rec["z_cif"]
+        row = {"formula": rec["formula"], "cluster": rec.get("cluster", "valid"),
+               "volume_ratio": a["volume_per_atom"] / rec["dft_volume_per_atom"],
+               "imaginary": bool(a.get("imaginary") or b.get("imaginary")), "natoms_fu": natoms_fu}
+        for q, key in QTY:
+            d = a[key] - b[key]
+            row[f"d_{q}"] = d
+            row[f"d_{q}_rel"] = d / abs(rec["dft"][key])
+            row[f"d_{q}_atom"] = d / natoms_fu
+            row[f"{q}_relaxed_err"] = a[key] - rec["dft"][key]
+            row[f"{q}_fixed_err"] = b[key] - rec["dft"][key]
+        out[mid] = row
+    return out
+
+
+def _stats(x) -> dict:
+    x = np.asarray(x, float)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return {"n": 0}
+    q1, med, q3 = np.percentile(x, [25, 50, 75])
+    return {"n": int(len(x)), "median": float(med), "q25": float(q1), "q75": float(q3), "min": float(x.min()),
+            "max": float(x.max())}
+
+
+def _summary(rows: dict) -> dict:
+    out = {"n": len(rows), "volume_ratio": _stats([r["volume_ratio"] for r in rows.values()])}
+    for q, _ in QTY:
+        for suffix in ("", "_rel", "_atom"):
+            out[f"d_{q}{suffix}"] = _stats([r[f"d_{q}{suffix}"] for r in rows.values()])
+        out[f"{q}_mae_relaxed"] = float(np.mean([abs(r[f"{q}_relaxed_err"]) for r in rows.values()]))
+        out[f"{q}_mae_fixed"] = float(np.mean([abs(r[f"{q}_fixed_err"]) for r in rows.values()]))
+    return out
+
+
+def _nested_cals(sets, split) -> list:
+    """The two nested calibrations of ``split`` (exactly as :func:`nested` fits them)."""
+    va, cl = sets[(split, "valid")], sets[(split, "cluster")]
+    held = set(cl.ids)
+    cals = []
+    for f in (0, 1):
+        pool = []
+        for (name, part), ev in sets.items():
+            if name in (split, "shipped"):
+                continue
+            rows = ~np.isin(ev.ids, list(held)) & ~(ev.fold == 1 - f) & ~ev.unseen
+            if part == "valid":
+                rows &= ev.fold == f
+            v = sets[(name, "valid")]
+            pool.append((ev, rows, base_scales(v, v.fold == f), v, v.fold == f))
+        cals.append(centred(fit_on(pool, list(TERMS), NBINS), va, va.fold == f))
+    return cals
+
+
+def _cluster_coverage(cl, cals, shift=None, crystals=None) -> dict:
+    """Held-out coverage of Cv, S, F after the nested calibration (both folds' calibrations, as :func:`nested`),
+    against the DFT value plus ``shift[q]`` (per crystal; None: the DFT value itself)."""
+    import copy
+
+    ev = cl
+    if shift is not None:
+        ev = copy.copy(cl)
+        ev.err = dict(cl.err)
+        for q in ("cv", "s", "f"):
+            ev.err[q] = np.abs(cl.pred[q] - (cl.ref_q[q] + shift[q]))
+    parts = []
+    for cal in cals:
+        rc = scaled_ratios(ev, _blob_scales(ev), ~ev.unseen)
+        rc = {q: rc[q] for q in ("cv", "s", "f")}
+        parts.append(_effective(rc, {q: cal.factor(q, ev.feats) for q in rc}))
+    e = _merge(parts)
+    return coverage(e, crystals=crystals)
+
+
+def cmd_functional(args):
+    """The PBE-vs-PBEsol offset: the MLIP's (PBE) phonons relaxed and at the DFT (PBEsol) cell on a sample of the
+    held-out tellurides and heavy chalcogenides (plus the 20 valid crystals of scripts/validate.py), and the held-out
+    coverage of the nested-calibrated interval against the DFT value and against DFT + that offset."""
+    cl_ids = json.loads((RUNS / "clusters.json").read_text())
+    sample = functional_sample(cl_ids)
+    runs = functional_runs(sample) if not args.no_run else (
+        json.loads(FUNCTIONAL_RUNS.read_text()) if FUNCTIONAL_RUNS.exists() else {})
+    ids_all = {row["material_id"] for _, row, _ in sample}
+    ids20 = {row["material_id"] for _, row, first in sample if first}
+    held_rows = _shift_rows({m: r for m, r in runs.items() if m in ids_all})
+    vcache = [json.loads((ROOT / "scripts" / "validation_cache" / n).read_text()) for n in VALID_PAIR]
+    valid_pair = {m: {**vcache[0][m], "fixed": vcache[1][m]} for m in vcache[1] if m in vcache[0]}
+    valid_rows = _shift_rows(valid_pair)
+    res = {"engine": FUNCTIONAL_ENGINE, "settings": FUNCTIONAL_SETTINGS, "seed": FUNCTIONAL_SEED,
+           "sample20": sorted(ids20), "n_run": len(held_rows),
+           "shift": {"held_out": _summary(held_rows),
+                     "held_out_sample20": _summary({m: r for m, r in held_rows.items() if m in ids20}),
+                     "valid20": _summary(valid_rows),
+                     "all": _summary({**held_rows, **valid_rows})},
+           "per_crystal": held_rows, "coverage": {}}
+    med_rel = {q: res["shift"]["held_out"][f"d_{q}_rel"]["median"] for q in ("cv", "s")}
+    med_atom_f = res["shift"]["held_out"]["d_f_atom"]["median"]
+    valid_ids = json.loads((RUNS / "valid_ids.json").read_text())
+    sets = load_sets(SPLITS, fold_map(valid_ids))
+    for split in FUNCTIONAL_SPLITS:
+        cl = sets[(split, "cluster")]
+        d = np.load(RUNS / split / "cluster.npz")
+        cl.pred = {q: d[f"{q}_members"].mean(0) for q in ("cv", "s", "f")}
+        cl.ref_q = {q: d[f"{q}_ref"] for q in ("cv", "s", "f")}
+        cals = _nested_cals(sets, split)
+        run = np.array([i in held_rows for i in cl.ids])
+        shift = {}
+        for q in ("cv", "s", "f"):
+            if q == "f":  # F changes sign: the median shift per atom, times the atoms per formula unit
+                est = med_atom_f * cl.natoms_fu
+            else:
+                est = med_rel[q] * np.abs(cl.ref_q[q])
+            own = np.array([held_rows[i][f"d_{q}"] if i in held_rows else np.nan for i in cl.ids])
+            shift[q] = np.where(run, own, est)
+        idx = np.nonzero(run)[0]
+        res["coverage"][split] = {
+            "n_cluster_thermo": int(np.isfinite(cl.err["cv"][~cl.unseen]).sum()), "n_mlip": int(run.sum()),
+            "dft": _cluster_coverage(cl, cals), "pbe_like": _cluster_coverage(cl, cals, shift),
+            "dft_mlip_only": _cluster_coverage(cl, cals, crystals=idx),
+            "pbe_like_mlip_only": _cluster_coverage(cl, cals, shift, crystals=idx),
+            "report_after": json.loads(CACHE.read_text())["splits"][split]["after"]["cluster"],
+            "cv_vs_shift_multiple": {str(k): _cluster_coverage(cl, cals, {q: k * v for q, v in shift.items()})["cv"]
+                                     for k in SHIFT_MULTIPLES},
+            "bias_median": {q: float(np.nanmedian(cl.pred[q] - cl.ref_q[q])) for q in ("cv", "s", "f")},
+            "bias_median_rel": {q: float(np.nanmedian((cl.pred[q] - cl.ref_q[q]) / np.abs(cl.ref_q[q])))
+                                for q in ("cv", "s")},
+        }
+        print(split, json.dumps(res["coverage"][split]), flush=True)
+    for k in ("held_out", "held_out_sample20", "valid20"):
+        s = res["shift"][k]
+        print(k, "n", s["n"], "V ratio", s["volume_ratio"].get("median"),
+              {q: (s[f"d_{q}"].get("median"), s[f"d_{q}_rel"].get("median")) for q, _ in QTY})
+    cache = json.loads(CACHE.read_text())
+    cache["functional"] = res
+    CACHE.write_text(json.dumps(cache, indent=1))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=("clusters", "train", "collect", "collect-shipped", "report", "ship", "figures",
-                                        "table"))
+                                        "table", "functional"))
     ap.add_argument("--splits", nargs="+", default=list(SPLITS))
+    ap.add_argument("--no-run", action="store_true", help="functional: only the cached MLIP runs")
     args = ap.parse_args(argv)
     if args.command == "clusters":
         cfg = reduced_config()
@@ -753,7 +1004,8 @@ def main(argv=None):
         print({k: len(v) for k, v in cl.items()})
         return
     {"train": cmd_train, "collect": cmd_collect, "collect-shipped": cmd_collect_shipped, "report": cmd_report,
-     "ship": cmd_ship, "figures": cmd_figures, "table": cmd_table}[
+     "ship": cmd_ship, "figures": cmd_figures, "table": cmd_table,
+     "functional": cmd_functional}[
         args.command
     ](args)
 

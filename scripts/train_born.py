@@ -9,6 +9,7 @@ Each member trains in its own process (they run side by side), then ``--assemble
     OMP_NUM_THREADS=1 python scripts/train_born.py --seed 0 --stage 2 &   # then, likewise 1, 2
     python scripts/train_born.py --assemble --stage 2 --seeds 0 1 2
     python scripts/train_born.py --validate    # LO–TO / IR on the shared DFT force sets, figures
+    python scripts/train_born.py --calibrate   # the spread's calibration (learn/weights/born_calibration.json)
 """
 
 from __future__ import annotations
@@ -251,6 +252,108 @@ def validate() -> None:
     (OUT / "born_metrics.json").write_text(json.dumps(m, indent=1))
 
 
+def _components(valid, preds):
+    """Per component of Z* and of ε∞ (crystals with ε∞ < EPS_OUTLIER): |error|, ensemble std, weight (1 / the
+    crystal's components: each crystal counts once), flagged, crystal index. Components zero by symmetry (zero
+    std and zero DFPT value) are left out: they are exact and would inflate the coverage."""
+    from atomvib.learn.born import EPS_OUTLIER
+
+    out = {"born": [], "dielectric": []}
+    for i, (s, p) in enumerate(zip(valid, preds)):
+        parts = [("born", np.abs(p.born - s.born).ravel(), p.born_std.ravel(), s.born.ravel())]
+        if np.trace(s.eps) / 3 < EPS_OUTLIER:
+            parts.append(("dielectric", np.abs(p.dielectric - s.eps).ravel(), p.dielectric_std.ravel(), s.eps.ravel()))
+        for q, e, sd, t in parts:
+            keep = (sd > 1e-6) | (np.abs(t) > 1e-3)
+            n = int(keep.sum())
+            out[q].append(np.column_stack([e[keep], sd[keep], np.full(n, 1.0 / max(n, 1)),
+                                           np.full(n, float(p.in_distribution is False)), np.full(n, i)]))
+    return {q: np.concatenate(v) for q, v in out.items()}
+
+
+FLOORS = {"born": np.round(np.arange(0.0, 0.401, 0.01), 3), "dielectric": np.round(np.arange(0.0, 2.001, 0.02), 3)}
+
+
+def _coverage(arr, cal=None, level: float = 0.9) -> float:
+    from scipy.stats import norm
+
+    z = norm.ppf(0.5 + level / 2)
+    e, sd, w, fl = arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3] > 0
+    sig = sd if cal is None else np.where(fl, cal.sigma(sd, True), cal.sigma(sd, False))
+    return float(np.average(e <= z * np.maximum(sig, 1e-12), weights=w))
+
+
+def calibrate() -> None:
+    """Calibrate the spread of the shipped ensemble on valid (learn/weights/born_calibration.json): a floor and a
+    conformal factor (:class:`~atomvib.learn.calibration.FloorCalibration`), measured by 2-fold cross-validation
+    (crystals alternating in the file's order), the figure docs/figures/born_calibration.png."""
+    from atomvib.learn.born import DEFAULT_BORN_CALIBRATION, DEFAULT_BORN_MODEL, load_born_model
+    from atomvib.learn.calibration import fit_floor_calibration
+    from atomvib.plot import new_figure
+
+    valid = samples("valid")
+    model = load_born_model(DEFAULT_BORN_MODEL)
+    preds = model.predict([s.structure for s in valid], ood=True)
+    comp = _components(valid, preds)
+    fold = {q: (a[:, 4].astype(int) % 2) for q, a in comp.items()}
+    levels = np.linspace(0.1, 0.99, 12)
+    report, rel = {}, {}
+    for q, a in comp.items():
+        cv_cal, cov_cv = [], []
+        for f in (0, 1):
+            fit = a[fold[q] != f]
+            cal = fit_floor_calibration(fit[:, 0], fit[:, 1], fit[:, 2], fit[:, 3] > 0, FLOORS[q])
+            cv_cal.append(cal)
+            cov_cv.append(a[fold[q] == f])
+        full = fit_floor_calibration(a[:, 0], a[:, 1], a[:, 2], a[:, 3] > 0, FLOORS[q])
+
+        def cv_cov(level, flagged=None, cv_cal=cv_cal, cov_cv=cov_cv):
+            hits, ws = 0.0, 0.0
+            for cal, part in zip(cv_cal, cov_cv):
+                if flagged is not None:
+                    part = part[(part[:, 3] > 0) == flagged]
+                if len(part):
+                    hits += _coverage(part, cal, level) * part[:, 2].sum()
+                    ws += part[:, 2].sum()
+            return hits / ws if ws else float("nan")
+
+        sd = a[:, 1]
+        edges = np.quantile(sd, [0.25, 0.5, 0.75])
+        qi = np.searchsorted(edges, sd)
+        report[q] = {
+            "n_crystals": int(len(np.unique(a[:, 4]))), "n_flagged": int(len(np.unique(a[a[:, 3] > 0, 4]))),
+            "coverage90_raw": _coverage(a), "coverage90_cv": cv_cov(0.9),
+            "coverage90_cv_in_distribution": cv_cov(0.9, False), "coverage90_cv_flagged": cv_cov(0.9, True),
+            "coverage90_raw_by_spread_quartile": [_coverage(a[qi == k]) for k in range(4)],
+            "coverage90_in_sample_by_spread_quartile": [_coverage(a[qi == k], full) for k in range(4)],
+            "folds": [c.to_dict() for c in cv_cal], **full.to_dict(),
+            "mae": float(np.average(a[:, 0], weights=a[:, 2])),
+            "median_raw_std": float(np.median(sd)), "median_sigma": float(np.median(full.sigma(sd))),
+        }
+        rel[q] = ([_coverage(a, None, lv) for lv in levels], [cv_cov(lv) for lv in levels])
+        print(q, json.dumps({k: v for k, v in report[q].items() if k != "folds"}, indent=1), flush=True)
+    out = {"model_sha256": model.sha256, "model_version": model.blob.get("version", ""),
+           "fitted_on": "petretto-dfpt valid (141 crystals; the test split is withheld), every crystal weighted once",
+           "form": "sigma = factor[in distribution | flagged] * sqrt(ensemble_std**2 + floor**2)",
+           "born": {"floor": report["born"]["floor"], "factors": report["born"]["factors"]},
+           "dielectric": {"floor": report["dielectric"]["floor"], "factors": report["dielectric"]["factors"]},
+           "report": report}
+    DEFAULT_BORN_CALIBRATION.write_text(json.dumps(out, indent=1))
+    fig = new_figure(figsize=(9, 4))
+    for ax, (q, (raw, cv)) in zip(fig.subplots(1, 2), rel.items()):
+        ax.plot(levels, raw, "o-", label="ensemble std (before)")
+        ax.plot(levels, cv, "s-", label="calibrated (2-fold cross-validated)")
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.add_patch(__import__("matplotlib.patches", fromlist=["Rectangle"]).Rectangle(
+            (0.85, 0.85), 0.1, 0.1, color="C2", alpha=0.25, label="85–95 % at 90 %"))
+        ax.set_xlabel("nominal level of the central interval")
+        ax.set_ylabel("observed coverage of the DFPT value")
+        ax.set_title({"born": "Born charges Z* (components)", "dielectric": "ε∞ (components)"}[q], fontsize=10)
+        ax.legend(fontsize=8)
+    fig.suptitle("Born-charge ensemble on Petretto valid: calibration of its spread", fontsize=10)
+    fig.savefig(Path("docs/figures/born_calibration.png"), dpi=120, bbox_inches="tight")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0)
@@ -258,8 +361,11 @@ def main() -> None:
     ap.add_argument("--validate", action="store_true", help="LO–TO / IR comparison on the shared DFT force sets")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--stage", type=int, default=1, choices=(1, 2))
+    ap.add_argument("--calibrate", action="store_true", help="calibrate the ensemble spread on valid")
     a = ap.parse_args()
-    if a.validate:
+    if a.calibrate:
+        calibrate()
+    elif a.validate:
         validate()
     elif a.assemble:
         assemble(a.seeds, a.stage)

@@ -174,3 +174,60 @@ def test_shipped_model_applies_its_calibration_without_touching_the_dos():
                  (r.entropy_j_per_k_per_mol_std, r0.entropy_j_per_k_per_mol_std)):
         ratio = a[b > 0] / b[b > 0]
         assert np.allclose(ratio, ratio[0], rtol=1e-12) and 1.0 - 1e-12 <= ratio[0] <= model.shift["adaptive"].ceiling
+
+
+def test_floor_calibration_recovers_a_known_floor_and_shift():
+    """Synthetic tensors: the true error has std √(s² + 0.2²) for ensemble std s in distribution and twice that
+    for flagged crystals (a known shift). The fit finds the floor (± one grid step of 0.02 around 0.2 within the
+    sampling noise), factors ≈ 1 and ≈ 2, and its interval covers 90 % (85–95 %) of a fresh sample in both groups
+    and in the lowest and highest spread quartiles, where the raw std covers far too little / enough."""
+    from atomvib.learn.calibration import fit_floor_calibration
+
+    def sample(seed, n=6000):
+        rng = np.random.default_rng(seed)
+        s = rng.uniform(0.01, 0.6, n)
+        fl = rng.random(n) < 0.3
+        e = np.abs(rng.normal(0, np.sqrt(s ** 2 + 0.2 ** 2) * np.where(fl, 2.0, 1.0)))
+        return e, s, fl
+
+    e, s, fl = sample(1)
+    cal = fit_floor_calibration(e, s, np.ones(len(e)), fl, np.round(np.arange(0, 0.5, 0.02), 2))
+    assert cal.floor == pytest.approx(0.2, abs=0.06)
+    assert cal.factors[0] == pytest.approx(1.0, abs=0.12)
+    assert cal.factors[1] == pytest.approx(2.0, abs=0.25)
+    e2, s2, fl2 = sample(2)
+    hit = e2 <= Z90 * cal.sigma(s2, False) * np.where(fl2, cal.factors[1] / cal.factors[0], 1.0)
+    for m in (~fl2, fl2, s2 < 0.15, s2 > 0.45):
+        assert 0.85 <= hit[m].mean() <= 0.95
+    assert (e2 <= Z90 * s2)[(s2 < 0.15) & ~fl2].mean() < 0.6  # the raw std: far too narrow where small
+    assert type(cal).from_dict(json.loads(json.dumps(cal.to_dict()))) == cal
+
+
+def test_shipped_born_model_reports_its_calibrated_sigma():
+    """The shipped Born-charge ensemble applies learn/weights/born_calibration.json (fitted for its sha256):
+    σ ≥ the raw std everywhere, ≥ the floor times the factor, larger for a flagged crystal; on the 12-crystal valid
+    slice of the tests the ±1.645σ interval holds 80–100 % of the DFPT Z* components (90 % cross-validated on all
+    of valid, docs/born.md; 12 crystals leave ±10 % of sampling noise)."""
+    from atomvib.learn.born import DEFAULT_BORN_CALIBRATION, load_born_model
+    from atomvib.structure import Structure
+
+    cal = json.loads(DEFAULT_BORN_CALIBRATION.read_text())
+    model = load_born_model()
+    assert cal["model_sha256"] == model.sha256 and model.calibration is not None
+    d = json.loads((Path(__file__).parent / "data" / "born_valid_slice.json").read_text())
+    structures = [Structure(numbers=np.array(r["numbers"]), positions=np.array(r["positions"]),
+                            cell=np.array(r["cell"]), pbc=(True, True, True),
+                            masses=np.array(r["masses"])) for r in d["records"]]
+    preds = model.predict(structures, ood=False)
+    hits, weights = [], []
+    for p, r in zip(preds, d["records"]):
+        assert p.calibrated and np.all(p.born_sigma >= p.born_std)
+        assert p.born_sigma.min() >= cal["born"]["floor"] * cal["born"]["factors"][0] - 1e-9
+        t = np.array(r["born"]).ravel()
+        keep = (p.born_std.ravel() > 1e-6) | (np.abs(t) > 1e-3)
+        hits.append(np.abs(p.born.ravel() - t)[keep] <= Z90 * p.born_sigma.ravel()[keep])
+        weights.append(np.full(keep.sum(), 1.0 / keep.sum()))
+    cov = np.average(np.concatenate(hits), weights=np.concatenate(weights))
+    assert 0.8 <= cov <= 1.0
+    flagged = model.calibration["born"].sigma(preds[0].born_std, True)
+    assert np.all(flagged >= preds[0].born_sigma)
