@@ -809,6 +809,7 @@ def functional_runs(sample, timeout_s: float = 600.0) -> dict:
     for split, row, _ in sample:
         mid = row["material_id"]
         if mid in done and all(k in done[mid] for k in ("relaxed", "fixed")):
+            done[mid]["cluster"] = split  # the label of the current draw order
             continue
         atoms = read(io.StringIO(row["cif"]), format="cif")
         rec = done.get(mid) or {
@@ -843,6 +844,7 @@ def functional_runs(sample, timeout_s: float = 600.0) -> dict:
             FUNCTIONAL_RUNS.write_text(json.dumps(done, indent=1, default=float))
             print(f"functional {split:20s} {mid:10s} {row['formula']:10s} {kind:7s} cv {out.get('cv', np.nan):6.2f} "
                   f"(DFT {rec['dft']['cv']:6.2f})  {out['wall_s']:.0f} s", flush=True)
+    FUNCTIONAL_RUNS.write_text(json.dumps(done, indent=1, default=float))
     return done
 
 

@@ -207,6 +207,57 @@ def _order_parameter(prod, unitcell) -> dict:
             "mean_offset_max_A": float(np.max(np.linalg.norm(off, axis=1)))}
 
 
+def _tilt_order(traj, harmonic) -> dict:
+    """Order parameters of the octahedral tilts: the displacements projected on the 0 K unstable modes — the three
+    R₄⁺ (antiphase) tilts at R and the M₃⁺ (in-phase) tilt of each of the three M arms
+    (:func:`atomvib.dynamics.modes.mode_amplitudes`). η = |⟨Q⟩| / √⟨|Q|²⟩ over the production: ≈ 1 for frozen tilts,
+    → the noise level (block estimate over 8 blocks, ``noise``) when they fluctuate about 0 (the cubic phase)."""
+    from atomvib.dynamics.modes import mode_amplitudes
+
+    out = {}
+    for lab, qs, n in (("R", [(0.5, 0.5, 0.5)], 3), ("M", [(0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5)], 1)):
+        cols = []
+        for q in qs:
+            a, w = mode_amplitudes(traj, harmonic, q, structure=harmonic.structure)
+            cols.append(a[:, np.argsort(w)[:n]].real)  # real at R and M (2q a reciprocal lattice vector)
+        Q = np.concatenate(cols, axis=1)
+        rms = float(np.sqrt((Q ** 2).sum(axis=1).mean()))
+        blocks = np.array([b.mean(axis=0) for b in np.array_split(Q, 8)])
+        out[f"eta_{lab}"] = float(np.linalg.norm(Q.mean(axis=0)) / rms)
+        out[f"eta_{lab}_noise"] = float(np.sqrt((blocks.var(axis=0, ddof=1) / 8).sum()) / rms)
+        out[f"rms_{lab}"] = rms
+    return out
+
+
+def catio3_npt(cache: dict) -> None:
+    """The NPT runs (WORK/catio3_npt_T: 40 atoms, MTK barostat at 0 GPa, 1 ps equilibration, 4 ps production):
+    tilt order parameters, mean lattice parameter, effective phonons about the cubic sites, per temperature."""
+    import atomvib
+    from atomvib import units
+    from atomvib.dynamics.md import read_trajectory
+    from atomvib.dynamics.tdep import effective_phonons
+
+    h = atomvib.phonons(SHARED / "POSCAR-unitcell", engine=ENGINE, supercell=(2, 2, 2),
+                        checkpoint_dir=WORK / "catio3_ckpt", fmt="vasp")
+    rows = {}
+    for d in sorted(WORK.glob("catio3_npt_*"), key=lambda d: int(d.name.rsplit("_", 1)[1])):
+        T = d.name.rsplit("_", 1)[1]
+        traj = read_trajectory(d / "trajectory.extxyz")
+        prod = traj.select(True)
+        if prod.n_frames < 100:
+            continue
+        e = effective_phonons(traj, h.structure)
+        ph = e.force_constants.phonopy()
+        a = float(np.mean(np.cbrt(np.abs(np.linalg.det(np.asarray(prod.cells, float))) / 8)))
+        rows[T] = {"R": _lowest_at(ph, (0.5, 0.5, 0.5)), "M": _lowest_at(ph, (0.5, 0.5, 0)),
+                   "temperature_mean_K": e.temperature_k, "n_frames": prod.n_frames, "a_pseudocubic_A": a,
+                   "production_ps": (prod.n_frames - 1) * prod.frame_interval_fs * units.FS_TO_PS,
+                   **_tilt_order(traj, h), **_order_parameter(prod, h.structure)}
+        print("catio3 npt", T, {k: round(v, 3) if isinstance(v, float) else v for k, v in rows[T].items()}, flush=True)
+    cache["catio3_npt"] = rows
+    cache["catio3_harmonic_a_A"] = float(np.cbrt(abs(np.linalg.det(np.asarray(h.structure.cell)))))
+
+
 def from_files(cache: dict) -> None:
     """Analyse the trajectories in WORK as far as they got (the machine was shared: runs stopped by hand keep their
     frames): CaTiO3 effective phonons per temperature, the Si Γ line per temperature."""
@@ -305,6 +356,34 @@ def figures(cache: dict) -> None:
         ax2.set_title("frozen octahedral tilts (0 in the cubic phase)", fontsize=10)
         fig.suptitle(f"cubic CaTiO$_3$, {ENGINE} MD, 40-atom cell at the 0 K volume", fontsize=10)
         fig.savefig(figs / "md_catio3_stability.png", dpi=120, bbox_inches="tight")
+    npt = cache.get("catio3_npt", {})
+    if npt:
+        ts = sorted(float(t) for t in npt)
+        fig = new_figure(figsize=(10, 4))
+        ax, ax2 = fig.subplots(1, 2)
+        for k, mk in (("R", "o"), ("M", "s")):
+            ax.plot(ts, [npt[str(int(t))][k] for t in ts], mk + "-", label=f"effective phonons at {k}")
+        h = cache.get("catio3_harmonic")
+        if h:
+            ax.axhline(h["R"], color="C0", ls=":", lw=1, label=f"harmonic (0 K) at R: {h['R']:.2f} THz")
+            ax.axhline(h["M"], color="C1", ls=":", lw=1, label=f"harmonic (0 K) at M: {h['M']:.2f} THz")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xlabel("Temperature (K)")
+        ax.set_ylabel("lowest frequency (THz; < 0: imaginary)")
+        ax.set_title("fit about the cubic sites: real at every T", fontsize=10)
+        ax.legend(fontsize=7)
+        for k, mk, lab in (("R", "o", "R₄⁺ antiphase tilts"), ("M", "s", "M₃⁺ in-phase tilts")):
+            ax2.errorbar(ts, [npt[str(int(t))][f"eta_{k}"] for t in ts],
+                         yerr=[2 * npt[str(int(t))][f"eta_{k}_noise"] for t in ts], fmt=mk + "-", capsize=3,
+                         label=f"η {lab} (±2 block errors)")
+        ax2.axvspan(1580, 1635, color="0.85", label="measured: cubic above 1580–1635 K")
+        ax2.set_ylim(0, 1.05)
+        ax2.set_xlabel("Temperature (K)")
+        ax2.set_ylabel("η = |⟨Q⟩| / √⟨Q²⟩  (1 frozen, ≈0 cubic)")
+        ax2.set_title("tilt order parameters from the MD", fontsize=10)
+        ax2.legend(fontsize=7, loc="lower left")
+        fig.suptitle(f"CaTiO$_3$, {ENGINE} MD, 40 atoms, NPT (0 GPa), 4 ps per temperature", fontsize=10)
+        fig.savefig(figs / "md_catio3_tilts.png", dpi=120, bbox_inches="tight")
     si = cache.get("si_raman", {})
     if si:
         fig = new_figure(figsize=(6.5, 4))
@@ -336,7 +415,7 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     for name in a.only:
         cache = load_cache()
-        if name in ("figures", "from_files"):
+        if name in ("figures", "from_files", "catio3_npt"):
             globals()[name](cache)
             save_cache(cache)
             continue

@@ -135,6 +135,66 @@ def _primitive_index(ph_traj, ph_modes) -> np.ndarray:
     return t2m[p_of_site]
 
 
+def _projector(traj, phonons, qpoint, structure, production_only: bool):
+    """What projects atoms' vectors on the modes at ``qpoint``: (selected trajectory, phonopy of its supercell,
+    perm, fractional positions per frame, mean cell, coefficients (natoms, 3, nbands) complex, harmonic
+    frequencies (nbands,) THz). See the module docstring for the projection."""
+    from .sampling import qpoint_solution
+    from .tdep import reference_sites
+
+    t = traj.select(production_only, 1)
+    unitcell = traj.unitcell
+    if structure is not None:
+        from ..workflow import load_input
+
+        unitcell = load_input(structure).primitive(1e-3)
+    if unitcell is None:
+        raise InputError("mode projections need the crystal the trajectory was run from", fix="give the structure")
+    ph, _, perm, frac, mean_cell = reference_sites(t, unitcell, traj.supercell_matrix if structure is None else None)
+    q = np.asarray(qpoint, dtype=float)
+    smat = np.asarray(ph.supercell_matrix, dtype=float)
+    phase_check = q @ np.linalg.inv(ph.primitive_matrix) @ smat  # q·L must be integer for every lattice vector L
+    if np.abs(phase_check - np.round(phase_check)).max() > 1e-6:
+        raise InputError(f"q = {q.tolist()} is not commensurate with the MD supercell",
+                         fix="give a q-point of the supercell's reciprocal lattice (Γ always is)")
+    phm = phonons.force_constants.phonopy()
+    phm.run_qpoints([q], with_eigenvectors=True)
+    freqs_q, evecs_q = qpoint_solution(phm)
+    evec = np.asarray(evecs_q[0])  # (3 n_prim, nbands)
+    pidx = _primitive_index(ph, phm)
+    sc = ph.supercell
+    masses = np.asarray(sc.masses, dtype=float)
+    ref_cart = np.asarray(sc.scaled_positions) @ mean_cell
+    prim_frac = ref_cart @ np.linalg.inv(np.asarray(ph.primitive.cell))
+    phase = np.exp(-2j * np.pi * prim_frac @ q)
+    ncell = len(masses) / len(phm.primitive)
+    e = evec.reshape(len(phm.primitive), 3, -1)[pidx]  # (natoms, 3, nbands)
+    coeff = np.sqrt(masses)[:, None, None] * e.conj() * phase[:, None, None] / np.sqrt(ncell)
+    return t, ph, perm, frac, mean_cell, coeff, freqs_q[0]
+
+
+def mode_amplitudes(traj, phonons, qpoint=(0.0, 0.0, 0.0), *, structure=None, production_only: bool = True):
+    """Normal-mode displacement amplitudes at ``qpoint`` along a trajectory: the order parameter of a soft mode.
+
+    Q_s(t) = N^(-1/2) Σ_j √m_j e_s*(κ_j; q) · u_j(t) exp(−2πi q·r_j), with u_j the displacement of atom j from its
+    ideal site (the unit cell scaled to the trajectory's mean cell; minimum image). A frozen distortion along mode
+    s (octahedral tilts below a perovskite's transition) has ⟨Q_s⟩ ≠ 0; above it Q_s fluctuates about 0.
+
+    Returns
+    -------
+    amplitudes : ndarray, shape (nframes, nbands), complex, √amu·Å (real up to a phase at q with 2q a reciprocal
+        lattice vector, e.g. Γ, X, M, R)
+    harmonic_frequencies_thz : ndarray, shape (nbands,), THz — of the modes projected on (< 0: imaginary)
+    """
+    t, ph, perm, frac, mean_cell, coeff, harm = _projector(traj, phonons, qpoint, structure, production_only)
+    from .tdep import _mic_frac
+
+    ref = np.asarray(ph.supercell.scaled_positions)
+    u = _mic_frac(frac[:, perm] - ref[None]) @ mean_cell  # (nframes, natoms, 3), Å
+    u -= u.mean(axis=1, keepdims=True)  # the centre of mass does not move a mode
+    return np.einsum("fia,iab->fb", u, coeff), harm
+
+
 def mode_spectra(traj, phonons, qpoint=(0.0, 0.0, 0.0), *, sigma_thz: float = 0.05, frequency_step_thz=None,
                  structure=None, production_only: bool = True) -> ModeSpectra:
     """Spectra of the modes at ``qpoint`` from the velocities of a trajectory.
@@ -150,40 +210,10 @@ def mode_spectra(traj, phonons, qpoint=(0.0, 0.0, 0.0), *, sigma_thz: float = 0.
     sigma_thz : float
         Gaussian window (line width of an infinitely long-lived mode), THz.
     """
-    from .sampling import qpoint_solution
-    from .tdep import reference_sites
-
-    t = traj.select(production_only, 1)
-    if t.velocities is None:
-        raise InputError(f"{t.source or 'the trajectory'} has no velocities", fix="give a trajectory with velocities")
-    unitcell = traj.unitcell
-    if structure is not None:
-        from ..workflow import load_input
-
-        unitcell = load_input(structure).primitive(1e-3)
-    if unitcell is None:
-        raise InputError("mode spectra need the crystal the trajectory was run from", fix="give the structure")
-    ph, _, perm, _, mean_cell = reference_sites(t, unitcell, traj.supercell_matrix if structure is None else None)
+    if traj.select(production_only, 1).velocities is None:
+        raise InputError(f"{traj.source or 'the trajectory'} has no velocities", fix="give a trajectory with velocities")
+    t, ph, perm, _, _, coeff, harm = _projector(traj, phonons, qpoint, structure, production_only)
     q = np.asarray(qpoint, dtype=float)
-    smat = np.asarray(ph.supercell_matrix, dtype=float)
-    phase_check = q @ np.linalg.inv(ph.primitive_matrix) @ smat  # q·L must be integer for every lattice vector L
-    if np.abs(phase_check - np.round(phase_check)).max() > 1e-6:
-        raise InputError(f"q = {q.tolist()} is not commensurate with the MD supercell",
-                         fix="give a q-point of the supercell's reciprocal lattice (Γ always is)")
-    phm = phonons.force_constants.phonopy()
-    phm.run_qpoints([q], with_eigenvectors=True)
-    freqs_q, evecs_q = qpoint_solution(phm)
-    harm = freqs_q[0]
-    evec = np.asarray(evecs_q[0])  # (3 n_prim, nbands)
-    pidx = _primitive_index(ph, phm)
-    sc = ph.supercell
-    masses = np.asarray(sc.masses, dtype=float)
-    ref_cart = np.asarray(sc.scaled_positions) @ mean_cell
-    prim_frac = ref_cart @ np.linalg.inv(np.asarray(ph.primitive.cell))
-    phase = np.exp(-2j * np.pi * prim_frac @ q)
-    ncell = len(masses) / len(phm.primitive)
-    e = evec.reshape(len(phm.primitive), 3, -1)[pidx]  # (natoms, 3, nbands)
-    coeff = np.sqrt(masses)[:, None, None] * e.conj() * phase[:, None, None] / np.sqrt(ncell)
     v = np.asarray(t.velocities, dtype=float)[:, perm]  # (nframes, natoms, 3)
     qdot = np.einsum("fia,iab->fb", v, coeff)  # (nframes, nbands)
     dt = t.frame_interval_fs
