@@ -258,6 +258,103 @@ def catio3_npt(cache: dict) -> None:
     cache["catio3_harmonic_a_A"] = float(np.cbrt(abs(np.linalg.det(np.asarray(h.structure.cell)))))
 
 
+#: frozen-phonon amplitudes of the Si Γ optical mode (relative displacement of the two atoms along z, Å)
+FROZEN_U = (0.005, 0.02, 0.05, 0.1, 0.15)
+
+
+def si_frozen(cache: dict) -> None:
+    """The Si Γ optical mode's stiffness against its amplitude, per engine (relaxed diamond cell, the two atoms
+    moved ±u/2 along z): ω_eff(u) = √(F/(μu)), μ = m/2. A curvature that grows with u (quartic hardening) raises
+    the MD line above the harmonic one as the temperature rises; the cubic terms (to other modes) lower it."""
+    import warnings
+
+    from ase.build import bulk
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import BFGS
+
+    from atomvib import units
+    from atomvib.engines import get_engine
+
+    rows = {}
+    for spec in (ENGINE, "sevennet", "sevennet:7net-mf-0", "chgnet"):
+        eng = get_engine(spec)
+        a = bulk("Si", "diamond", a=5.43)
+        a.calc = eng.calculator()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            BFGS(FrechetCellFilter(a), logfile=None).run(fmax=1e-4, steps=200)
+        a.calc = None
+        mu = float(a.get_masses()[0]) / 2
+        w = []
+        for u in FROZEN_U:
+            b = a.copy()
+            pos = b.get_positions()
+            pos[0, 2] += u / 2
+            pos[1, 2] -= u / 2
+            b.set_positions(pos)
+            k = -eng.evaluate([b])[0].forces[0, 2] / u
+            w.append(float(np.sqrt(max(k, 0.0) / mu) * units.EV_A2_AMU_TO_THZ * units.THZ_TO_CM1))
+        rows[spec] = {"a_A": float(a.cell.lengths()[0] * np.sqrt(2)), "u_A": list(FROZEN_U), "omega_cm1": w}
+        print("frozen", spec, rows[spec], flush=True)
+    cache["si_frozen"] = rows
+
+
+#: the long Si runs (64 atoms, 2×2×2 conventional, NVE 10 ps after 2 ps Langevin): directory pattern → engine
+SI_LONG = {"si64long_md_*": ENGINE, "si64sn0_md_*": "sevennet"}
+
+
+def si_long(cache: dict) -> None:
+    """The Γ optical line of the long Si runs per engine and temperature: peak of the whole production (Gaussian
+    window σ from its length) and of each half (their difference: the statistical uncertainty), against the
+    engine's own harmonic line and Balkanski's measured line."""
+    import dataclasses
+
+    import atomvib
+    from atomvib import units
+    from atomvib.dynamics.md import read_trajectory
+    from atomvib.dynamics.modes import mode_spectra
+
+    si = ROOT / "examples" / "Si.cif"
+    out = {}
+    for pattern, engine in SI_LONG.items():
+        dirs = sorted(WORK.glob(pattern), key=lambda d: int(d.name.rsplit("_", 1)[1]))
+        if not dirs:
+            continue
+        harm = atomvib.phonons(si, engine=engine, supercell=SI_SUPERCELL, checkpoint_dir=WORK / f"si_ckpt_{engine}")
+        rows = {}
+        for d in dirs:
+            T = d.name.rsplit("_", 1)[1]
+            traj = read_trajectory(d / "trajectory.extxyz")
+            prod = traj.select(True)
+            if prod.n_frames < 500:
+                continue
+            length_ps = (prod.n_frames - 1) * prod.frame_interval_fs * units.FS_TO_PS
+
+            def line(tr, ps, harm=harm):
+                sigma = float(np.ceil(2 * 4.0 / (2 * np.pi * ps) * 100) / 100)
+                m = mode_spectra(tr, harm, (0, 0, 0), sigma_thz=sigma, structure=si)
+                opt = [i for i in range(len(m.harmonic_frequencies_thz)) if m.harmonic_frequencies_thz[i] > 1.0]
+                pk, fw = m.line(opt)
+                return pk * units.THZ_TO_CM1, fw * units.THZ_TO_CM1, sigma * units.THZ_TO_CM1, m, opt
+
+            pk, fw, sig, m, opt = line(traj, length_ps)
+            idx = np.nonzero(traj.production)[0]
+            halves = []
+            for part in (idx[: len(idx) // 2], idx[len(idx) // 2:]):
+                mask = np.zeros(traj.n_frames, bool)
+                mask[part] = True
+                halves.append(line(dataclasses.replace(traj, production=mask), length_ps / 2)[0])
+            rows[T] = {"md_peak_cm1": pk, "md_fwhm_cm1": fw, "sigma_cm1": sig, "halves_cm1": halves,
+                       "harmonic_cm1": float(np.max(m.harmonic_frequencies_thz)) * units.THZ_TO_CM1,
+                       "experiment_cm1": balkanski_cm1(float(T)), "temperature_mean_K": m.temperature_k,
+                       "production_ps": length_ps, "natoms": traj.natoms}
+            np.savez(WORK / f"si_long_{engine.replace(':', '_')}_{T}.npz", f=m.frequencies_thz,
+                     g=m.spectra[opt].sum(axis=0))
+            print("si long", engine, T, rows[T], flush=True)
+        out[engine] = rows
+    cache["si_long"] = out
+
+
 def from_files(cache: dict) -> None:
     """Analyse the trajectories in WORK as far as they got (the machine was shared: runs stopped by hand keep their
     frames): CaTiO3 effective phonons per temperature, the Si Γ line per temperature."""
@@ -415,7 +512,7 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     for name in a.only:
         cache = load_cache()
-        if name in ("figures", "from_files", "catio3_npt"):
+        if name in ("figures", "from_files", "catio3_npt", "si_long"):
             globals()[name](cache)
             save_cache(cache)
             continue
