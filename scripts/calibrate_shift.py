@@ -458,21 +458,9 @@ def nested(sets, split, weights, nbins):
     """Coverage of ``split`` before and after; the adaptive calibration is fitted without that split's cluster and
     without the valid fold evaluated (2 folds: fit with fold f, evaluate fold 1-f); returns a dict of numbers."""
     va, cl = sets[(split, "valid")], sets.get((split, "cluster"))
-    held = set(cl.ids) if cl is not None else set()
     eff = {("before", "valid"): [], ("after", "valid"): [], ("before", "cluster"): [], ("after", "cluster"): []}
-    cals = []
-    for f in (0, 1):
-        pool = []
-        for (name, part), ev in sets.items():
-            if name in (split, "shipped"):
-                continue
-            rows = ~np.isin(ev.ids, list(held)) & ~(ev.fold == 1 - f) & ~ev.unseen
-            if part == "valid":
-                rows &= ev.fold == f
-            v = sets[(name, "valid")]
-            pool.append((ev, rows, base_scales(v, v.fold == f), v, v.fold == f))
-        cal = centred(fit_on(pool, weights, nbins), va, va.fold == f)
-        cals.append(cal)
+    cals = _nested_cals(sets, split, weights, nbins)
+    for f, cal in zip((0, 1), cals):
         # valid: fold 1-f under the model's scales from fold f (as atomvib train's 2-fold check) and calibration f
         rv = scaled_ratios(va, base_scales(va, va.fold == f), va.fold == 1 - f)
         eff[("before", "valid")].append(_effective(rv))
@@ -581,8 +569,8 @@ def cmd_report(args):
         out["splits"][split] = r
         print(split, json.dumps({k: r[k] for k in ("before", "after")}, indent=None)[:2000])
         print("  flag", json.dumps(r["flag"])[:1500])
-    if CACHE.exists() and "shipped" in (old := json.loads(CACHE.read_text())):
-        out["shipped"] = old["shipped"]
+    old = json.loads(CACHE.read_text()) if CACHE.exists() else {}
+    out.update({k: old[k] for k in ("shipped", "functional") if k in old})  # written by other steps
     CACHE.write_text(json.dumps(out, indent=1))
     return out
 
@@ -891,10 +879,12 @@ def _summary(rows: dict) -> dict:
     return out
 
 
-def _nested_cals(sets, split) -> list:
-    """The two nested calibrations of ``split`` (exactly as :func:`nested` fits them)."""
-    va, cl = sets[(split, "valid")], sets[(split, "cluster")]
-    held = set(cl.ids)
+def _nested_cals(sets, split, weights=None, nbins=None) -> list:
+    """The two nested calibrations of ``split``: fitted without that split's cluster and without valid fold 1 − f
+    (f = 0, 1), each centred on the split's model's valid fold f."""
+    va, cl = sets[(split, "valid")], sets.get((split, "cluster"))
+    held = set(cl.ids) if cl is not None else set()
+    weights = list(TERMS) if weights is None else weights
     cals = []
     for f in (0, 1):
         pool = []
@@ -906,7 +896,7 @@ def _nested_cals(sets, split) -> list:
                 rows &= ev.fold == f
             v = sets[(name, "valid")]
             pool.append((ev, rows, base_scales(v, v.fold == f), v, v.fold == f))
-        cals.append(centred(fit_on(pool, list(TERMS), NBINS), va, va.fold == f))
+        cals.append(centred(fit_on(pool, weights, NBINS if nbins is None else nbins), va, va.fold == f))
     return cals
 
 
