@@ -418,6 +418,21 @@ def from_files(cache: dict) -> None:
         cache[key] = out
 
 
+def _effective_panel(ax, rows: dict, harmonic: dict | None, title: str) -> None:
+    """Lowest effective frequency at R and M against temperature, with the 0 K harmonic ones dotted."""
+    ts = sorted(float(t) for t in rows)
+    for k, mk in (("R", "o"), ("M", "s")):
+        ax.plot(ts, [rows[str(int(t))][k] for t in ts], mk + "-", label=f"effective phonons at {k} (fit about cubic sites)")
+    if harmonic:
+        ax.axhline(harmonic["R"], color="C0", ls=":", lw=1, label=f"harmonic (0 K) at R: {harmonic['R']:.2f} THz")
+        ax.axhline(harmonic["M"], color="C1", ls=":", lw=1, label=f"harmonic (0 K) at M: {harmonic['M']:.2f} THz")
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xlabel("Temperature (K)")
+    ax.set_ylabel("lowest frequency (THz; < 0: imaginary)")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=10)
+
+
 def figures(cache: dict) -> None:
     """docs/figures/md_catio3_stability.png and md_si_raman.png from the cache."""
     from atomvib.plot import new_figure
@@ -428,17 +443,7 @@ def figures(cache: dict) -> None:
         fig = new_figure(figsize=(10, 4))
         ax, ax2 = fig.subplots(1, 2)
         ts = sorted(float(t) for t in md)
-        for k, mk in (("R", "o"), ("M", "s")):
-            ax.plot(ts, [md[str(int(t))][k] for t in ts], mk + "-", label=f"effective phonons at {k} (fit about cubic sites)")
-        h = cache.get("catio3_harmonic")
-        if h:
-            ax.axhline(h["R"], color="C0", ls=":", lw=1, label=f"harmonic (0 K) at R: {h['R']:.2f} THz")
-            ax.axhline(h["M"], color="C1", ls=":", lw=1, label=f"harmonic (0 K) at M: {h['M']:.2f} THz")
-        ax.axhline(0, color="k", lw=0.6)
-        ax.set_xlabel("Temperature (K)")
-        ax.set_ylabel("lowest frequency (THz; < 0: imaginary)")
-        ax.legend(fontsize=7)
-        ax.set_title("effective frequencies: real at every T", fontsize=10)
+        _effective_panel(ax, md, cache.get("catio3_harmonic"), "effective frequencies: real at every T")
         ax2.plot(ts, [md[str(int(t))]["mean_offset_O_rms_A"] for t in ts], "o-", color="C3",
                  label="O: time-averaged offset from the cubic sites (RMS)")
         for t in ts:
@@ -458,17 +463,7 @@ def figures(cache: dict) -> None:
         ts = sorted(float(t) for t in npt)
         fig = new_figure(figsize=(10, 4))
         ax, ax2 = fig.subplots(1, 2)
-        for k, mk in (("R", "o"), ("M", "s")):
-            ax.plot(ts, [npt[str(int(t))][k] for t in ts], mk + "-", label=f"effective phonons at {k}")
-        h = cache.get("catio3_harmonic")
-        if h:
-            ax.axhline(h["R"], color="C0", ls=":", lw=1, label=f"harmonic (0 K) at R: {h['R']:.2f} THz")
-            ax.axhline(h["M"], color="C1", ls=":", lw=1, label=f"harmonic (0 K) at M: {h['M']:.2f} THz")
-        ax.axhline(0, color="k", lw=0.6)
-        ax.set_xlabel("Temperature (K)")
-        ax.set_ylabel("lowest frequency (THz; < 0: imaginary)")
-        ax.set_title("fit about the cubic sites: real at every T", fontsize=10)
-        ax.legend(fontsize=7)
+        _effective_panel(ax, npt, cache.get("catio3_harmonic"), "fit about the cubic sites: real at every T")
         for k, mk, lab in (("R", "o", "R₄⁺ antiphase tilts"), ("M", "s", "M₃⁺ in-phase tilts")):
             ax2.errorbar(ts, [npt[str(int(t))][f"eta_{k}"] for t in ts],
                          yerr=[2 * npt[str(int(t))][f"eta_{k}_noise"] for t in ts], fmt=mk + "-", capsize=3,
