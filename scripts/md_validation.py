@@ -219,12 +219,15 @@ def _tilt_order(traj, harmonic) -> dict:
         cols = []
         for q in qs:
             a, w = mode_amplitudes(traj, harmonic, q, structure=harmonic.structure)
-            cols.append(a[:, np.argsort(w)[:n]].real)  # real at R and M (2q a reciprocal lattice vector)
+            cols.append(a[:, np.argsort(w)[:n]])
+        # complex amplitudes: the eigenvectors of a degenerate set carry arbitrary phases and mixing, so only the
+        # norms over the set mean anything (invariant under any unitary change of basis within it)
         Q = np.concatenate(cols, axis=1)
-        rms = float(np.sqrt((Q ** 2).sum(axis=1).mean()))
+        rms = float(np.sqrt((np.abs(Q) ** 2).sum(axis=1).mean()))
         blocks = np.array([b.mean(axis=0) for b in np.array_split(Q, 8)])
         out[f"eta_{lab}"] = float(np.linalg.norm(Q.mean(axis=0)) / rms)
-        out[f"eta_{lab}_noise"] = float(np.sqrt((blocks.var(axis=0, ddof=1) / 8).sum()) / rms)
+        out[f"eta_{lab}_noise"] = float(np.sqrt((np.abs(blocks - blocks.mean(axis=0)) ** 2).sum(axis=0).sum()
+                                                / (8 * 7)) / rms)
         out[f"rms_{lab}"] = rms
     return out
 
@@ -233,14 +236,21 @@ def catio3_npt(cache: dict) -> None:
     """The NPT runs (WORK/catio3_npt_T: 40 atoms, MTK barostat at 0 GPa, 1 ps equilibration, 4 ps production):
     tilt order parameters, mean lattice parameter, effective phonons about the cubic sites, per temperature."""
     import atomvib
+
+    h = atomvib.phonons(SHARED / "POSCAR-unitcell", engine=ENGINE, supercell=(2, 2, 2),
+                        checkpoint_dir=WORK / "catio3_ckpt", fmt="vasp")
+    for pattern, key in (("catio3_npt_*", "catio3_npt"), ("catio3_npt4_*", "catio3_npt4")):
+        cache[key] = _npt_rows(h, pattern)
+    cache["catio3_harmonic_a_A"] = float(np.cbrt(abs(np.linalg.det(np.asarray(h.structure.cell)))))
+
+
+def _npt_rows(h, pattern: str) -> dict:
     from atomvib import units
     from atomvib.dynamics.md import read_trajectory
     from atomvib.dynamics.tdep import effective_phonons
 
-    h = atomvib.phonons(SHARED / "POSCAR-unitcell", engine=ENGINE, supercell=(2, 2, 2),
-                        checkpoint_dir=WORK / "catio3_ckpt", fmt="vasp")
     rows = {}
-    for d in sorted(WORK.glob("catio3_npt_*"), key=lambda d: int(d.name.rsplit("_", 1)[1])):
+    for d in sorted(WORK.glob(pattern), key=lambda d: int(d.name.rsplit("_", 1)[1])):
         T = d.name.rsplit("_", 1)[1]
         traj = read_trajectory(d / "trajectory.extxyz")
         prod = traj.select(True)
@@ -248,14 +258,14 @@ def catio3_npt(cache: dict) -> None:
             continue
         e = effective_phonons(traj, h.structure)
         ph = e.force_constants.phonopy()
-        a = float(np.mean(np.cbrt(np.abs(np.linalg.det(np.asarray(prod.cells, float))) / 8)))
+        a = float(np.mean(np.cbrt(np.abs(np.linalg.det(np.asarray(prod.cells, float))) * 5 / traj.natoms)))
         rows[T] = {"R": _lowest_at(ph, (0.5, 0.5, 0.5)), "M": _lowest_at(ph, (0.5, 0.5, 0)),
                    "temperature_mean_K": e.temperature_k, "n_frames": prod.n_frames, "a_pseudocubic_A": a,
                    "production_ps": (prod.n_frames - 1) * prod.frame_interval_fs * units.FS_TO_PS,
                    **_tilt_order(traj, h), **_order_parameter(prod, h.structure)}
-        print("catio3 npt", T, {k: round(v, 3) if isinstance(v, float) else v for k, v in rows[T].items()}, flush=True)
-    cache["catio3_npt"] = rows
-    cache["catio3_harmonic_a_A"] = float(np.cbrt(abs(np.linalg.det(np.asarray(h.structure.cell)))))
+        rows[T]["natoms"] = traj.natoms
+        print(pattern, T, {k: round(v, 3) if isinstance(v, float) else v for k, v in rows[T].items()}, flush=True)
+    return rows
 
 
 #: frozen-phonon amplitudes of the Si Γ optical mode (relative displacement of the two atoms along z, Å)
@@ -388,7 +398,7 @@ def from_files(cache: dict) -> None:
                    "X": _lowest_at(ph, (0.5, 0, 0)), "temperature_mean_K": e.temperature_k,
                    "force_residual": e.force_residual, "n_frames": e.n_frames,
                    "production_ps": (prod.n_frames - 1) * prod.frame_interval_fs * units.FS_TO_PS,
-                   **_order_parameter(prod, h.structure), **({"note": note} if note else {})}
+                   **_order_parameter(prod, h.structure), **_tilt_order(traj, h), **({"note": note} if note else {})}
         print("catio3 from file", T, rows[T], flush=True)
     cache["catio3_md"] = rows
     ts = np.array(sorted(float(t) for t in rows))
@@ -464,17 +474,25 @@ def figures(cache: dict) -> None:
         fig = new_figure(figsize=(10, 4))
         ax, ax2 = fig.subplots(1, 2)
         _effective_panel(ax, npt, cache.get("catio3_harmonic"), "fit about the cubic sites: real at every T")
-        for k, mk, lab in (("R", "o", "R₄⁺ antiphase tilts"), ("M", "s", "M₃⁺ in-phase tilts")):
-            ax2.errorbar(ts, [npt[str(int(t))][f"eta_{k}"] for t in ts],
-                         yerr=[2 * npt[str(int(t))][f"eta_{k}_noise"] for t in ts], fmt=mk + "-", capsize=3,
-                         label=f"η {lab} (±2 block errors)")
+        series = [(npt, "-", "NPT, 40 atoms, 4 ps"),
+                  ({t: r for t, r in cache.get("catio3_md", {}).items() if "eta_R" in r}, ":", "NVT at the 0 K volume, 40 atoms"),
+                  (cache.get("catio3_npt4", {}), "", "NPT, 320 atoms, 2 ps")]
+        for j, (rows, ls, what) in enumerate(series):
+            if not rows:
+                continue
+            tt = sorted(float(t) for t in rows)
+            for k, mk, lab in (("R", "o", "R₄⁺"), ("M", "s", "M₃⁺")):
+                ax2.errorbar(np.array(tt) + 15 * j, [rows[str(int(t))][f"eta_{k}"] for t in tt],
+                             yerr=[2 * rows[str(int(t))][f"eta_{k}_noise"] for t in tt], fmt=mk + ls,
+                             color=f"C{2 * j + (k == 'M')}", capsize=3, ms=9 if j == 2 else 5,
+                             label=f"η {lab}, {what}")
         ax2.axvspan(1580, 1635, color="0.85", label="measured: cubic above 1580–1635 K")
         ax2.set_ylim(0, 1.05)
         ax2.set_xlabel("Temperature (K)")
         ax2.set_ylabel("η = |⟨Q⟩| / √⟨Q²⟩  (1 frozen, ≈0 cubic)")
-        ax2.set_title("tilt order parameters from the MD", fontsize=10)
+        ax2.set_title("tilt order parameters (±2 block errors; the noise floor is ≈ 0.2–0.3)", fontsize=9)
         ax2.legend(fontsize=7, loc="lower left")
-        fig.suptitle(f"CaTiO$_3$, {ENGINE} MD, 40 atoms, NPT (0 GPa), 4 ps per temperature", fontsize=10)
+        fig.suptitle(f"CaTiO$_3$, {ENGINE} MD (left: NPT, 40 atoms)", fontsize=10)
         fig.savefig(figs / "md_catio3_tilts.png", dpi=120, bbox_inches="tight")
     si = cache.get("si_raman", {})
     if si:

@@ -417,6 +417,34 @@ def test_mode_amplitudes_are_complete_and_equipartitioned(low_t, harmonic):
     assert np.mean(ratio) == pytest.approx(1.0, rel=0.25), ratio
 
 
+def test_coherent_sqe_along_the_path_peaks_on_the_longitudinal_branch(low_t, harmonic, tmp_path):
+    """20 K, zone (0,0,0): in a Bravais crystal the one-phonon coherent S(q, E) ∝ |q·e_s|², so at every q-point of
+    the 3×3×3 cell on the band path the strongest line is the longitudinal branch of the harmonic phonons, within
+    3 % (the 2 ps window's Gaussian has σ ≈ 0.3 meV against 20–36 meV lines); Q = 0 is left out. Zone (1, 1, 1)
+    adds G to every q (Q = G + q). The result saves and loads."""
+    from atomvib import units
+    from atomvib.dynamics.sqw import TrajectorySqePath, trajectory_sqe_path
+
+    r = trajectory_sqe_path(low_t, window_ps=2.0)
+    ph = harmonic.force_constants.phonopy()
+    ph.run_qpoints(r.qpoints, with_eigenvectors=True)
+    peaks = r.peak_energies_mev()
+    moving = np.linalg.norm(r.q_cart_ainv, axis=1) > 1e-6
+    assert moving.sum() >= 3 and r.label_names[0] == "Γ"
+    for k in np.nonzero(moving)[0]:
+        qhat = r.q_cart_ainv[k] / np.linalg.norm(r.q_cart_ainv[k])
+        ev = ph.qpoints.eigenvectors[k]
+        s = int(np.argmax([abs(np.vdot(qhat, ev[:, j])) ** 2 for j in range(3)]))
+        assert peaks[k] == pytest.approx(ph.qpoints.frequencies[k][s] * units.THZ_TO_MEV, rel=0.03), r.qpoints[k]
+    assert np.all(np.diff(r.distances_ainv) > 0) and r.label_positions_ainv[-1] >= r.distances_ainv[-1]
+    g = trajectory_sqe_path(low_t, window_ps=1.0, zone=(1, 1, 1))
+    recip = 2 * np.pi * np.linalg.inv(np.asarray(ph.primitive.cell)).T
+    np.testing.assert_allclose(g.q_cart_ainv - r.q_cart_ainv, np.tile(np.ones(3) @ recip, (len(r.qpoints), 1)))
+    r.save(tmp_path / "sp")
+    back = atomvib.load(tmp_path / "sp")
+    assert isinstance(back, TrajectorySqePath) and back == r and (tmp_path / "sp" / "sqe_path.h5").is_file()
+
+
 # ------------------------------------------------------------------------------------------ harmonic sampling
 def test_harmonic_sampling_at_low_temperature_is_the_harmonic_result(harmonic, tmp_path):
     """Classical sampling at 20 K: converged in a few iterations; ω_max within 1 % and DOS overlap ≥ 0.95 of the

@@ -64,6 +64,7 @@ KINDS: dict[str, str] = {
     "mode_spectra": "atomvib.dynamics.modes:ModeSpectra",
     "md_ir": "atomvib.dynamics.dipole:DipoleSpectrum",
     "md_sqe": "atomvib.dynamics.sqw:TrajectorySqe",
+    "md_sqe_path": "atomvib.dynamics.sqw:TrajectorySqePath",
     "effective_phonons": "atomvib.dynamics.tdep:EffectivePhonons",
     "identification": "atomvib.identify.core:Identification",
 }

@@ -125,6 +125,12 @@ def add_parser(sub):
     g.add_argument("--sqe-window", type=float, default=1.0, metavar="PS",
                    help="correlation window, ps (default 1; energy resolution ≈ 4.1 meV/window)")
     g.add_argument("--sqe-qpoints", type=int, default=2000, metavar="N", help="q-points drawn (default 2000)")
+    g.add_argument("--sqe-path", action="store_true",
+                   help="coherent (and incoherent) S(Q,E) along seekpath's band path at the MD cell's q-points "
+                   "(dynasor), over the effective or harmonic dispersion: DIR/sqe_path/ (sqe_path.h5, .png)")
+    g.add_argument("--sqe-zone", type=int, nargs=3, default=(0, 0, 0), metavar=("H", "K", "L"),
+                   help="Brillouin zone G of --sqe-path, Q = G + q (default 0 0 0: the longitudinal branches of a "
+                   "Bravais crystal; a G ⊥ q shows the transverse ones)")
     g.add_argument("--no-harmonic", action="store_true", help="do not compute the harmonic phonons for comparison")
     g.add_argument("--mesh-density", type=float, default=100.0, metavar="L",
                    help="q-mesh density of the effective/harmonic DOS and thermal properties (default 100)")
@@ -206,7 +212,8 @@ def run(args) -> int:
                       force=args.force, fmt=args.format)
     out.mkdir(parents=True, exist_ok=True)
     traj.save(out, force=True)
-    harmonic = _harmonic(args, traj, settings, out, progress) if (args.dos or args.tdep or args.modes is not None) else None
+    need = args.dos or args.tdep or args.modes is not None or args.sqe_path
+    harmonic = _harmonic(args, traj, settings, out, progress) if need else None
     lines = [report(args.input, traj)]
     if args.dos:
         lines.append(_dos(args, traj, harmonic, out, progress))
@@ -220,6 +227,8 @@ def run(args) -> int:
         lines.append(_ir(args, traj, out, progress))
     if args.sqe:
         lines.append(_sqe(args, traj, out, progress))
+    if args.sqe_path:
+        lines.append(_sqe_path(args, traj, eff if eff is not None else harmonic, out, progress))
     lines.append(f"  written to {out}/")
     if not args.quiet:
         print("\n".join(x for x in lines if x))
@@ -471,3 +480,26 @@ def report(inp, traj) -> str:
         lines.append(f"  {perf['steps_per_s']:.1f} steps/s, {perf['ns_per_day']:.3g} ns/day, "
                      f"{perf['atom_steps_per_s']:.3g} atom-steps/s")
     return "\n".join(lines)
+
+
+def _sqe_path(args, traj, phonons, out, progress) -> str:
+    """Coherent S(Q, E) along the band path (DIR/sqe_path), over the dispersion of ``phonons``."""
+    from ..dynamics.sqw import trajectory_sqe_path
+
+    with progress.stage("S(Q,E) along the band path from the trajectory (dynasor)"):
+        s = trajectory_sqe_path(traj, zone=tuple(args.sqe_zone), window_ps=args.sqe_window,
+                                structure=None if traj.unitcell is not None else args.input)
+    s.save(out / "sqe_path", force=True)
+    if not args.no_plot:
+        from ..dynamics.plots import plot_md_sqe_path
+
+        disp = None
+        if phonons is not None:
+            b = phonons.band_structure()
+            disp = (b.distances, b.frequencies_thz)
+        plot_md_sqe_path(s, out / "sqe_path" / "sqe_path.png", disp)
+    line = (f"  S(Q,E) along {' '.join(s.label_names)}: {len(s.distances_ainv)} q-points of the MD cell, "
+            f"zone {tuple(int(v) for v in s.zone)}, window {s.window_ps:g} ps")
+    for note in s.notes:
+        line += f"\n  note: {note}"
+    return line

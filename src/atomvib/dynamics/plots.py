@@ -178,3 +178,44 @@ def plot_md_sqe(s, path) -> Path:
         ax1.set_ylim(0, 1.1 * top)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return Path(path)
+
+
+def plot_md_sqe_path(s, path, dispersion=None) -> Path:
+    """Coherent S(Q, E) along the band path from a trajectory (log colour scale, one column per q-point of the MD
+    cell), with ``dispersion`` (distances, frequencies THz (nq, nbands)) of a phonon result drawn over it."""
+    from matplotlib.colors import LogNorm
+
+    from .. import units
+    from ..plot import new_figure
+
+    fig = new_figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    y = np.clip(s.coherent, 1e-12, None)
+    hi = float(np.nanpercentile(y, 99.5))
+    edges = np.concatenate([[s.distances_ainv[0] - 0.05], (s.distances_ainv[1:] + s.distances_ainv[:-1]) / 2,
+                            [s.distances_ainv[-1] + 0.05]])
+    width = np.minimum(np.diff(edges), 0.25)
+    e = s.energy_mev
+    e_edges = np.concatenate([[e[0]], (e[1:] + e[:-1]) / 2, [e[-1]]])
+    norm = LogNorm(vmin=hi * 1e-3, vmax=hi)
+    for k, x in enumerate(s.distances_ainv):
+        if np.linalg.norm(s.q_cart_ainv[k]) < 1e-6:
+            continue  # Q = 0: the uniform density, no phonon
+        ax.pcolormesh([x - width[k] / 2, x + width[k] / 2], e_edges, y[k][:, None], shading="flat", norm=norm)
+    if dispersion is not None:
+        d, f = dispersion
+        ax.plot(d, np.asarray(f) * units.THZ_TO_MEV, color="w", lw=0.7, alpha=0.8)
+    for x in s.label_positions_ainv:
+        ax.axvline(x, color="0.6", lw=0.5)
+    ax.set_xticks(s.label_positions_ainv)
+    ax.set_xticklabels(s.label_names)
+    ax.set_xlim(s.label_positions_ainv[0], s.label_positions_ainv[-1])
+    moving = np.linalg.norm(s.q_cart_ainv, axis=1) > 1e-6  # at Q = 0 nothing scatters coherently but noise
+    top = (np.max(np.asarray(dispersion[1])) * units.THZ_TO_MEV if dispersion is not None
+           else np.max(s.peak_energies_mev()[moving], initial=float(s.energy_mev[-1]) / 1.3))
+    ax.set_ylim(0, 1.3 * top)
+    ax.set_ylabel("Energy (meV)")
+    ax.set_title(f"coherent S(Q,E) from MD at {s.temperature_k:.0f} K (zone {tuple(int(v) for v in s.zone)}); "
+                 "lines: phonons", fontsize=9)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return Path(path)
