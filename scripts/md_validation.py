@@ -10,7 +10,10 @@ Sections (each caches its numbers in scripts/validation_cache/md_validation.json
 ``catio3_md`` MD (Langevin) + effective force constants at two temperatures around the sampling's answer.
 ``si_raman`` Si: NVE MD at 300 and 700 K, the Γ optical line from the mode-projected velocity spectrum, against
              the measured Raman line (Balkanski, Wallis & Haro, Phys. Rev. B 28, 1928 (1983)).
-``figures``  docs/figures/md_catio3_stability.png, docs/figures/md_si_raman.png from the cache.
+``catio3_npt`` the NPT runs (40 and 320 atoms): tilt order parameters and effective phonons per temperature.
+``si_frozen`` the Si Γ optical mode's stiffness against its frozen amplitude, per engine.
+``si_long``  the long Si runs (64 atoms, NVE 10 ps) per engine: the Γ optical line and its uncertainty.
+``figures``  docs/figures/md_catio3_stability.png, md_catio3_tilts.png, md_si_raman.png from the cache.
 
 Run: ``OMP_NUM_THREADS=1 python scripts/md_validation.py [--only NAME ...]``.
 """
@@ -475,7 +478,8 @@ def figures(cache: dict) -> None:
         ax, ax2 = fig.subplots(1, 2)
         _effective_panel(ax, npt, cache.get("catio3_harmonic"), "fit about the cubic sites: real at every T")
         series = [(npt, "-", "NPT, 40 atoms, 4 ps"),
-                  ({t: r for t, r in cache.get("catio3_md", {}).items() if "eta_R" in r}, ":", "NVT at the 0 K volume, 40 atoms"),
+                  ({t: r for t, r in cache.get("catio3_md", {}).items() if "eta_R" in r and "note" not in r and r.get("production_ps", 0) >= 0.5}, ":",
+                   "NVT at the 0 K volume, 40 atoms"),
                   (cache.get("catio3_npt4", {}), "", "NPT, 320 atoms, 2 ps")]
         for j, (rows, ls, what) in enumerate(series):
             if not rows:
@@ -483,19 +487,62 @@ def figures(cache: dict) -> None:
             tt = sorted(float(t) for t in rows)
             for k, mk, lab in (("R", "o", "R₄⁺"), ("M", "s", "M₃⁺")):
                 ax2.errorbar(np.array(tt) + 15 * j, [rows[str(int(t))][f"eta_{k}"] for t in tt],
-                             yerr=[2 * rows[str(int(t))][f"eta_{k}_noise"] for t in tt], fmt=mk + ls,
+                             yerr=[rows[str(int(t))][f"eta_{k}_noise"] for t in tt], fmt=mk + ls,
                              color=f"C{2 * j + (k == 'M')}", capsize=3, ms=9 if j == 2 else 5,
                              label=f"η {lab}, {what}")
         ax2.axvspan(1580, 1635, color="0.85", label="measured: cubic above 1580–1635 K")
         ax2.set_ylim(0, 1.05)
         ax2.set_xlabel("Temperature (K)")
         ax2.set_ylabel("η = |⟨Q⟩| / √⟨Q²⟩  (1 frozen, ≈0 cubic)")
-        ax2.set_title("tilt order parameters (±2 block errors; the noise floor is ≈ 0.2–0.3)", fontsize=9)
+        ax2.set_title("tilt order parameters (± block error; the noise floor is ≈ 0.2–0.3)", fontsize=9)
         ax2.legend(fontsize=7, loc="lower left")
         fig.suptitle(f"CaTiO$_3$, {ENGINE} MD (left: NPT, 40 atoms)", fontsize=10)
         fig.savefig(figs / "md_catio3_tilts.png", dpi=120, bbox_inches="tight")
+    sl = cache.get("si_long", {})
+    if sl:
+        from atomvib import units
+
+        fig = new_figure(figsize=(11, 4))
+        ax0, ax, ax2 = fig.subplots(1, 3)
+        colour = {"sevennet": "C0", ENGINE: "C1", "sevennet:7net-mf-0": "C2", "chgnet": "C3"}
+        for eng, rows in sl.items():
+            j = int(colour.get(eng, "C4")[1])
+            for T in sorted(rows, key=float):
+                npz = WORK / f"si_long_{eng.replace(':', '_')}_{T}.npz"
+                if npz.exists():
+                    d = np.load(npz)
+                    ax0.plot(d["f"] * units.THZ_TO_CM1, d["g"] / d["g"].max(), color=f"C{j}",
+                             ls="-" if float(T) < 500 else "--", label=f"{eng} {float(rows[T]['temperature_mean_K']):.0f} K")
+            ax0.axvline(next(iter(rows.values()))["harmonic_cm1"], color=f"C{j}", lw=0.6, ls=":")
+            ts = sorted(rows, key=float)
+            tt = [rows[T]["temperature_mean_K"] for T in ts]
+            err = [abs(rows[T]["halves_cm1"][0] - rows[T]["halves_cm1"][1]) / 2 for T in ts]
+            ax.errorbar(tt, [rows[T]["md_peak_cm1"] - rows[T]["harmonic_cm1"] for T in ts], yerr=err, fmt="o-",
+                        color=f"C{j}", capsize=3, label=f"MD (NVE, 64 atoms, 10 ps): {eng}")
+        tg = np.linspace(5, 900, 100)
+        ax.plot(tg, [balkanski_cm1(t) - BALKANSKI[0] - BALKANSKI[1] - BALKANSKI[2] for t in tg], "k-",
+                label="measured (Balkanski 1983): ω(T) − ω(0 K)")
+        ax.axhline(0, color="0.5", lw=0.6)
+        ax.set_xlabel("Temperature (K)")
+        ax.set_ylabel("Γ optical line − harmonic (cm$^{-1}$)")
+        ax.legend(fontsize=7)
+        ax.set_title("shift of the Si Raman line with T", fontsize=10)
+        ax0.set_xlim(380, 500)
+        ax0.set_xlabel("Wavenumber (cm$^{-1}$)")
+        ax0.set_ylabel("Γ optical mode spectrum (normalised)")
+        ax0.legend(fontsize=7)
+        ax0.set_title("MD lines (dotted: harmonic)", fontsize=10)
+        for eng, r in cache.get("si_frozen", {}).items():
+            w = np.asarray(r["omega_cm1"])
+            ax2.plot(r["u_A"], w / w[0], "o-", color=colour.get(eng, "C4"), label=eng)
+        ax2.axhline(1, color="0.5", lw=0.6)
+        ax2.set_xlabel("frozen Γ-optical amplitude u (Å)")
+        ax2.set_ylabel("ω_eff(u) / ω_eff(0.005 Å)")
+        ax2.set_title("stiffness against amplitude (frozen phonon)", fontsize=10)
+        ax2.legend(fontsize=7)
+        fig.savefig(figs / "md_si_raman.png", dpi=120, bbox_inches="tight")
     si = cache.get("si_raman", {})
-    if si:
+    if si and not sl:  # the short runs' figure, where the long runs are missing
         fig = new_figure(figsize=(6.5, 4))
         ax = fig.subplots()
         for T in sorted(si, key=float):
