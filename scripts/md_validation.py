@@ -13,7 +13,7 @@ Sections (each caches its numbers in scripts/validation_cache/md_validation.json
 ``catio3_npt`` the NPT runs (40 and 320 atoms): tilt order parameters and effective phonons per temperature.
 ``si_frozen`` the Si Γ optical mode's stiffness against its frozen amplitude, per engine.
 ``si_long``  the long Si runs (64 atoms, NVE 10 ps) per engine: the Γ optical line and its uncertainty.
-``figures``  docs/figures/md_catio3_stability.png, md_catio3_tilts.png, md_si_raman.png from the cache.
+``figures``  docs/figures/md_catio3_tilts.png, md_si_raman.png from the cache.
 
 Run: ``OMP_NUM_THREADS=1 python scripts/md_validation.py [--only NAME ...]``.
 """
@@ -447,30 +447,10 @@ def _effective_panel(ax, rows: dict, harmonic: dict | None, title: str) -> None:
 
 
 def figures(cache: dict) -> None:
-    """docs/figures/md_catio3_stability.png and md_si_raman.png from the cache."""
+    """docs/figures/md_catio3_tilts.png and md_si_raman.png from the cache."""
     from atomvib.plot import new_figure
 
     figs = ROOT / "docs" / "figures"
-    md = cache.get("catio3_md", {})
-    if md:
-        fig = new_figure(figsize=(10, 4))
-        ax, ax2 = fig.subplots(1, 2)
-        ts = sorted(float(t) for t in md)
-        _effective_panel(ax, md, cache.get("catio3_harmonic"), "effective frequencies: real at every T")
-        ax2.plot(ts, [md[str(int(t))]["mean_offset_O_rms_A"] for t in ts], "o-", color="C3",
-                 label="O: time-averaged offset from the cubic sites (RMS)")
-        for t in ts:
-            r = md[str(int(t))]
-            ax2.annotate(f"{r['production_ps']:.2g} ps", (t, r["mean_offset_O_rms_A"]), fontsize=7,
-                         textcoords="offset points", xytext=(4, 4))
-        ax2.axvspan(1580, 1635, color="0.85", label="measured: cubic above 1580–1635 K")
-        ax2.set_ylim(0, None)
-        ax2.set_xlabel("Temperature (K)")
-        ax2.set_ylabel("order parameter (Å)")
-        ax2.legend(fontsize=7)
-        ax2.set_title("frozen octahedral tilts (0 in the cubic phase)", fontsize=10)
-        fig.suptitle(f"cubic CaTiO$_3$, {ENGINE} MD, 40-atom cell at the 0 K volume", fontsize=10)
-        fig.savefig(figs / "md_catio3_stability.png", dpi=120, bbox_inches="tight")
     npt = cache.get("catio3_npt", {})
     if npt:
         ts = sorted(float(t) for t in npt)
