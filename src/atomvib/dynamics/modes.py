@@ -140,17 +140,10 @@ def _projector(traj, phonons, qpoint, structure, production_only: bool):
     perm, fractional positions per frame, mean cell, coefficients (natoms, 3, nbands) complex, harmonic
     frequencies (nbands,) THz). See the module docstring for the projection."""
     from .sampling import qpoint_solution
-    from .tdep import reference_sites
+    from .tdep import crystal_sites
 
     t = traj.select(production_only, 1)
-    unitcell = traj.unitcell
-    if structure is not None:
-        from ..workflow import load_input
-
-        unitcell = load_input(structure).primitive(1e-3)
-    if unitcell is None:
-        raise InputError("mode projections need the crystal the trajectory was run from", fix="give the structure")
-    ph, _, perm, frac, mean_cell = reference_sites(t, unitcell, traj.supercell_matrix if structure is None else None)
+    ph, _, perm, frac, mean_cell = crystal_sites(traj, t, structure, "mode projections")
     q = np.asarray(qpoint, dtype=float)
     smat = np.asarray(ph.supercell_matrix, dtype=float)
     phase_check = q @ np.linalg.inv(ph.primitive_matrix) @ smat  # q·L must be integer for every lattice vector L

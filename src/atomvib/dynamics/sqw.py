@@ -142,11 +142,23 @@ def _dynasor_frames(t):
             quiet.setLevel(level)
 
 
-def _quantum_factor(e_mev, temperature_k: float) -> np.ndarray:
-    """βE/(1 − e^{−βE}) at the energies (meV): the energy-loss side of a quantum harmonic system."""
-    x = np.asarray(e_mev, float) / (units.KB_MEV_PER_K * temperature_k)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(x > 1e-8, x / (-np.expm1(-x)), 1.0)
+def _finish(t, e_mev, coh, inc, quantum_correction: bool):
+    """(mean temperature of the frames, coherent, incoherent), the two multiplied by the quantum factor when asked."""
+    from .vacf import quantum_factor
+
+    temp = float(np.mean(t.temperature_k)) if t.temperature_k is not None else float("nan")
+    if quantum_correction:
+        qf = quantum_factor(np.asarray(e_mev) / units.THZ_TO_MEV, temp)
+        coh, inc = coh * qf[None, :], inc * qf[None, :]
+    return temp, coh, inc
+
+
+def _require_dynasor() -> None:
+    try:
+        import dynasor  # noqa: F401
+    except ImportError:
+        raise InputError("S(Q, E) from a trajectory needs dynasor, which is not installed",
+                         fix="pip install 'atomvib[md]' (or pip install dynasor)") from None
 
 
 def _energies_mev(omega_rad_per_fs) -> np.ndarray:
@@ -171,17 +183,15 @@ def trajectory_sqe(traj, *, q_max_ainv: float = 8.0, n_q_shells: int = 40, windo
     quantum_correction : bool
         Multiply by βE/(1 − e^{−βE}) (the energy-loss side of a quantum harmonic system).
     """
-    try:
-        from dynasor import compute_dynamic_structure_factors
-        from dynasor.post_processing import (
-            NeutronScatteringLengths,
-            get_spherically_averaged_sample_binned,
-            get_weighted_sample,
-        )
-        from dynasor.qpoints import get_spherical_qpoints
-    except ImportError:
-        raise InputError("S(Q, E) from a trajectory needs dynasor, which is not installed",
-                         fix="pip install 'atomvib[md]' (or pip install dynasor)") from None
+    _require_dynasor()
+    from dynasor import compute_dynamic_structure_factors
+    from dynasor.post_processing import (
+        NeutronScatteringLengths,
+        get_spherically_averaged_sample_binned,
+        get_weighted_sample,
+    )
+    from dynasor.qpoints import get_spherical_qpoints
+
     t, dt, window = _frames_and_window(traj, window_ps, production_only)
     with _dynasor_frames(t) as (dtraj, species):
         qp = get_spherical_qpoints(dtraj.cell, q_max=q_max_ainv, max_points=max_qpoints, seed=seed)
@@ -193,10 +203,7 @@ def trajectory_sqe(traj, *, q_max_ainv: float = 8.0, n_q_shells: int = 40, windo
     inc = np.asarray(avg.Sqw_incoh, dtype=float)
     keep = np.isfinite(coh).all(axis=1) & np.isfinite(inc).all(axis=1) & (q > 0)
     e_mev = _energies_mev(avg.omega)  # dynasor's ω: rad/fs
-    temp = float(np.mean(t.temperature_k)) if t.temperature_k is not None else float("nan")
-    if quantum_correction:
-        qf = _quantum_factor(e_mev, temp)
-        coh, inc = coh * qf[None, :], inc * qf[None, :]
+    temp, coh, inc = _finish(t, e_mev, coh, inc, quantum_correction)
     notes = []
     if keep.sum() < len(q):
         notes.append(f"{len(q) - keep.sum()} of {len(q)} |Q| shells hold no q-point of the MD cell (below 2π/L or "
@@ -304,25 +311,15 @@ def trajectory_sqe_path(traj, *, structure=None, zone=(0, 0, 0), window_ps: floa
     """
     import warnings
 
-    try:
-        from dynasor import compute_dynamic_structure_factors
-        from dynasor.post_processing import NeutronScatteringLengths, get_weighted_sample
-        from dynasor.qpoints import get_supercell_qpoints_along_path
-    except ImportError:
-        raise InputError("S(Q, E) from a trajectory needs dynasor, which is not installed",
-                         fix="pip install dynasor") from None
-    from .tdep import reference_sites
+    _require_dynasor()
+    from dynasor import compute_dynamic_structure_factors
+    from dynasor.post_processing import NeutronScatteringLengths, get_weighted_sample
+    from dynasor.qpoints import get_supercell_qpoints_along_path
+
+    from .tdep import crystal_sites
 
     t, dt, window = _frames_and_window(traj, window_ps, production_only)
-    unitcell = traj.unitcell
-    if structure is not None:
-        from ..workflow import load_input
-
-        unitcell = load_input(structure).primitive(1e-3)
-    if unitcell is None:
-        raise InputError("S(Q, E) along a path needs the crystal the trajectory was run from",
-                         fix="give the structure")
-    ph, _, _, _, mean_cell = reference_sites(t, unitcell, traj.supercell_matrix if structure is None else None)
+    ph, _, _, _, mean_cell = crystal_sites(traj, t, structure, "S(Q, E) along a path")
     prim = np.asarray(ph.primitive.cell, float)
     recip = 2.0 * np.pi * np.linalg.inv(prim).T  # rows: primitive reciprocal vectors, 1/Å
     g = np.asarray(zone, float).reshape(3)
@@ -363,10 +360,7 @@ def trajectory_sqe_path(traj, *, structure=None, zone=(0, 0, 0), window_ps: floa
     coh = windowed_cosine_transform(np.asarray(weighted.Fqt_coh, float).T, dt, tau0_fs, freqs).T
     inc = windowed_cosine_transform(np.asarray(weighted.Fqt_incoh, float).T, dt, tau0_fs, freqs).T
     e_mev = freqs * units.THZ_TO_MEV
-    temp = float(np.mean(t.temperature_k)) if t.temperature_k is not None else float("nan")
-    if quantum_correction:
-        qf = _quantum_factor(e_mev, temp)
-        coh, inc = coh * qf[None, :], inc * qf[None, :]
+    temp, coh, inc = _finish(t, e_mev, coh, inc, quantum_correction)
     notes = [f"energy resolution: Gaussian, σ = {sigma_thz * units.THZ_TO_MEV:.3g} meV (window {window * dt * units.FS_TO_PS:g} ps)"]
     notes += [] if not np.allclose(g, 0) else ["zone (0, 0, 0): only modes polarised along q scatter coherently "
                                               "(longitudinal branches of a Bravais crystal)"]

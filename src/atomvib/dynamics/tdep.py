@@ -276,6 +276,20 @@ def effective_phonons(
     )
 
 
+def crystal_sites(traj, t, structure=None, what: str = "this analysis"):
+    """:func:`reference_sites` of the frames ``t`` selected from ``traj``: the crystal of ``structure`` (reduced to
+    its primitive cell, the supercell inferred from the frames) or else the trajectory's own unit cell and
+    supercell matrix; an InputError naming ``what`` when there is neither."""
+    unitcell = traj.unitcell
+    if structure is not None:
+        from ..workflow import load_input
+
+        unitcell = load_input(structure).primitive(1e-3)
+    if unitcell is None:
+        raise InputError(f"{what} needs the crystal the trajectory was run from", fix="give the structure")
+    return reference_sites(t, unitcell, traj.supercell_matrix if structure is None else None)
+
+
 def reference_sites(t, unitcell: Structure, supercell_matrix=None, symprec: float = 1e-3):
     """The ideal sites of a trajectory's atoms.
 

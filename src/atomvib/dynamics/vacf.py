@@ -134,6 +134,14 @@ def lag_window(dt_fs: float, sigma_thz: float) -> tuple[int, float]:
     return int(np.ceil(WINDOW_SIGMAS * tau0_fs / dt_fs)) + 1, tau0_fs
 
 
+def quantum_factor(freqs_thz, temperature_k: float) -> np.ndarray:
+    """βhν/(1 − e^{−βhν}) at ``freqs_thz``: the classical spectrum → the energy-loss side of the quantum harmonic
+    system (1 at ν = 0)."""
+    x = np.asarray(freqs_thz, dtype=float) * units.THZ_TO_K / temperature_k  # hν/kT
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x > 1e-8, x / (-np.expm1(-x)), 1.0)
+
+
 def windowed_cosine_transform(acf: np.ndarray, dt_fs: float, tau0_fs: float, freqs_thz) -> np.ndarray:
     """Δt [C(0) + 2 Σ_{τ≥1} w(τ) C(τ) cos(2πντ)] at ``freqs_thz``: acf (nlag, ...) → (nfreq, ...), in acf's
     unit × ps (w the Gaussian lag window of standard deviation ``tau0_fs``)."""
@@ -217,9 +225,7 @@ def vacf_dos(
     temp = float(np.mean(temps))
     qf = None
     if quantum_correction:
-        x = freqs * units.THZ_TO_K / temp  # hν/kT
-        with np.errstate(divide="ignore", invalid="ignore"):
-            qf = np.where(x > 1e-8, x / (-np.expm1(-x)), 1.0)
+        qf = quantum_factor(freqs, temp)
     notes = []
     high = freqs > 0.9 * nyquist
     if high.any() and total[high].max() > 0.05 * total.max():
