@@ -139,6 +139,40 @@ def test_flag_names_an_unseen_element_a_rare_one_and_an_unusual_coordination():
     assert "far in latent space (2.50×" in why[0] and "ensemble members disagree (2.00×" in why[0]
 
 
+def test_sensitive_flag_names_unseen_contacts_and_needs_half_the_sites():
+    """Bond keys are the element pairs of each site's nearest shell. NaBr, made of seen elements in seen
+    environments (Na next to a halogen, Br next to a metal) whose Na–Br contact was never in training, is in
+    distribution for the standard rules and flagged by the sensitive flag, with the pair named. One Br in a
+    64-atom NaCl cell (7 of 64 sites touch it) is not: under half of the sites have an unseen contact."""
+    from ase.build import bulk
+
+    from atomvib.learn.calibration import SENSITIVE_BOND_SHARE, bond_keys
+
+    assert bond_keys(_nacl()) == [{"Na|Cl"}, {"Cl|Na"}]
+    train = [_nacl(), bulk("KBr", "rocksalt", a=6.6), bulk("KCl", "rocksalt", a=6.29)]
+    stats = training_stats(train)
+    assert stats["bond_counts"] == {"Cl|K": 1, "Cl|Na": 1, "K|Cl": 1, "Br|K": 1, "K|Br": 1, "Na|Cl": 1}
+    nabr = bulk("NaBr", "rocksalt", a=5.98)
+    mixed = bulk("NaCl", "rocksalt", a=5.64, cubic=True).repeat(2)
+    mixed[[a.index for a in mixed if a.symbol == "Cl"][0]].symbol = "Br"
+    f = shift_features([nabr, mixed], [0.5, 0.5], [0.1, 0.1], OOD, stats)
+    assert f.bond_novelty[0] == 1.0 and f.novel_bonds[0] == ["Br–Na"]
+    assert f.bond_novelty[1] == pytest.approx(7 / 64) and 7 / 64 < SENSITIVE_BOND_SHARE
+    standard = FlagRules(rare_element=0, rare_environment=1)
+    ok, _ = flag(f, standard)
+    assert ok.tolist() == [True, True]
+    ok, why = flag(f, standard.sensitive())
+    assert ok.tolist() == [False, True]
+    assert why[0] == "unusual bonding: Br–Na contacts (in no training crystal) on 100 % of the sites"
+    # a calibration file from before the bond counts: the feature is unknown (NaN) and the rule never fires
+    old = {k: v for k, v in stats.items() if k != "bond_counts"}
+    g = shift_features([nabr], [0.5], [0.1], OOD, old)
+    assert np.isnan(g.bond_novelty[0]) and flag(g, standard.sensitive())[0].tolist() == [True]
+    back = ShiftFeatures.from_dict(json.loads(json.dumps(f.to_dict())))
+    assert back.novel_bonds == f.novel_bonds and np.array_equal(back.bond_novelty, f.bond_novelty)
+    assert ShiftFeatures.concat([f, g]).take([0, 2]).novel_bonds == [["Br–Na"], []]
+
+
 def test_features_without_training_stats_fall_back_to_the_model_file_flag():
     f = shift_features([_nacl()], [1.0], [0.6], OOD, None)
     assert np.isnan(f.rarity[0]) and f.latent[0] == 0.5 and f.disagreement[0] == pytest.approx(1.2)

@@ -268,6 +268,31 @@ def test_cli_predict_batch_with_a_bad_input(tmp_path, capsys):
     assert "water.xyz" in capsys.readouterr().err
 
 
+def test_cli_predict_sensitive_flag_names_an_unseen_contact(tmp_path):
+    """SnTe (rock salt, a thermoelectric): Sn and Te are both in training, but never in contact with each other.
+    The standard flag lets it through; ``--ood sensitive`` flags it and names the contact. The prediction itself
+    (DOS, Cv and its interval) does not depend on the flag."""
+    _need_model()
+    from ase.build import bulk
+    from ase.io import write
+
+    from atomvib.cli.main import main
+
+    write(tmp_path / "snte.cif", bulk("SnTe", "rocksalt", a=6.32))
+    lines = {}
+    for ood in ("standard", "sensitive"):
+        out = tmp_path / f"{ood}.jsonl"
+        assert main(["predict", str(tmp_path / "snte.cif"), "--out", str(out), "--ood", ood, "-q"]) == 0
+        (lines[ood],) = (json.loads(x) for x in out.read_text().splitlines())
+        assert lines[ood]["ood_flag"] == ood
+    assert lines["standard"]["in_distribution"] is True and lines["standard"]["ood_reason"] == ""
+    assert lines["sensitive"]["in_distribution"] is False
+    assert lines["sensitive"]["ood_reason"] == "unusual bonding: Sn–Te contacts (in no training crystal) on 100 % of the sites"
+    for key in ("dos", "dos_std"):
+        assert lines["sensitive"][key] == lines["standard"][key]
+    assert lines["sensitive"]["thermal"] == lines["standard"]["thermal"]
+
+
 def test_cli_train_on_own_results_then_predict(al_results, tmp_path):
     from atomvib.cli.main import main
 
@@ -300,6 +325,10 @@ def test_cli_train_on_own_results_then_predict(al_results, tmp_path):
     f = np.asarray(cu["frequencies_cm1"])
     assert np.sum(cu["dos"]) * (f[1] - f[0]) == pytest.approx(3.0, rel=1e-5)
     assert "never seen" in al["error"]
+    # the sensitive flag needs the training counts of the shipped calibration file: one error, nothing written
+    rc = main(["predict", str(tmp_path / "cu.cif"), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "s.jsonl"),
+               "--ood", "sensitive", "-q"])
+    assert rc == 2 and not (tmp_path / "s.jsonl").exists()
 
 
 def test_fused_kernels_give_the_same_dos_and_gradients():

@@ -555,10 +555,12 @@ def baseline_predictions(train, samples):
 
 
 def train_member(train, valid, seed: int, config: dict, epochs: int = 60, lr: float = 3e-3, batch_size: int = 16,
-                 eps_weight: float = 0.3, max_minutes: float = 15.0, log=print, init_state=None):
+                 eps_weight: float = 0.3, max_minutes: float = 15.0, log=print, init_state=None,
+                 born_delta: float = 1.0):
     """Train one member (AdamW, Huber loss on Z* components + weighted loss on ε∞), early-stopped on valid.
 
-    ``init_state``: start from these weights (a second stage with a fresh cosine schedule).
+    ``init_state``: start from these weights (a second stage with a fresh cosine schedule). ``born_delta`` (e): the
+    Huber loss on Z* is quadratic below it and linear above.
     Returns (state_dict of the best epoch, history list).
     """
     import copy
@@ -607,7 +609,7 @@ def train_member(train, valid, seed: int, config: dict, epochs: int = 60, lr: fl
             idx = order[k:k + batch_size]
             zt, et, m = targets([train[i] for i in idx])
             zp, ep_ = net(collate([gt[i] for i in idx]))
-            lz = torch.nn.functional.huber_loss(zp, zt, delta=1.0)
+            lz = torch.nn.functional.huber_loss(zp, zt, delta=born_delta) / born_delta
             le = (torch.nn.functional.huber_loss(ep_, et, delta=2.0, reduction="none").mean((1, 2)) * m).sum() / m.sum().clamp(min=1)
             loss = lz + eps_weight * le
             opt.zero_grad()

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import InputError
 from ..results import Result
 from ..structure import Structure
-from .calibration import QUANTITIES, FlagRules, flag, load_shift_calibration, shift_features
+from .calibration import FLAG_LEVELS, QUANTITIES, FlagRules, flag, load_shift_calibration, shift_features
 from .ensemble import Z90, disagreement, nn_distance, thermal_kernels
 
 __all__ = ["Z90", "DosPrediction", "Predictor", "load_model", "predict", "disagreement", "save_model"]
@@ -62,6 +62,9 @@ class DosPrediction(Result):
         sums to ``dos``. Input of :mod:`atomvib.learn.spectra` (neutron-weighted DOS, INS).
     ood_reason : str
         Why ``in_distribution`` is False (every rule that fired, ``"; "``-separated); ``""`` when in distribution.
+    ood_flag : str
+        Which flag set ``in_distribution``: ``"standard"`` (≤ 10 % false alarms in distribution) or
+        ``"sensitive"`` (also unusual bonding; more of a new chemistry's worst crystals caught, 15 % false alarms).
     """
 
     input: str
@@ -81,6 +84,7 @@ class DosPrediction(Result):
     ood_disagreement: float
     partial_dos: dict | None = None
     ood_reason: str = ""
+    ood_flag: str = "standard"
 
     @property
     def formula_units(self) -> int:
@@ -131,6 +135,7 @@ class DosPrediction(Result):
             "ood_distance": self.ood_distance,
             "ood_disagreement": self.ood_disagreement,
             "ood_reason": self.ood_reason,
+            "ood_flag": self.ood_flag,
         }
 
 
@@ -206,6 +211,27 @@ class Predictor:
     def n_members(self) -> int:
         return len(self.nets)
 
+    def flag_rules(self, ood: str = "standard") -> FlagRules:
+        """The rules of the ``ood`` flag (``"standard"`` or ``"sensitive"``) for this model."""
+        if ood not in FLAG_LEVELS:
+            raise InputError(f"unknown out-of-distribution flag {ood!r}", fix=f"use one of {', '.join(FLAG_LEVELS)}")
+        if not self.shift:
+            if ood == "sensitive":
+                raise InputError(
+                    f"{self.path or 'this model'}: the sensitive flag needs the model's calibration.json (training "
+                    "element, environment and bond counts), which this model file has not",
+                    fix="use the shipped model, or the standard flag (--ood standard)",
+                )
+            return MODEL_FILE_RULES
+        rules = self.shift["rules"]
+        if ood == "sensitive":
+            if "bond_counts" not in self.shift["stats"]:
+                raise InputError(
+                    f"{self.path}: its calibration.json has no training bond counts (written before the sensitive "
+                    "flag)", fix="re-run `python scripts/calibrate_shift.py ship`, or use --ood standard")
+            return rules.sensitive()
+        return rules
+
     def check(self, structure: Structure, name: str = "") -> None:
         """Raise InputError for inputs the model cannot be used on (molecules, unseen elements)."""
         from ase.data import chemical_symbols
@@ -265,8 +291,11 @@ class Predictor:
                     emb /= counts[:, None]
         return np.stack(states), emb, atom_sum / self.n_members
 
-    def predict(self, structures, names=None, temperatures_k=DEFAULT_TEMPERATURES_K) -> list[DosPrediction]:
-        """Predict every structure (all must pass :meth:`check`)."""
+    def predict(self, structures, names=None, temperatures_k=DEFAULT_TEMPERATURES_K,
+                ood: str = "standard") -> list[DosPrediction]:
+        """Predict every structure (all must pass :meth:`check`); ``ood``: ``"standard"`` or ``"sensitive"``
+        flag (:data:`~atomvib.learn.calibration.FLAG_LEVELS`)."""
+        rules = self.flag_rules(ood)
         structures = list(structures)
         names = names or [s.source or s.formula for s in structures]
         for s, n in zip(structures, names):
@@ -282,14 +311,14 @@ class Predictor:
         dis = disagreement(states) if self.n_members > 1 else np.zeros(len(structures))
         feats = shift_features(structures, d_nn, dis, self.ood, self.shift["stats"] if self.shift else None)
         ks, kc = self.calibration["dos_std_scale"], self.calibration["cv_std_scale"]
-        if self.shift:  # intervals that widen with the difficulty score; the flag with its reasons
-            ok, reasons = flag(feats, self.shift["rules"])
+        ok, reasons = flag(feats, rules)
+        if self.shift:  # intervals that widen with the difficulty score (fitted with the standard flag's groups)
             adaptive = self.shift["adaptive"]
             u = adaptive.score(feats)
-            fac = {q: adaptive.factor(q, feats, u=u, flagged=~ok) for q in QUANTITIES}
+            flagged = ~ok if ood == "standard" else ~flag(feats, self.shift["rules"])[0]
+            fac = {q: adaptive.factor(q, feats, u=u, flagged=flagged) for q in QUANTITIES}
         else:  # the model file alone: its own scale factors and thresholds
             fac = {q: np.ones(len(structures)) for q in QUANTITIES}
-            ok, reasons = flag(feats, MODEL_FILE_RULES)
         w = self.grid.width_cm1
         f_cm1 = self.grid.centers_cm1
         t = np.asarray(temperatures_k, float)
@@ -331,6 +360,7 @@ class Predictor:
                     ood_disagreement=float(dis[i]),
                     partial_dos=partial,
                     ood_reason=reasons[i],
+                    ood_flag=ood,
                 )
             )
         return out
@@ -370,13 +400,15 @@ def load_model(model=None, trust_model_file: bool = False) -> Predictor:
     return _load_cached(str(p.resolve()), trust_model_file)
 
 
-def predict(structures, model=None, temperatures_k=DEFAULT_TEMPERATURES_K) -> list[DosPrediction]:
+def predict(structures, model=None, temperatures_k=DEFAULT_TEMPERATURES_K, ood: str = "standard") -> list[DosPrediction]:
     """Predict the phonon DOS, Cv, S and F of crystals.
 
     Parameters
     ----------
     structures : Structure, ase.Atoms, path, or a list of them
     model : None (shipped model), path, or :class:`Predictor`
+    ood : ``"standard"`` (the default flag: ≤ 10 % false alarms in distribution) or ``"sensitive"`` (also flags
+        unusual bonding, for screening a chemistry unlike the training set; docs/predictor.md)
 
     Raises
     ------
@@ -399,4 +431,4 @@ def predict(structures, model=None, temperatures_k=DEFAULT_TEMPERATURES_K) -> li
             st = Structure.from_ase(s)
             items.append(st)
             names.append(st.formula)
-    return load_model(model).predict(items, names, temperatures_k)
+    return load_model(model).predict(items, names, temperatures_k, ood=ood)
