@@ -64,12 +64,20 @@ def cmd_train(args):
                      "train_minutes": (time.perf_counter() - t0) / 60}, out / f"member{args.seed}.pt")
 
 
-def _flags(split, part, ids) -> np.ndarray:
-    """The standard flag of the split's reduced DOS model for these crystals (flagged = True)."""
+def _flags(split, part, ids, sensitive: bool = False) -> np.ndarray:
+    """The flag of the split's reduced DOS model for these crystals (flagged = True): the standard rules, or the
+    sensitive flag (bond novelty from ``flag_study.py collect``)."""
+    from dataclasses import replace
+
     from atomvib.learn.calibration import FlagRules, flag
 
     ev = cs.EvalSet(cs.RUNS / split / f"{part}.npz", split, part, {})
-    flagged = dict(zip(ev.ids, ~flag(ev.feats, FlagRules())[0]))
+    feats, rules = ev.feats, FlagRules()
+    if sensitive:
+        study = np.load(cs.RUNS / split / "flagstudy.npz")
+        assert (study[f"{part}_ids"] == ev.ids).all()
+        feats, rules = replace(feats, bond_novelty=study[f"{part}_bond_novelty"]), rules.sensitive()
+    flagged = dict(zip(ev.ids, ~flag(feats, rules)[0]))
     return np.array([bool(flagged[i]) for i in ids])
 
 
@@ -99,13 +107,14 @@ def cmd_report(args):
                                         train, "shift", {}, CONFIG["cutoff_a"]), out / "born.pt")
         model = load_born_model(path)
         r = {"n_train": len(train), "train_minutes": [round(m["train_minutes"], 1) for m in members]}
-        comps = {}
+        comps, sens = {}, {}
         for part, smp in (("valid", valid), ("cluster", cluster)):
             seen = [s for s in smp if {int(z) for z in s.structure.numbers} <= model.elements]
             if not seen:
                 continue
             preds = model.predict([s.structure for s in seen], ood=False)
             comps[part] = _components(seen, preds, _flags(split, part, [s.id for s in seen]))
+            sens[part] = _components(seen, preds, _flags(split, part, [s.id for s in seen], sensitive=True))
             mae = component_mae(seen, [(p.born, p.dielectric) for p in preds])
             r[part] = {"n": len(seen), "n_unseen_element": len(smp) - len(seen), "born_mae_e": mae["born_mae_e"],
                        "eps_mae": mae["eps_mae"],
@@ -130,6 +139,12 @@ def cmd_report(args):
                 for name, m in (("flagged", c[:, 3] > 0), ("in_distribution", c[:, 3] == 0)):
                     hits[f"cluster_after_{name}"] = tb._coverage(c[m], full) if m.any() else float("nan")
                     hits[f"cluster_n_{name}"] = int(len(np.unique(c[m, 4])))
+                # the same, with the sensitive flag deciding the group (fitted and applied)
+                sv, sc = sens["valid"][q], sens["cluster"][q]
+                scal = fit_floor_calibration(sv[:, 0], sv[:, 1], sv[:, 2], sv[:, 3] > 0, tb.FLOORS[q])
+                hits["cluster_after_sensitive_groups"] = tb._coverage(sc, scal)
+                hits["cluster_n_flagged_sensitive"] = int(len(np.unique(sc[sc[:, 3] > 0, 4])))
+                hits["calibration_sensitive_groups"] = scal.to_dict()
             r[q] = hits
         res["splits"][split] = r
         print(split, json.dumps(r, default=float)[:1500], flush=True)
@@ -144,8 +159,9 @@ def table(res=None):
         return "–" if x is None or not np.isfinite(x) else f"{100 * x:.0f}"
 
     print("| split | crystals: valid / held out | Z* MAE (e): valid / held out | Z* 90 % cov. valid, before → after | "
-          "Z* held out, before → after (flagged / not) | ε∞ valid, before → after | ε∞ held out, before → after |")
-    print("|---|---|---|---|---|---|---|")
+          "Z* held out, before → after (flagged / not) | Z* held out, sensitive groups | ε∞ valid, before → after | "
+          "ε∞ held out, before → after | ε∞ held out, sensitive groups |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for split, r in res["splits"].items():
         z, e = r["born"], r["dielectric"]
         cl = r.get("cluster")
@@ -155,9 +171,11 @@ def table(res=None):
         print(f"{pct(z['valid_before'])} → {pct(z['valid_after'])} | "
               + (f"{pct(z['cluster_before'])} → **{pct(z['cluster_after'])}** ({pct(z['cluster_after_flagged'])} of "
                  f"{z['cluster_n_flagged']} / {pct(z['cluster_after_in_distribution'])} of "
-                 f"{z['cluster_n_in_distribution']}) | " if cl else "– | ")
+                 f"{z['cluster_n_in_distribution']}) | {pct(z['cluster_after_sensitive_groups'])} "
+                 f"({z['cluster_n_flagged_sensitive']} flagged) | " if cl else "– | – | ")
               + f"{pct(e['valid_before'])} → {pct(e['valid_after'])} | "
-              + (f"{pct(e['cluster_before'])} → **{pct(e['cluster_after'])}** |" if cl else "– |"))
+              + (f"{pct(e['cluster_before'])} → **{pct(e['cluster_after'])}** | "
+                 f"{pct(e['cluster_after_sensitive_groups'])} |" if cl else "– | – |"))
 
 
 def main(argv=None):
