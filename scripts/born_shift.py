@@ -113,12 +113,13 @@ def cmd_report(args):
             if not seen:
                 continue
             preds = model.predict([s.structure for s in seen], ood=False)
-            comps[part] = _components(seen, preds, _flags(split, part, [s.id for s in seen]))
+            flagged = _flags(split, part, [s.id for s in seen])
+            comps[part] = _components(seen, preds, flagged)
             sens[part] = _components(seen, preds, _flags(split, part, [s.id for s in seen], sensitive=True))
             mae = component_mae(seen, [(p.born, p.dielectric) for p in preds])
             r[part] = {"n": len(seen), "n_unseen_element": len(smp) - len(seen), "born_mae_e": mae["born_mae_e"],
                        "eps_mae": mae["eps_mae"],
-                       "n_flagged": int(_flags(split, part, [s.id for s in seen]).sum())}
+                       "n_flagged": int(flagged.sum())}
         for q in ("born", "dielectric"):
             a = comps["valid"][q]
             fold = a[:, 4].astype(int) % 2

@@ -316,6 +316,19 @@ def si_frozen(cache: dict) -> None:
 SI_LONG = {"si64long_md_*": ENGINE, "si64sn0_md_*": "sevennet"}
 
 
+def _optical_line(traj, harm, si, length_ps):
+    """The Γ optical line of a Si trajectory: (peak, FWHM, window σ) in cm⁻¹, the ModeSpectra and the optical
+    modes. σ is the narrowest window ``length_ps`` of production allows."""
+    from atomvib import units
+    from atomvib.dynamics.modes import mode_spectra
+
+    sigma = float(np.ceil(2 * 4.0 / (2 * np.pi * length_ps) * 100) / 100)
+    m = mode_spectra(traj, harm, (0, 0, 0), sigma_thz=sigma, structure=si)
+    opt = [i for i in range(len(m.harmonic_frequencies_thz)) if m.harmonic_frequencies_thz[i] > 1.0]
+    pk, fw = m.line(opt)
+    return pk * units.THZ_TO_CM1, fw * units.THZ_TO_CM1, sigma * units.THZ_TO_CM1, m, opt
+
+
 def si_long(cache: dict) -> None:
     """The Γ optical line of the long Si runs per engine and temperature: peak of the whole production (Gaussian
     window σ from its length) and of each half (their difference: the statistical uncertainty), against the
@@ -325,7 +338,6 @@ def si_long(cache: dict) -> None:
     import atomvib
     from atomvib import units
     from atomvib.dynamics.md import read_trajectory
-    from atomvib.dynamics.modes import mode_spectra
 
     si = ROOT / "examples" / "Si.cif"
     out = {}
@@ -343,20 +355,13 @@ def si_long(cache: dict) -> None:
                 continue
             length_ps = (prod.n_frames - 1) * prod.frame_interval_fs * units.FS_TO_PS
 
-            def line(tr, ps, harm=harm):
-                sigma = float(np.ceil(2 * 4.0 / (2 * np.pi * ps) * 100) / 100)
-                m = mode_spectra(tr, harm, (0, 0, 0), sigma_thz=sigma, structure=si)
-                opt = [i for i in range(len(m.harmonic_frequencies_thz)) if m.harmonic_frequencies_thz[i] > 1.0]
-                pk, fw = m.line(opt)
-                return pk * units.THZ_TO_CM1, fw * units.THZ_TO_CM1, sigma * units.THZ_TO_CM1, m, opt
-
-            pk, fw, sig, m, opt = line(traj, length_ps)
+            pk, fw, sig, m, opt = _optical_line(traj, harm, si, length_ps)
             idx = np.nonzero(traj.production)[0]
             halves = []
             for part in (idx[: len(idx) // 2], idx[len(idx) // 2:]):
                 mask = np.zeros(traj.n_frames, bool)
                 mask[part] = True
-                halves.append(line(dataclasses.replace(traj, production=mask), length_ps / 2)[0])
+                halves.append(_optical_line(dataclasses.replace(traj, production=mask), harm, si, length_ps / 2)[0])
             rows[T] = {"md_peak_cm1": pk, "md_fwhm_cm1": fw, "sigma_cm1": sig, "halves_cm1": halves,
                        "harmonic_cm1": float(np.max(m.harmonic_frequencies_thz)) * units.THZ_TO_CM1,
                        "experiment_cm1": balkanski_cm1(float(T)), "temperature_mean_K": m.temperature_k,
@@ -374,7 +379,6 @@ def from_files(cache: dict) -> None:
     import atomvib
     from atomvib import units
     from atomvib.dynamics.md import read_trajectory
-    from atomvib.dynamics.modes import mode_spectra
     from atomvib.dynamics.tdep import effective_phonons
 
     h = atomvib.phonons(SHARED / "POSCAR-unitcell", engine=ENGINE, supercell=(2, 2, 2),
@@ -418,12 +422,9 @@ def from_files(cache: dict) -> None:
             if prod.n_frames < 50:
                 continue
             length_ps = (prod.n_frames - 1) * prod.frame_interval_fs * units.FS_TO_PS
-            sigma = float(np.ceil(2 * 4.0 / (2 * np.pi * length_ps) * 100) / 100)  # the narrowest window it allows
-            m = mode_spectra(traj, harm, (0, 0, 0), sigma_thz=sigma, structure=si)
-            opt = [i for i in range(len(m.harmonic_frequencies_thz)) if m.harmonic_frequencies_thz[i] > 1.0]
-            peak, fwhm = m.line(opt)
-            out[T] = {"md_peak_cm1": peak * units.THZ_TO_CM1, "md_fwhm_cm1": fwhm * units.THZ_TO_CM1,
-                      "sigma_cm1": sigma * units.THZ_TO_CM1, "harmonic_cm1": float(np.max(m.harmonic_frequencies_thz))
+            peak, fwhm, sig, m, opt = _optical_line(traj, harm, si, length_ps)
+            out[T] = {"md_peak_cm1": peak, "md_fwhm_cm1": fwhm,
+                      "sigma_cm1": sig, "harmonic_cm1": float(np.max(m.harmonic_frequencies_thz))
                       * units.THZ_TO_CM1, "experiment_cm1": balkanski_cm1(float(T)), "temperature_mean_K": m.temperature_k,
                       "production_ps": length_ps, "natoms": traj.natoms}
             np.savez(WORK / f"si_modes_{T}{'_64' if key.endswith('64') else ''}.npz", f=m.frequencies_thz, g=m.spectra[opt].sum(axis=0))
