@@ -313,3 +313,35 @@ def test_cli_compare_bad_input_one_line(tmp_path, capsys):
         ["compare", str(cpath), str(nounit), "--units", "meV", "--fit", "none", "--out", str(tmp_path / "u")]
     )
     assert rc == 0
+
+
+def test_fit_start_ignores_negative_intensities():
+    """The starting scan of the frequency scale keeps only scales at which the spectrum enters with a positive
+    intensity. Real case (Petretto DFPT DOS of two AgBr polymorphs): a measurement of rock-salt AgBr (DOS × 1.08,
+    broadened, sloping background, noise) against the zincblende DOS, whose best least-squares match in the scan
+    was "background minus spectrum": the fit used to stop with "does not resemble the measurement" (and identify
+    dropped the candidate, a true one in other cases). Now both fit, the rock salt far better and at its scale."""
+
+    d = json.loads((Path(__file__).parent / "data" / "petretto_agbr_dos.json").read_text())
+
+    def dos(mid):
+        r = d[mid]
+        y = np.asarray(r["dos"], float)
+        return Spectrum1D(r["freq_start_cm1"] + r["freq_step_cm1"] * np.arange(len(y)), y, None, "cm-1")
+
+    rocksalt, zincblende = dos("mp-23231"), dos("mp-866291")
+    rng = np.random.default_rng(1)
+    x = np.arange(20.0, 166.0, 2.0)
+    xf = np.arange(0.0, 250.0, 0.5)
+    y = np.interp(xf / 1.08, rocksalt.x, rocksalt.y, left=0, right=0)
+    k = np.exp(-0.5 * (np.arange(-30, 31) * 0.5 / 6.0) ** 2)
+    y = np.interp(x, xf, np.convolve(y, k / k.sum(), mode="same"))
+    y = 3000 * y / y.max() + 100 + 0.5 * x
+    err = np.sqrt(y)
+    meas = Spectrum1D(x, y + rng.normal(0, err), err, "cm-1")
+    good = fit_spectrum(rocksalt, meas, "scale,linear,broadening")
+    other = fit_spectrum(zincblende, meas, "scale,linear,broadening")
+    assert good.parameters["frequency_scale"][0] == pytest.approx(1.08, abs=0.005)
+    assert good.chi2_red < 2.0
+    assert other.parameters["intensity_scale"][0] > 0
+    assert other.chi2_red > 10 * good.chi2_red

@@ -74,7 +74,9 @@ def test_synthetic_recovery_cli(metals, tmp_path, capsys):
     meas = _synthetic_vision(metals / "Cu_fcc.cif", tmp_path / "meas.csv")
     out = tmp_path / "id"
     four = [str(metals / f"{k}.cif") for k in ("Al_fcc", "Al_hcp", "Cu_fcc", "Ni_fcc")]
-    rc = main(["identify", str(meas), "--candidates", *four, "--top", "4", "--out", str(out), *FAST_CLI])
+    # the measurement was made at EMT's relaxed cell: --relax-cell (identify keeps the given cells by default)
+    rc = main(["identify", str(meas), "--candidates", *four, "--top", "4", "--out", str(out), "--relax-cell",
+               *FAST_CLI])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "best: Cu_fcc" in printed
@@ -263,3 +265,56 @@ def test_early_stop_skips_only_vouched_candidates(metals, tmp_path, monkeypatch)
     monkeypatch.setattr(core, "_trusted", lambda row: False)  # nothing trusted: everything in the top K refined
     res = identify(meas, cands, settings=FAST, top_k=5, decisive=0.5)
     assert not res.early_stop and all(c["second_pass"] for c in res.candidates)
+
+
+def test_pool_of_engines_and_duplicates(metals, tmp_path):
+    """Several engines are fitted one by one and their probabilities pooled by the geometric mean: two copies of
+    the same physics (EMT by name and through the generic ASE wrapper) pool to the single engine's probabilities
+    exactly, with both members' fits in the row. A candidate that is the same crystal as another (fcc Al as its
+    4-atom cubic cell) is not scored separately: two copies would split fcc Al's probability in half."""
+    from atomvib.identify import pool_probabilities
+
+    meas = _synthetic_vision(metals / "Al_fcc.cif", tmp_path / "meas.csv", scale=0.95, seed=5)
+    bulk("Al", "fcc", a=4.05, cubic=True).write(str(tmp_path / "Al_fcc_cubic.cif"))
+    files = [metals / "Al_fcc.cif", metals / "Al_hcp.cif", metals / "Cu_fcc.cif", tmp_path / "Al_fcc_cubic.cif"]
+    one = identify(meas, read_candidates(files), first_pass=False, settings=FAST)
+    pool = identify(meas, read_candidates(files), first_pass=False, settings=FAST,
+                    committee=("emt", "ase:ase.calculators.emt:EMT"))
+    for res in (one, pool):
+        assert res.ranking()[0] == "Al_fcc"
+        dup = next(c for c in res.candidates if c["name"] == "Al_fcc_cubic")
+        assert dup["status"].startswith("same structure as Al_fcc") and dup["second_pass"] is None
+        assert any("same structure" in n for n in res.notes)
+        assert sum(c["probability"] for c in res.candidates if np.isfinite(c["probability"])) == pytest.approx(1)
+    p_one = {c["name"]: c["probability"] for c in one.candidates[:3]}
+    for c in pool.candidates[:3]:
+        assert c["probability"] == pytest.approx(p_one[c["name"]], rel=1e-6, abs=1e-12)
+        m = c["second_pass"]["members"]
+        assert [x["engine"] for x in m] == ["emt", "ase:ase.calculators.emt:EMT"]
+        assert m[0]["frequency_scale"][0] == pytest.approx(m[1]["frequency_scale"][0], rel=1e-6)
+    assert pool.settings["engines"] == ["emt", "ase:ase.calculators.emt:EMT"]
+    # the pool itself: geometric mean of the engines' probabilities, normalised
+    lp = np.log([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3]])
+    p = np.sqrt(np.array([0.07, 0.12, 0.03]))
+    assert pool_probabilities(lp) == pytest.approx(p / p.sum())
+    assert pool_probabilities(lp[:1]) == pytest.approx([0.7, 0.2, 0.1])
+
+
+def test_duplicate_candidates_tolerance():
+    """Same crystal: a primitive and a conventional cell, a copy shifted by a lattice translation. Not the same:
+    a 0.02 Å rattle, a 1 % volume change."""
+    from atomvib.identify.candidates import Candidate, duplicate_candidates
+    from atomvib.structure import Structure
+
+    def cand(name, atoms):
+        return Candidate(name, Structure.from_ase(atoms))
+
+    nacl = bulk("NaCl", "rocksalt", a=5.64)
+    shifted = nacl.copy()
+    shifted.translate([0.3, 0.1, 0.2])
+    rattled = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
+    rattled.rattle(0.02, seed=1)
+    bigger = bulk("NaCl", "rocksalt", a=5.64 * 1.01 ** (1 / 3))
+    cands = [cand("prim", nacl), cand("conv", bulk("NaCl", "rocksalt", a=5.64, cubic=True)),
+             cand("shifted", shifted), cand("rattled", rattled), cand("bigger", bigger)]
+    assert duplicate_candidates(cands) == {"conv": "prim", "shifted": "prim"}

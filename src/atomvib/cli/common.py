@@ -58,13 +58,20 @@ def with_isotope_masses(source, isotopes):
     return with_isotopes(source, isotopes)
 
 
-def add_engine_options(p, crystal_only: bool = False) -> None:
-    """Engine and relaxation options (shared by phonons, kappa, qha)."""
+def add_engine_options(p, crystal_only: bool = False, engine_help: str | None = None,
+                       fixed_cell: bool = False) -> None:
+    """Engine and relaxation options (shared by phonons, kappa, qha, identify). ``fixed_cell``: the command keeps
+    the cell by default and offers ``--relax-cell`` instead of ``--fix-cell``."""
     g = p.add_argument_group("force engine and relaxation")
-    g.add_argument("--engine", "-e", help="force engine (see `atomvib engines`); default sevennet:7net-l3i5 for crystals, xtb for molecules")
+    g.add_argument("--engine", "-e", help=engine_help or "force engine (see `atomvib engines`); default "
+                   "sevennet:7net-l3i5 for crystals, xtb for molecules")
     add_trust_flag(g)
     g.add_argument("--no-relax", action="store_true", help="keep the input geometry (no relaxation)")
-    g.add_argument("--fix-cell", action="store_true", help="relax positions only, keep the cell")
+    if fixed_cell:
+        g.add_argument("--relax-cell", action="store_true", help="relax the cell too (default: positions only, "
+                       "each candidate's cell kept)")
+    else:
+        g.add_argument("--fix-cell", action="store_true", help="relax positions only, keep the cell")
     g.add_argument("--fmax", type=float, default=1e-3, metavar="EV_PER_A", help="relaxation force threshold in eV/Å (default 1e-3)")
     g.add_argument("--relax-steps", type=int, default=300, metavar="N", help="maximum relaxation steps (default 300)")
     if crystal_only:
@@ -76,7 +83,8 @@ def engine_settings_from_args(args) -> PhononSettings:
     """PhononSettings from the options of :func:`add_engine_options` (the rest at their defaults)."""
     apply_trust_flag(args)
     return PhononSettings(
-        engine=args.engine, relax=not args.no_relax, relax_cell=not args.fix_cell, fmax_ev_per_a=args.fmax,
+        engine=args.engine, relax=not args.no_relax,
+        relax_cell=args.relax_cell if hasattr(args, "relax_cell") else not args.fix_cell, fmax_ev_per_a=args.fmax,
         relax_steps=args.relax_steps, primitive=not getattr(args, "no_primitive", False),
         symprec=getattr(args, "symprec", 1e-3),
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 EPILOG = """examples:
   atomvib identify Al-iqe.h5 --candidates cands/ --ei 80 --temperature 300 --range 10 70 --engine emt --out al_id
   atomvib identify vision.csv --candidates 'polymorphs/*.cif' --instrument vision --top 5 --out which
+  atomvib identify vision.csv -c 'polymorphs/*.cif' --committee sevennet,sevennet:7net-l3i5 --out which2
   atomvib identify dos.csv --candidates cands/ --kind dos --no-screen --engine emt --out id_dos
   atomvib identify vision.csv --candidates big/ --top 20 --db id.db --workers 8 --out big_id   # batch runner
 
@@ -16,11 +17,14 @@ what it does:
      instrument's spectrum (incoherent approximation: VISION/TOSCA, or the direct-geometry map cut like the
      measurement), or the DOS itself (--kind dos; also the stand-in for ir/raman, which the predictor has no
      intensities for), fitted to the measurement (frequency scale, intensity, background, broadening) and scored;
-  2. second pass (the --top K best): full phonons with --engine (or the batch runner with --db) and the
-     instrument's spectrum from them, fitted again; stops once the best has probability > --decisive.
+  2. second pass (the --top K best): full phonons with --engine (default sevennet:7net-l3i5; positions relaxed
+     in each candidate's own cell, --relax-cell to relax the cell too; --db for the batch runner), or with each
+     engine of --committee, and the instrument's spectrum from them, fitted again; stops once the best has
+     probability > --decisive.
   Probabilities: p ∝ exp(-chi2/2) with the errors inflated by the model's own spread (the predictor's
-  calibrated band, a committee's spread) and by the Birge factor (the best fit's chi2_red), times a prior on
-  the frequency scale (--scale-prior, σ of ln s). docs/identify.md explains each step.
+  calibrated band) and by the Birge factor (the best fit's chi2_red), times a prior on the frequency scale
+  (--scale-prior, σ of ln s); with several engines each engine's p, then their geometric mean (normalised).
+  docs/identify.md explains each step.
 
 outputs (in DIR):
   identify.json  ranked candidates: frequency_scale [value, std], chi2_red, chi2, similarity scores, model
@@ -82,9 +86,9 @@ def add_parser(sub):
                    help="σ of the Gaussian prior on ln(frequency scale) (default 0.15; 0 for none)")
     g.add_argument("--no-birge", action="store_true", help="do not inflate the error bars by the best fit's chi2_red")
     g.add_argument("--model", metavar="PATH", help="DOS predictor model (default: the shipped one)")
-    g.add_argument("--committee", metavar="ENGINES", help="second pass with a committee of engines (comma-separated), "
-                   "whose spread enters the probabilities (in this process)")
-    add_engine_options(p, crystal_only=True)
+    g.add_argument("--committee", metavar="ENGINES", help="second pass with several engines (comma-separated, e.g. "
+                   "sevennet,sevennet:7net-l3i5), each fitted on its own, their probabilities pooled (geometric mean)")
+    add_engine_options(p, crystal_only=True, fixed_cell=True)
     g = p.add_argument_group("second-pass phonons")
     g.add_argument("--min-length", type=float, default=10.0, metavar="A", help="automatic supercell: minimum width in "
                    "Å (default 10)")

@@ -19,7 +19,7 @@ from .candidates import (
     read_candidates,
     write_candidates,
 )
-from .core import Identification, identify, model_spread, probabilities
+from .core import Identification, identify, model_spread, pool_probabilities, probabilities
 
 __all__ = [
     "Candidate",
@@ -31,6 +31,7 @@ __all__ = [
     "identify",
     "model_spread",
     "ordered_configurations",
+    "pool_probabilities",
     "probabilities",
     "read_candidates",
     "write_candidates",

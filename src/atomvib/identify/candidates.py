@@ -101,6 +101,63 @@ def read_candidates(inputs) -> list[Candidate]:
     return named
 
 
+#: tolerances of "the same structure" (pymatgen StructureMatcher, no volume scaling): numerical noise of one
+#: structure written twice, far below a real distortion (a 0.02 Å rattle, rutile vs CaCl2-type, a 1 % strain)
+SAME_LTOL, SAME_STOL, SAME_ANGLE_TOL, SAME_VOLUME_RTOL = 0.005, 0.005, 0.1, 0.002
+
+
+def duplicate_candidates(cands: list[Candidate], spacegroups: dict | None = None) -> dict[str, str]:
+    """Candidates that are the same structure as an earlier one: ``{name: name of the first}``.
+
+    Databases list one crystal under several identifiers (Materials Project has many such pairs), and two
+    copies of a candidate split its probability in half. Candidates are compared only within the same reduced
+    formula, space group and volume per atom (0.2 %), then with pymatgen's ``StructureMatcher`` at tight
+    tolerances (:data:`SAME_LTOL` ...; no volume scaling, supercells allowed), so thousands of candidates cost
+    little. ``spacegroups``: name -> space group symbol already known (else spglib finds it).
+    """
+    def key(c: Candidate):
+        st = c.structure
+        counts: dict = {}
+        for el in st.symbols:
+            counts[el] = counts.get(el, 0) + 1
+        g = np.gcd.reduce(list(counts.values()))
+        try:
+            sg = spacegroups[c.name] if spacegroups and c.name in spacegroups else st.spacegroup()
+        except Exception:  # spglib failure on a pathological cell: compare it with everything of its formula
+            sg = ""
+        return tuple(sorted((el, n // g) for el, n in counts.items())), sg
+
+    groups: dict = {}
+    for c in cands:
+        groups.setdefault(key(c), []).append(c)
+    out: dict[str, str] = {}
+    matcher = None
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        vpa = [abs(float(np.linalg.det(m.structure.cell))) / m.structure.natoms for m in members]
+        for j in range(1, len(members)):
+            for i in range(j):
+                if members[i].name in out or abs(vpa[i] - vpa[j]) > SAME_VOLUME_RTOL * vpa[i]:
+                    continue
+                if matcher is None:
+                    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+                    matcher = StructureMatcher(ltol=SAME_LTOL, stol=SAME_STOL, angle_tol=SAME_ANGLE_TOL,
+                                               scale=False, attempt_supercell=True)
+                if matcher.fit(_pmg(members[i].structure), _pmg(members[j].structure)):
+                    out[members[j].name] = members[i].name
+                    break
+    return out
+
+
+def _pmg(structure: Structure):
+    from pymatgen.core import Lattice
+    from pymatgen.core import Structure as PmgStructure
+
+    return PmgStructure(Lattice(np.asarray(structure.cell, float)), structure.symbols, structure.scaled_positions())
+
+
 # ------------------------------------------------------------------------------------------ enumeration
 @dataclass(frozen=True, eq=False)
 class Configuration:

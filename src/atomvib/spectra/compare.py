@@ -356,9 +356,12 @@ def fit_spectrum(
     yw = y * w
     coef = np.linalg.pinv(np.einsum("sni,snj->sij", D, D)) @ np.einsum("sni,n->si", D, yw)[..., None]
     chis = np.sum((np.einsum("sni,si->sn", D, coef[..., 0]) - yw) ** 2, axis=1)
+    # only scales where the spectrum enters with a positive intensity: at others the fit is the background
+    # minus the spectrum, which can beat a right but imperfect shape and start the fit where it cannot recover
+    chis = np.where(coef[:, 0, 0] > 0, chis, np.inf)
     s0 = float(s_grid[int(np.argmin(chis))])
     lin0, _ = solve_linear(model.shape(s0, sig0))
-    if lin0[0] <= 0:
+    if not np.isfinite(chis).any() or lin0[0] <= 0:
         raise InputError(
             "the computed spectrum does not resemble the measurement anywhere in the scanned "
             f"frequency scales {scale_bounds[0]}–{scale_bounds[1]} (best intensity scale ≤ 0)",
