@@ -336,16 +336,17 @@ RANKER = PhononSettings(relax_cell=False, min_supercell_length_a=9.0, mesh_densi
 L3I5 = "sevennet:7net-l3i5"
 #: the second-pass settings compared on every Petretto group (--only configs): name -> (settings, committee)
 CONFIGS = {
-    "l3i5-fixed-cell": (replace(RANKER, engine=L3I5), None),
-    "l3i5-relaxed-cell": (replace(RANKER, engine=L3I5, relax_cell=True), None),
-    "l3i5-as-given": (replace(RANKER, engine=L3I5, relax=False), None),
-    "7net0-fixed-cell": (replace(RANKER, engine="sevennet:7net-0"), None),
-    "mf0pbe-fixed-cell": (replace(RANKER, engine="sevennet:7net-mf-0:pbe"), None),
-    "mf0r2scan-fixed-cell": (replace(RANKER, engine="sevennet:7net-mf-0:r2scan"), None),
-    "chgnet-fixed-cell": (replace(RANKER, engine="chgnet"), None),
-    "pool-fixed-cell": (RANKER, ("sevennet:7net-0", L3I5)),
-    "l3i5-fixed-cell-cli": (replace(RANKER, engine=L3I5, min_supercell_length_a=10.0, mesh_density=100.0), None),
-    "l3i5-fixed-cell-13A": (replace(RANKER, engine=L3I5, min_supercell_length_a=13.0), None),
+    "l3i5-fixed-cell": (replace(RANKER, engine=L3I5), None, "none"),
+    "l3i5-relaxed-cell": (replace(RANKER, engine=L3I5, relax_cell=True), None, "none"),
+    "l3i5-as-given": (replace(RANKER, engine=L3I5, relax=False), None, "none"),
+    "7net0-fixed-cell": (replace(RANKER, engine="sevennet:7net-0"), None, "none"),
+    "mf0pbe-fixed-cell": (replace(RANKER, engine="sevennet:7net-mf-0:pbe"), None, "none"),
+    "mf0r2scan-fixed-cell": (replace(RANKER, engine="sevennet:7net-mf-0:r2scan"), None, "none"),
+    "chgnet-fixed-cell": (replace(RANKER, engine="chgnet"), None, "none"),
+    "pool-fixed-cell": (RANKER, ("sevennet:7net-0", L3I5), "none"),
+    "l3i5-fixed-cell-cli": (replace(RANKER, engine=L3I5, min_supercell_length_a=10.0, mesh_density=100.0), None, "none"),
+    "l3i5-fixed-cell-13A": (replace(RANKER, engine=L3I5, min_supercell_length_a=13.0), None, "none"),
+    "l3i5-fixed-cell-born": (replace(RANKER, engine=L3I5), None, "auto"),
 }
 CONFIG_LABELS = {
     "l3i5-fixed-cell": "SevenNet-l3i5, atoms relaxed in the given cell (**default**)",
@@ -358,6 +359,7 @@ CONFIG_LABELS = {
     "pool-fixed-cell": "SevenNet-0 and l3i5 pooled (`--committee`), atoms relaxed in the given cell",
     "l3i5-fixed-cell-cli": "SevenNet-l3i5, atoms relaxed in the given cell, the CLI's supercell (10 Å) and mesh (100)",
     "l3i5-fixed-cell-13A": "SevenNet-l3i5, atoms relaxed in the given cell, 13 Å supercells",
+    "l3i5-fixed-cell-born": "SevenNet-l3i5, atoms relaxed in the given cell, LO–TO splitting from learned Born charges (`--born auto`)",
 }
 
 
@@ -422,11 +424,11 @@ def _petretto_measurement(group: list[dict], seed: int, work: Path) -> tuple[str
     return names[truth["material_id"]], scale
 
 
-def _rank_petretto(work: Path, group, settings, committee=None):
+def _rank_petretto(work: Path, group, settings, committee=None, born="auto"):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return identify(work / "measured.csv", read_candidates(sorted(work.glob("*.cif"))), kind="dos",
-                        settings=settings, committee=committee, top_k=len(group), first_pass=False)
+                        settings=settings, committee=committee, top_k=len(group), first_pass=False, born=born)
 
 
 def petretto_case(k: int, group: list[dict]) -> dict:
@@ -462,7 +464,7 @@ def petretto_configs(names=None) -> dict:
              "dev": (_petretto_dev(ok), 700, lambda f: CACHE / "petretto_dev" / f)}
     out = {}
     for name in names or CONFIGS:
-        settings, committee = CONFIGS[name]
+        settings, committee, born = CONFIGS[name]
         path = CACHE / "configs" / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         done = json.loads(path.read_text()) if path.is_file() else {}
@@ -474,7 +476,7 @@ def petretto_configs(names=None) -> dict:
                 work = where(g[0]["formula"])
                 truth, scale = _petretto_measurement(g, seed0 + k, work)
                 t0 = time.perf_counter()
-                res = _rank_petretto(work, g, settings, committee)
+                res = _rank_petretto(work, g, settings, committee, born)
                 sm = _summary(res, truth, scale, "dos", time.perf_counter() - t0)
                 done[key] = {k2: sm[k2] for k2 in ("truth", "first", "rank", "p_first", "p_truth", "n_candidates",
                                                    "seconds")}
@@ -622,7 +624,9 @@ def main():
         out["petretto_table"] = petretto_table(pc)
         print(out["petretto_table"])
     if args.only in (None, "configs") and (SHARED / "petretto-dfpt" / "train.jsonl.gz").is_file():
-        cr = petretto_configs(args.configs)
+        # --configs runs a subset: the others keep their rows (cached per config in any case)
+        cr = {**out.get("petretto_configs", {}), **petretto_configs(args.configs)}
+        cr = {k: cr[k] for k in CONFIGS if k in cr}
         out["petretto_configs"] = cr
         ctl = petretto_dfpt_control()
         out["petretto_dfpt_control"] = ctl

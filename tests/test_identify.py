@@ -318,3 +318,46 @@ def test_duplicate_candidates_tolerance():
     cands = [cand("prim", nacl), cand("conv", bulk("NaCl", "rocksalt", a=5.64, cubic=True)),
              cand("shifted", shifted), cand("rattled", rattled), cand("bigger", bigger)]
     assert duplicate_candidates(cands) == {"conv": "prim", "shifted": "prim"}
+
+
+def test_ir_refines_with_learned_born_charges(tmp_path):
+    """--kind ir: the refined candidates get the learned Born charges by default (IR intensities; without them
+    every Γ mode counts the same), and the batch route's re-analysis (:func:`reanalysed_with_born`, phonons
+    computed without LO-TO) gives exactly what ``phonons(born=...)`` gives from the same forces."""
+    from atomvib.spectra.ir import crystal_ir
+    from atomvib.spectra.lineshape import broaden
+    from atomvib.workflow import phonons, reanalysed_with_born
+
+    warnings.simplefilter("ignore")
+    s = PhononSettings(engine="emt", relax=False, min_supercell_length_a=6.0, mesh_density=20.0)
+    wz = bulk("NiO", "wurtzite", a=3.2, c=5.2)
+    plain = phonons(wz, settings=s)
+    direct = phonons(wz, settings=s, born="predicted")
+    again = reanalysed_with_born(plain, "predicted")
+    assert plain.force_constants.nac is None and again.force_constants.nac is not None
+    np.testing.assert_allclose(again.dos_.total, direct.dos_.total, rtol=1e-10, atol=1e-12)
+    assert again.omega_max_thz == pytest.approx(direct.omega_max_thz, rel=1e-10)
+    assert again.omega_max_thz > plain.omega_max_thz + 0.5  # LO raised above TO by the dipole-dipole term
+    assert again.engine.settings["born"]["source"] == "predicted"
+    assert reanalysed_with_born(plain, "none") is plain
+
+    ir = crystal_ir(direct)
+    assert np.ptp(ir.intensities[ir.intensities > 0]) > 0  # not all equal: intensities carry information
+    x = np.arange(200.0, 600.0, 2.0)
+    y = 500 * broaden(ir.frequencies_cm1 * 1.05, ir.intensities, x, 12.0) + 5 + 0.01 * x
+    np.savetxt(tmp_path / "ir.csv", np.column_stack([x, y]), delimiter=",", header="wavenumber_cm-1,absorbance",
+               comments="")
+    wz.write(str(tmp_path / "wz.cif"))
+    bulk("NiO", "rocksalt", a=4.17).write(str(tmp_path / "rs.cif"))
+    cands = [tmp_path / "wz.cif", tmp_path / "rs.cif"]
+    res = identify(tmp_path / "ir.csv", cands, kind="ir", settings=s, first_pass=False)
+    assert res.settings["born"] == "auto"
+    for c in res.candidates:
+        assert c["second_pass"]["born_charges"] and "Born charges" in c["second_pass"]["spectrum"]
+    wz_row = next(c for c in res.candidates if c["name"] == "wz")
+    assert wz_row["second_pass"]["frequency_scale"][0] == pytest.approx(1.05, abs=0.01)
+    off = identify(tmp_path / "ir.csv", cands, kind="ir", settings=s, first_pass=False, born="none")
+    assert all(not c["second_pass"]["born_charges"] and "equal intensities" in c["second_pass"]["spectrum"]
+               for c in off.candidates)
+    with pytest.raises(atomvib.errors.InputError, match="BORN file"):
+        identify(tmp_path / "ir.csv", cands, kind="ir", settings=s, first_pass=False, born=str(tmp_path / "BORN"))

@@ -346,6 +346,25 @@ def resolve_born(born, plan_or_phonopy, progress: Progress | None = None, dft_fo
     return pred.nac_params(), {**pred.provenance(), "rule": why, "nac_label": pred.label()}
 
 
+def reanalysed_with_born(result, born="auto"):
+    """CrystalPhonons ``result`` computed without LO–TO splitting (e.g. by the batch runner) with the Born charges
+    and ε∞ of ``born`` (``"auto"``, ``"predicted"``: the learned model, see :func:`resolve_born`) and its DOS,
+    bands and thermal properties recomputed from the same force constants. Returned unchanged when it already
+    carries Born charges or ``born`` gives none (``"none"``; ``"auto"`` for a crystal that is not polar)."""
+    from .harmonic.crystal import analyse_crystal
+
+    mode = born_mode(born)
+    if mode is None:
+        raise InputError(f"born {born!r}: expected one of {', '.join(BORN_MODES)}", fix="e.g. --born auto")
+    if mode == "none" or result.force_constants.nac is not None:
+        return result
+    new = with_born(result, mode)
+    if new.force_constants.nac is None:
+        return result
+    return analyse_crystal(new.force_constants, new.settings, structure=new.structure, engine=new.engine,
+                           n_displacements=new.n_displacements, relaxation=new.relaxation, timings=dict(new.timings))
+
+
 def read_born(born, plan_or_phonopy):
     """NAC parameters from a BORN file for the primitive cell of a plan or phonopy object."""
     ph = plan_or_phonopy._phonopy() if hasattr(plan_or_phonopy, "_phonopy") else plan_or_phonopy

@@ -94,6 +94,10 @@ def add_parser(sub):
                    "Å (default 10)")
     g.add_argument("--mesh-density", type=float, default=100.0, metavar="L", help="q-mesh density of the phonon "
                    "DOS (default 100)")
+    g.add_argument("--born", choices=["auto", "predicted", "none"], default=None,
+                   help="learned Born charges and eps_inf (docs/born.md) for LO-TO splitting and IR intensities: "
+                   "auto (polar non-metals), predicted (every crystal), none. Default: auto for --kind ir (IR "
+                   "intensities need them; without, every Γ mode counts the same), none otherwise")
     g = p.add_argument_group("second pass with the batch runner (many candidates, many workers)")
     g.add_argument("--db", metavar="URL", help="run the second pass with `atomvib batch` into this database")
     g.add_argument("--results", metavar="DIR", help="directory for the batch result files (default: <db>_results)")
@@ -166,7 +170,7 @@ def run(args) -> int:
             args.measured, args.candidates, kind=args.kind, instrument=args.instrument, ei_mev=args.ei,
             temperature_k=args.temperature, q_range=args.q_range, x_range=args.x_range, units=args.units,
             order=args.order, fit=fit, settings=settings, committee=committee, top_k=args.top,
-            decisive=args.decisive, first_pass=not args.no_screen, model=args.model, scale_prior=args.scale_prior,
+            decisive=args.decisive, first_pass=not args.no_screen, born=args.born, model=args.model, scale_prior=args.scale_prior,
             rescale_errors=not args.no_birge, db=args.db, results_dir=args.results, workers=args.workers,
             scheduler=args.scheduler, progress=not args.quiet,
         )

@@ -699,6 +699,7 @@ def identify(
     top_k: int = 5,
     decisive: float = 0.99,
     first_pass: bool = True,
+    born: str | None = None,
     model=None,
     scale_prior: float = SCALE_PRIOR,
     rescale_errors: bool = True,
@@ -739,6 +740,10 @@ def identify(
     decisive : stop the second pass once the best refined candidate's probability exceeds this (with the
         screening only: without it every candidate is refined)
     first_pass : screen with the DOS predictor (False: every candidate goes to the second pass)
+    born : ``"auto"``, ``"predicted"`` or ``"none"``: Born charges and ε∞ of the learned model
+        (:func:`atomvib.workflow.resolve_born`) for the refined candidates' LO–TO splitting and IR intensities.
+        Default ``"auto"`` (polar non-metals) for ``kind="ir"``, whose intensities need them, ``"none"`` otherwise
+        (on the DFPT polymorph groups of docs/identify.md LO–TO splitting did not change the ranking)
     model : DOS predictor model (default the shipped one)
     scale_prior : σ of the prior on ln(frequency scale); 0 for none
     rescale_errors : apply the Birge factor (see :func:`probabilities`)
@@ -774,6 +779,7 @@ def identify(
     # relaxed cell (PBE-like, 1-3 % larger) softens each candidate by its own amount: on the DFPT polymorph groups
     # of docs/identify.md relaxing the cell gave fewer right answers in every draw
     settings = settings or PhononSettings(relax_cell=False)
+    born = _born_mode(born, target.kind)
     if engine is not None:
         settings = dataclasses.replace(settings, engine=engine)
     members = tuple(committee) if committee else (settings.engine,)  # None: the default engine
@@ -838,7 +844,8 @@ def identify(
             step = step0 if i == 0 or db is not None else 1
             chunk = queue[i: i + step]
             i += len(chunk)
-            for c, out in _second_pass(chunk, target, settings, members, db, results_dir, workers, scheduler, prog):
+            for c, out in _second_pass(chunk, target, settings, members, db, results_dir, workers, scheduler, prog,
+                                      born):
                 if isinstance(out, str):
                     rows[c.name]["status"] = f"second pass failed: {out}"
                     continue
@@ -931,6 +938,7 @@ def identify(
         "engine": settings.engine,
         "engines": [m or default_engine_spec(False) for m in members],
         "relax": settings.relax,
+        "born": born,
         "top_k": int(top_k),
         "decisive": float(decisive),
         "first_pass": bool(first_pass),
@@ -1008,10 +1016,26 @@ def _first_pass(cands, target: Target, model, rows, unscreened: list):
     return screened, res
 
 
-def _second_pass(chunk, target: Target, settings, members, db, results_dir, workers, scheduler, prog):
+def _born_mode(born, kind: str) -> str:
+    """identify's ``born``: auto/predicted/none (any case); None: auto for IR (its intensities), else none."""
+    from ..workflow import BORN_MODES, born_mode
+
+    if born is None:
+        return "auto" if kind == "ir" else "none"
+    mode = born_mode(born)
+    if mode is None:
+        raise InputError(f"--born {born}: identify takes the learned Born charges or none, not a BORN file",
+                         fix=f"use --born {'|'.join(BORN_MODES)}")
+    return mode
+
+
+def _second_pass(chunk, target: Target, settings, members, db, results_dir, workers, scheduler, prog,
+                 born: str = "none"):
     """Yield (candidate, [(CompareResult, spread, extra) per engine of ``members``] or an error message) for each
-    candidate of ``chunk``: every engine's phonons (its own relaxation), spectrum and fit, separately."""
+    candidate of ``chunk``: every engine's phonons (its own relaxation, Born charges as ``born`` says), spectrum
+    and fit, separately."""
     from ..harmonic.crystal import CrystalPhonons
+    from ..workflow import phonons, reanalysed_with_born
 
     per_member = []
     for m in members:
@@ -1028,11 +1052,11 @@ def _second_pass(chunk, target: Target, settings, members, db, results_dir, work
                     if isinstance(ph, str):
                         err = ph
                         break
+                    if isinstance(ph, CrystalPhonons):  # the batch runner's phonons carry no LO-TO splitting
+                        ph = reanalysed_with_born(ph, born)
                 else:
-                    from ..workflow import phonons
-
                     with prog.stage(f"second pass: phonons of {c.name} ({sm.engine or 'default engine'})"):
-                        ph = phonons(c.structure, settings=sm)
+                        ph = phonons(c.structure, settings=sm, born=born)
                 if not isinstance(ph, CrystalPhonons):
                     err = f"not a crystal phonon result ({type(ph).__name__})"
                     break
@@ -1044,6 +1068,7 @@ def _second_pass(chunk, target: Target, settings, members, db, results_dir, work
             info = ph.engine
             extra = {"engine": getattr(info, "spec", "") or getattr(info, "name", ""), "spectrum": note,
                      "has_imaginary": bool(ph.has_imaginary), "omega_max_thz": float(ph.omega_max_thz),
+                     "born_charges": ph.force_constants.nac is not None,
                      "seconds": time.perf_counter() - t0 if results is None else None}
             outs.append((res, np.zeros(len(res.fit.x)), extra))
         if err is not None:
