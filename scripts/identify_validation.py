@@ -347,6 +347,7 @@ CONFIGS = {
     "l3i5-fixed-cell-cli": (replace(RANKER, engine=L3I5, min_supercell_length_a=10.0, mesh_density=100.0), None, "none"),
     "l3i5-fixed-cell-13A": (replace(RANKER, engine=L3I5, min_supercell_length_a=13.0), None, "none"),
     "l3i5-fixed-cell-born": (replace(RANKER, engine=L3I5), None, "auto"),
+    "pool-l3i5-chgnet": (RANKER, (L3I5, "chgnet"), "none"),
 }
 CONFIG_LABELS = {
     "l3i5-fixed-cell": "SevenNet-l3i5, atoms relaxed in the given cell (**default**)",
@@ -360,6 +361,7 @@ CONFIG_LABELS = {
     "l3i5-fixed-cell-cli": "SevenNet-l3i5, atoms relaxed in the given cell, the CLI's supercell (10 Å) and mesh (100)",
     "l3i5-fixed-cell-13A": "SevenNet-l3i5, atoms relaxed in the given cell, 13 Å supercells",
     "l3i5-fixed-cell-born": "SevenNet-l3i5, atoms relaxed in the given cell, LO–TO splitting from learned Born charges (`--born auto`)",
+    "pool-l3i5-chgnet": "SevenNet-l3i5 and CHGNet pooled (`--committee`), atoms relaxed in the given cell",
 }
 
 
