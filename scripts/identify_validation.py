@@ -390,6 +390,12 @@ def _petretto_dev(ok=None) -> list[list[dict]]:
     return [g for g in ok if g[0]["formula"] not in drawn]
 
 
+def _petretto_draws(ok) -> dict:
+    """{draw: (groups, first measurement seed, formula -> work directory)} for the reported and development draws."""
+    return {"reported": (_petretto_groups(ok), 300, lambda f: CACHE / f"petretto_{f}"),
+            "dev": (_petretto_dev(ok), 700, lambda f: CACHE / "petretto_dev" / f)}
+
+
 def _petretto_measurement(group: list[dict], seed: int, work: Path) -> tuple[str, float]:
     """Write the group's crystals (CIF) and the "measured" DOS of one DFPT-stable member into ``work``: its DFPT
     phonon DOS (ABINIT, PBEsol) scaled by 5–10 %, broadened by 6 cm⁻¹, on a sloping background with counting noise
@@ -462,8 +468,7 @@ def petretto_configs(names=None) -> dict:
     (measurements with seeds 700 + k): {config: {"reported": [row], "dev": [row]}}, rows cached per config in
     scripts/validation_cache/identify/configs/."""
     ok = _petretto_ok()
-    draws = {"reported": (_petretto_groups(ok), 300, lambda f: CACHE / f"petretto_{f}"),
-             "dev": (_petretto_dev(ok), 700, lambda f: CACHE / "petretto_dev" / f)}
+    draws = _petretto_draws(ok)
     out = {}
     for name in names or CONFIGS:
         settings, committee, born = CONFIGS[name]
@@ -498,8 +503,7 @@ def petretto_dfpt_control() -> dict:
 
     ok = _petretto_ok()
     out = {}
-    for draw, groups, seed0, where in (("reported", _petretto_groups(ok), 300, lambda f: CACHE / f"petretto_{f}"),
-                                       ("dev", _petretto_dev(ok), 700, lambda f: CACHE / "petretto_dev" / f)):
+    for draw, (groups, seed0, where) in _petretto_draws(ok).items():
         rows = []
         for k, g in enumerate(groups):
             work = where(g[0]["formula"])

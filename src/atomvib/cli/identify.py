@@ -170,9 +170,9 @@ def run(args) -> int:
             args.measured, args.candidates, kind=args.kind, instrument=args.instrument, ei_mev=args.ei,
             temperature_k=args.temperature, q_range=args.q_range, x_range=args.x_range, units=args.units,
             order=args.order, fit=fit, settings=settings, committee=committee, top_k=args.top,
-            decisive=args.decisive, first_pass=not args.no_screen, born=args.born, model=args.model, scale_prior=args.scale_prior,
-            rescale_errors=not args.no_birge, db=args.db, results_dir=args.results, workers=args.workers,
-            scheduler=args.scheduler, progress=not args.quiet,
+            decisive=args.decisive, first_pass=not args.no_screen, born=args.born, model=args.model,
+            scale_prior=args.scale_prior, rescale_errors=not args.no_birge, db=args.db, results_dir=args.results,
+            workers=args.workers, scheduler=args.scheduler, progress=not args.quiet,
         )
         with od:
             res.save(od.stage)  # result.json, arrays.npz, summary.json, identify.json, ranking.csv

@@ -116,16 +116,11 @@ def duplicate_candidates(cands: list[Candidate], spacegroups: dict | None = None
     little. ``spacegroups``: name -> space group symbol already known (else spglib finds it).
     """
     def key(c: Candidate):
-        st = c.structure
-        counts: dict = {}
-        for el in st.symbols:
-            counts[el] = counts.get(el, 0) + 1
-        g = np.gcd.reduce(list(counts.values()))
         try:
-            sg = spacegroups[c.name] if spacegroups and c.name in spacegroups else st.spacegroup()
+            sg = spacegroups[c.name] if spacegroups and c.name in spacegroups else c.structure.spacegroup()
         except Exception:  # spglib failure on a pathological cell: compare it with everything of its formula
             sg = ""
-        return tuple(sorted((el, n // g) for el, n in counts.items())), sg
+        return c.structure.formula, sg  # the reduced formula, elements in a fixed order
 
     groups: dict = {}
     for c in cands:
@@ -152,10 +147,9 @@ def duplicate_candidates(cands: list[Candidate], spacegroups: dict | None = None
 
 
 def _pmg(structure: Structure):
-    from pymatgen.core import Lattice
     from pymatgen.core import Structure as PmgStructure
 
-    return PmgStructure(Lattice(np.asarray(structure.cell, float)), structure.symbols, structure.scaled_positions())
+    return PmgStructure(np.asarray(structure.cell, float), structure.symbols, structure.scaled_positions())
 
 
 # ------------------------------------------------------------------------------------------ enumeration

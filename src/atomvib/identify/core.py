@@ -849,22 +849,22 @@ def identify(
                 if isinstance(out, str):
                     rows[c.name]["status"] = f"second pass failed: {out}"
                     continue
-                res, spread, extra = out[0]
-                row = _pass_row(res, spread, extra)
+                res, extra = out[0]
+                row = _pass_row(res, np.zeros(len(res.fit.x)), extra)  # no model spread: engines are pooled
                 if len(members) > 1:
-                    row["engine"] = " + ".join(e["engine"] for _, _, e in out)
-                    row["seconds"] = sum(e["seconds"] or 0.0 for _, _, e in out) if extra["seconds"] is not None \
+                    row["engine"] = " + ".join(e["engine"] for _, e in out)
+                    row["seconds"] = sum(e["seconds"] or 0.0 for _, e in out) if extra["seconds"] is not None \
                         else None
                     row["members"] = [{"engine": e["engine"], "frequency_scale": list(r.fit.frequency_scale),
                                        "chi2_red": r.fit.chi2_red, "has_imaginary": e["has_imaginary"],
-                                       "omega_max_thz": e["omega_max_thz"]} for r, _, e in out]
+                                       "omega_max_thz": e["omega_max_thz"]} for r, e in out]
                 rows[c.name]["second_pass"] = row
-                res2[c.name] = [(r, sp) for r, sp, _ in out]
+                res2[c.name] = [r for r, _ in out]
                 done.append(c.name)
                 prog.message(f"second pass {len(done)}: {c.name}: "
                              + "; ".join(f"{e['engine']} s = {r.fit.frequency_scale[0]:.4f} ± "
                                          f"{r.fit.frequency_scale[1]:.4f}, chi2_red {r.fit.chi2_red:.3g}"
-                                         for r, _, e in out))
+                                         for r, e in out))
             # without a screening nothing vouches for the candidates not yet refined: no early stop then
             if first_pass and len(done) >= 2 and i < len(queue) and not early:
                 pr = _pooled(done, res2, scale_prior, rescale_errors)
@@ -906,7 +906,7 @@ def identify(
             for j, prm in enumerate(pr["members"] if len(members) > 1 else ()):
                 rows[n]["second_pass"]["members"][j]["probability"] = float(prm["probability"][k])
             p2[n] = float(pr["probability"][k])
-            fits[n] = res2[n][0][0].fit
+            fits[n] = res2[n][0].fit
     unscreened_names = {c.name for c in unscreened}
     nan = float("nan")
     if p1 and not any(n in unscreened_names for n in p2):
@@ -959,12 +959,11 @@ def identify(
 def _pooled(done, res2, scale_prior, rescale) -> dict:
     """Second-pass probabilities of the refined candidates ``done``: each engine's (:func:`probabilities` on its
     own fits) and their pool (:func:`pool_probabilities`): ``{"probability": (n,), "members": [dict per engine]}``."""
-    prs = [probabilities([res2[n][j][0].fit for n in done], [res2[n][j][1] for n in done], scale_prior=scale_prior,
-                         rescale=rescale) for j in range(len(res2[done[0]]))]
-    logp = []
-    for pr in prs:
-        ll = pr["log_likelihood"]
-        logp.append(ll - (ll.max() + np.log(np.sum(np.exp(ll - ll.max())))))
+    from scipy.special import logsumexp
+
+    prs = [probabilities([res2[n][j].fit for n in done], scale_prior=scale_prior, rescale=rescale)
+           for j in range(len(res2[done[0]]))]
+    logp = [pr["log_likelihood"] - logsumexp(pr["log_likelihood"]) for pr in prs]
     return {"probability": pool_probabilities(logp), "members": prs}
 
 
@@ -1031,7 +1030,7 @@ def _born_mode(born, kind: str) -> str:
 
 def _second_pass(chunk, target: Target, settings, members, db, results_dir, workers, scheduler, prog,
                  born: str = "none"):
-    """Yield (candidate, [(CompareResult, spread, extra) per engine of ``members``] or an error message) for each
+    """Yield (candidate, [(CompareResult, extra) per engine of ``members``] or an error message) for each
     candidate of ``chunk``: every engine's phonons (its own relaxation, Born charges as ``born`` says), spectrum
     and fit, separately."""
     from ..harmonic.crystal import CrystalPhonons
@@ -1070,7 +1069,7 @@ def _second_pass(chunk, target: Target, settings, members, db, results_dir, work
                      "has_imaginary": bool(ph.has_imaginary), "omega_max_thz": float(ph.omega_max_thz),
                      "born_charges": ph.force_constants.nac is not None,
                      "seconds": time.perf_counter() - t0 if results is None else None}
-            outs.append((res, np.zeros(len(res.fit.x)), extra))
+            outs.append((res, extra))
         if err is not None:
             yield c, (err if len(members) == 1 else f"{sm.engine}: {err}")
         else:
